@@ -1,0 +1,21 @@
+"""rubix_eqx: differentiable mock IFU cubes of simulated galaxies, in JAX and Equinox."""
+
+import importlib.metadata
+
+from . import cosmology as cosmology, galaxy as galaxy, ssp as ssp, telescope as telescope
+from ._cube import Cube as Cube, Diagnostics as Diagnostics
+from ._observation import Observation as Observation
+from ._pipeline import (
+    CoverageError as CoverageError,
+    FieldWarning as FieldWarning,
+    Pipeline as Pipeline,
+)
+from ._spectral_grid import SpectralGrid as SpectralGrid
+from ._stages._deposit import Deposit as Deposit
+from ._stages._orient import Orient as Orient
+from .galaxy import Galaxy as Galaxy
+from .ssp import SSPGrid as SSPGrid
+from .telescope import PSF as PSF, Telescope as Telescope
+
+
+__version__ = importlib.metadata.version("rubix-eqx")

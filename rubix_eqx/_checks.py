@@ -1,0 +1,44 @@
+"""Validation helpers: eager checks on concrete arrays, and traced checks under jit."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def concrete(x) -> np.ndarray | None:
+    """`x` as a NumPy array, or `None` if it is a tracer (built under jit: no value checks)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def describe_bad(name: str, values: np.ndarray, bad: np.ndarray, problem: str) -> str:
+    """An error message naming the field, how many entries are bad, and the first one."""
+    flat_bad = np.argwhere(bad)
+    first = tuple(int(i) for i in flat_bad[0])
+    where = first[0] if len(first) == 1 else first
+    return (
+        f"`{name}` {problem} for {int(bad.sum())} of {bad.size} values "
+        f"(first at index {where}: {values[first]!r})."
+    )
+
+
+def require(name: str, values, predicate_bad, problem: str) -> None:
+    """Raise `ValueError` if `predicate_bad(values)` flags any concrete entry."""
+    arr = concrete(values)
+    if arr is None or arr.size == 0:
+        return
+    bad = np.asarray(predicate_bad(arr))
+    if bad.any():
+        raise ValueError(describe_bad(name, arr, bad, problem))
+
+
+def require_finite(name: str, values) -> None:
+    require(name, values, lambda a: ~np.isfinite(a), "is NaN or infinite")
+
+
+def traced_check(x, bad, message: str):
+    """`x`, with a runtime error attached if any of `bad` is true (works under jit)."""
+    return eqx.error_if(x, jnp.any(bad), message)

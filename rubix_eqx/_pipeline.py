@@ -1,0 +1,222 @@
+"""`Pipeline`: star particles → IFU cube, one jitted, differentiable call."""
+
+import logging
+import math
+import warnings
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._checks import concrete
+from ._cube import Cube, Diagnostics
+from ._engine import accumulate_cube, auto_chunk_size, ParticleTerms
+from ._observation import Observation
+from ._spectral_grid import SpectralGrid
+from ._stages._deposit import Deposit, sky_pixels
+from ._stages._orient import Orient
+from ._units import C_KM_S, dimming_constant
+from .galaxy import Galaxy
+from .ssp import SSPGrid, ssp_weights
+from .telescope import Telescope
+
+
+logger = logging.getLogger("rubix_eqx")
+
+
+class CoverageError(ValueError):
+    """The telescope's wavelength range, de-redshifted, leaves the SSP grid."""
+
+
+class FieldWarning(UserWarning):
+    """No particle of the galaxy falls inside the field of view."""
+
+
+def log_doppler(redshift, v_los):
+    """ln of the total Doppler factor (1+z)·sqrt((1+β)/(1-β)) (relativistic)."""
+    return jnp.log1p(redshift) + jnp.arctanh(v_los / C_KM_S)
+
+
+class Pipeline(eqx.Module):
+    """Composes the stages that turn a [`rubix_eqx.Galaxy`][] and an
+    [`rubix_eqx.Observation`][] into a [`rubix_eqx.Cube`][].
+
+    Stages, in order: `orient` (inclination, position angle), `deposit` (projection
+    with d_A and CIC or nearest deposit), spectra (SSP interpolation, Doppler shift,
+    d_L dimming, on the ln λ lattice of [`rubix_eqx.SpectralGrid`][]), rebinning onto
+    the telescope grid. Call it as `pipeline(galaxy, observation, key=key)`.
+    """
+
+    telescope: Telescope
+    ssp: SSPGrid
+    grid: SpectralGrid
+    orient: Orient
+    deposit: Deposit
+    flux_unit: float = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
+    velocity_margin: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        telescope: Telescope,
+        ssp: SSPGrid,
+        *,
+        deposit: Deposit | str = "cic",
+        orient: Orient | None = None,
+        flux_unit: float = 1e-20,
+        chunk_size: int | None = None,
+        oversample: int = 1,
+        velocity_margin: float = 1000.0,
+    ):
+        """**Arguments:**
+
+        - `telescope`, `ssp`: the instrument and the SSP grid.
+        - `deposit`: `"cic"` (bilinear, default), `"nearest"`, or a `Deposit`.
+        - `orient`: the orientation stage (default `Orient()`).
+        - `flux_unit`: the cube's unit in erg s⁻¹ cm⁻² Å⁻¹ (default 1e-20).
+        - `chunk_size`: particles per scan step (default: chosen from the sizes).
+        - `oversample`: working ln λ lattice finer than the finest telescope pixel by
+          this factor (1 is exact for the model; see docs/physics.md).
+        - `velocity_margin`: km/s; line-of-sight speeds assumed when checking that the
+          SSP grid covers the telescope range.
+        """
+        if not flux_unit > 0:
+            raise ValueError(f"`Pipeline(flux_unit=...)` must be > 0; got {flux_unit}.")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"`Pipeline(chunk_size=...)` must be >= 1; got {chunk_size}.")
+        if not 0 <= velocity_margin < C_KM_S:
+            raise ValueError(f"`Pipeline(velocity_margin=...)` must lie in [0, c); got {velocity_margin}.")
+        self.telescope = telescope
+        self.ssp = ssp
+        self.grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample)
+        self.orient = Orient() if orient is None else orient
+        self.deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
+        self.flux_unit = float(flux_unit)
+        self.chunk_size = chunk_size
+        self.velocity_margin = float(velocity_margin)
+
+    def covered_range(self, redshift: float) -> tuple[float, float]:
+        """The observed wavelength range (Å) the SSP grid covers at `redshift` for every
+        line-of-sight velocity within ±`velocity_margin`."""
+        low, high = self.grid.rest_range
+        beta = self.velocity_margin / C_KM_S
+        d_plus = math.sqrt((1 + beta) / (1 - beta))
+        return low * (1 + redshift) * d_plus, high * (1 + redshift) / d_plus
+
+    def check_coverage(self, redshift: float) -> None:
+        """Raise [`rubix_eqx.CoverageError`][] if the telescope range is not covered."""
+        lo, hi = self.covered_range(redshift)
+        wave = np.asarray(self.telescope.wavelength)
+        if wave[0] < lo or wave[-1] > hi:
+            raise CoverageError(
+                f"Telescope {self.telescope.name!r} spans {wave[0]:.1f}-{wave[-1]:.1f} Å "
+                f"(observed) but at redshift {redshift:g} the SSP grid {self.ssp.name!r} "
+                f"({self.grid.rest_range[0]:.1f}-{self.grid.rest_range[1]:.1f} Å rest) covers "
+                f"only {lo:.1f}-{hi:.1f} Å observed with a ±{self.velocity_margin:g} km/s "
+                "velocity margin. Crop the telescope with `rubix_eqx.crop_to_coverage(...)`, "
+                "or change the redshift."
+            )
+
+    def __call__(
+        self, galaxy: Galaxy, observation: Observation, *, key: PRNGKeyArray | None = None
+    ) -> Cube:
+        """The cube of `galaxy` seen as `observation` (jitted; differentiable in every
+        floating field of both). `key` feeds the noise stage, if any."""
+        redshift = concrete(observation.redshift)
+        if redshift is not None:
+            self.check_coverage(float(redshift))
+        cube = _forward(self, galaxy, observation, key)
+        _report(cube.diagnostics)
+        return cube
+
+    def particle_terms(self, galaxy: Galaxy, observation: Observation) -> tuple[ParticleTerms, dict]:
+        """Per-particle deposit, template and Doppler terms, plus diagnostics arrays."""
+        tel = self.telescope
+        position, v_los = self.orient(galaxy, observation)
+        d_a = observation.angular_diameter_distance().astype(position.dtype)
+        d_l = observation.luminosity_distance().astype(position.dtype)
+        px, py = sky_pixels(position, d_a, tel.spaxel_size, tel.n_x, tel.n_y)
+        spaxel_index, spaxel_weight, outside = self.deposit(px, py, tel.n_x, tel.n_y)
+        weights = ssp_weights(self.ssp, galaxy.age, galaxy.metallicity)
+        log_d = log_doppler(observation.redshift.astype(v_los.dtype), v_los)
+        low, high = self.grid.shift_range()
+        log_d = eqx.error_if(
+            log_d,
+            (log_d < low) | (log_d >= high),
+            "The Doppler shift of some particles (redshift plus line-of-sight velocity) "
+            "moves the telescope range outside the SSP grid; see Pipeline.covered_range.",
+        )
+        start, fraction = self.grid.shift(log_d)
+        amplitude = galaxy.mass * (dimming_constant(self.flux_unit) / d_l**2)
+        terms = ParticleTerms(
+            spaxel_index=spaxel_index,
+            spaxel_weight=spaxel_weight.astype(self.grid.templates.dtype),
+            template_index=weights.index,
+            template_weight=weights.weight.astype(self.grid.templates.dtype),
+            start=start,
+            fraction=fraction.astype(self.grid.templates.dtype),
+            amplitude=amplitude.astype(self.grid.templates.dtype),
+        )
+        return terms, {"clipped": weights.clipped, "outside": outside}
+
+
+@eqx.filter_jit
+def _forward(
+    pipeline: Pipeline, galaxy: Galaxy, observation: Observation, key: PRNGKeyArray | None
+) -> Cube:
+    del key  # no stochastic stage yet
+    tel = pipeline.telescope
+    galaxy = galaxy.checked()
+    observation = observation.checked()
+    terms, flags = pipeline.particle_terms(galaxy, observation)
+    n_spaxels = tel.n_x * tel.n_y
+    chunk = pipeline.chunk_size or auto_chunk_size(galaxy.n_particles, pipeline.grid.n_work)
+    work = accumulate_cube(terms, pipeline.grid, n_spaxels, chunk)
+    flux = pipeline.grid.to_telescope(work).reshape(tel.n_x, tel.n_y, tel.n_wave)
+    return Cube(
+        flux=flux,
+        variance=jnp.zeros_like(flux),
+        wavelength=tel.wavelength,
+        mask=jnp.ones((tel.n_x, tel.n_y), bool),
+        diagnostics=diagnostics(galaxy.mass, flags["clipped"], flags["outside"]),
+        redshift=observation.redshift,
+        spaxel_size=tel.spaxel_size,
+        ra=observation.ra,
+        dec=observation.dec,
+        flux_unit=pipeline.flux_unit,
+        wavelength_sampling=tel.sampling,
+        telescope=tel.name,
+    )
+
+
+def diagnostics(mass: Float[Array, " n"], clipped, outside) -> Diagnostics:
+    total = jnp.sum(mass)
+    safe = jnp.where(total > 0, total, 1)
+    return Diagnostics(
+        n_particles=jnp.asarray(mass.shape[0]),
+        n_clipped=jnp.sum(clipped),
+        clipped_mass_fraction=jnp.sum(jnp.where(clipped, mass, 0)) / safe,
+        n_outside=jnp.sum(outside),
+        outside_mass_fraction=jnp.sum(jnp.where(outside, mass, 0)) / safe,
+    )
+
+
+def _report(diag: Diagnostics) -> None:
+    """Log clipping, and warn when nothing falls in the field (eager calls only)."""
+    values = [concrete(x) for x in (diag.n_particles, diag.n_clipped, diag.clipped_mass_fraction, diag.n_outside)]
+    if any(v is None for v in values):
+        return
+    n, n_clipped, clipped_fraction, n_outside = values
+    if n_clipped > 0:
+        logger.warning(
+            "%d of %d particles (%.3g%% of the mass) lie outside the SSP grid in age or "
+            "metallicity and were clipped to its edge (by design).",
+            n_clipped, n, 100 * clipped_fraction,
+        )  # fmt: skip
+    if n > 0 and n_outside == n:
+        warnings.warn(
+            f"All {int(n)} particles lie outside the field of view: the cube is zero.",
+            FieldWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,7 @@
+"""The runtime type checker applied to the data classes a user constructs."""
+
+from beartype import BeartypeConf, beartype
+
+
+# `is_pep484_tower` lets an `int` pass where a `float` is annotated.
+typechecker = beartype(conf=BeartypeConf(is_pep484_tower=True))

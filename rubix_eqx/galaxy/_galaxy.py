@@ -1,0 +1,119 @@
+"""The `Galaxy` pytree: star particles with physical units."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, jaxtyped
+
+from .._checks import require, require_finite, traced_check
+from .._typecheck import typechecker
+
+
+@jaxtyped(typechecker=typechecker)
+class Galaxy(eqx.Module):
+    """Star particles of one galaxy, in physical units, relative to its centre.
+
+    **Attributes:**
+
+    - `position`: kpc (physical), relative to the galaxy centre.
+    - `velocity`: km/s, relative to the systemic velocity.
+    - `mass`: initial (birth) mass in M☉; SSP spectra are per M☉ formed.
+    - `age`: Gyr since birth at the epoch of observation.
+    - `metallicity`: metal mass fraction Z (Z☉ = 0.019 for the Padova-based MILES grid).
+
+    Construction checks shapes (jaxtyping) and, for concrete values, that every entry
+    is finite, `mass ≥ 0`, `age ≥ 0` and `metallicity > 0`. Under `jit`, use
+    [`rubix_eqx.Galaxy.checked`][] to attach the same checks to traced values.
+    """
+
+    position: Float[Array, "n 3"]
+    velocity: Float[Array, "n 3"]
+    mass: Float[Array, " n"]
+    age: Float[Array, " n"]
+    metallicity: Float[Array, " n"]
+
+    def __check_init__(self):
+        n = self.mass.shape[0]
+        for name in ("position", "velocity", "age", "metallicity"):
+            got = getattr(self, name).shape[0]
+            if got != n:
+                raise ValueError(
+                    f"`Galaxy.{name}` has {got} particles but `Galaxy.mass` has {n}."
+                )
+        for name in ("position", "velocity", "mass", "age", "metallicity"):
+            require_finite(f"Galaxy.{name}", getattr(self, name))
+        require("Galaxy.mass", self.mass, lambda a: a < 0, "is negative")
+        require("Galaxy.age", self.age, lambda a: a < 0, "is negative")
+        require(
+            "Galaxy.metallicity",
+            self.metallicity,
+            lambda a: a <= 0,
+            "is not positive (Z is a mass fraction > 0)",
+        )
+
+    @property
+    def n_particles(self) -> int:
+        return self.mass.shape[0]
+
+    @classmethod
+    def from_arrays(
+        cls, position, velocity, mass, age, metallicity, dtype=None
+    ) -> "Galaxy":
+        """Build a `Galaxy` from array-likes (NumPy, lists, JAX), cast to one float dtype.
+
+        **Arguments:** as the attributes; `dtype` defaults to JAX's default float.
+        """
+        dtype = jnp.result_type(float) if dtype is None else dtype
+
+        def as_array(name, x):
+            arr = np.asarray(x)
+            if not (
+                np.issubdtype(arr.dtype, np.floating)
+                or np.issubdtype(arr.dtype, np.integer)
+            ):
+                raise TypeError(f"`Galaxy.{name}` must be numeric; got dtype {arr.dtype}.")
+            return jnp.asarray(arr, dtype=dtype)
+
+        return cls(
+            position=as_array("position", position),
+            velocity=as_array("velocity", velocity),
+            mass=as_array("mass", mass),
+            age=as_array("age", age),
+            metallicity=as_array("metallicity", metallicity),
+        )
+
+    def checked(self) -> "Galaxy":
+        """This galaxy with runtime checks attached, for use under `jit` where
+        `__check_init__` cannot see values. Raises `EquinoxRuntimeError` naming the field."""
+        rules = {
+            "position": lambda a: ~jnp.isfinite(a),
+            "velocity": lambda a: ~jnp.isfinite(a),
+            "mass": lambda a: ~jnp.isfinite(a) | (a < 0),
+            "age": lambda a: ~jnp.isfinite(a) | (a < 0),
+            "metallicity": lambda a: ~jnp.isfinite(a) | (a <= 0),
+        }
+        problems = {
+            "position": "NaN or infinite",
+            "velocity": "NaN or infinite",
+            "mass": "NaN, infinite or negative",
+            "age": "NaN, infinite or negative",
+            "metallicity": "NaN, infinite or not positive",
+        }
+        out = self
+        for name, bad in rules.items():
+            value = getattr(self, name)
+            value = traced_check(
+                value, bad(value), f"`Galaxy.{name}` has values that are {problems[name]}."
+            )
+            out = eqx.tree_at(lambda g, name=name: getattr(g, name), out, value)
+        return out
+
+    def select(self, index) -> "Galaxy":
+        """The particles at `index` (a slice, mask or index array) as a new `Galaxy`."""
+        return Galaxy(
+            position=self.position[index],
+            velocity=self.velocity[index],
+            mass=self.mass[index],
+            age=self.age[index],
+            metallicity=self.metallicity[index],
+        )

@@ -1,0 +1,5 @@
+"""SSP grids: the `SSPGrid` pytree, interpolation weights, E-MILES conversion and cache."""
+
+from ._cache import cache_dir as cache_dir
+from ._grid import SSPGrid as SSPGrid
+from ._interpolate import SSPWeights as SSPWeights, ssp_weights as ssp_weights

@@ -1,0 +1,75 @@
+"""SSP grids in HDF5: the documented layout (docs/ssp.md), read and written eagerly.
+
+Layout (format `rubix_eqx.ssp`, version 1): datasets `age` [Gyr], `metallicity` [Z],
+`wavelength` [Angstrom, rest, air], `flux` (n_age, n_Z, n_wave) [Lsun/Angstrom/Msun],
+`fwhm` [Angstrom], `remaining_mass_fraction` (n_age, n_Z) [1]; each with a `units`
+attribute; root attributes `format`, `format_version`, `name`, `citation`, `licence`.
+"""
+
+from pathlib import Path
+
+import h5py
+import jax.numpy as jnp
+import numpy as np
+
+from .._atomic import atomic_path
+from ._grid import SSPGrid
+
+
+FORMAT = "rubix_eqx.ssp"
+FORMAT_VERSION = 1
+UNITS = {
+    "age": "Gyr",
+    "metallicity": "Z",
+    "wavelength": "Angstrom",
+    "flux": "Lsun/Angstrom/Msun",
+    "fwhm": "Angstrom",
+    "remaining_mass_fraction": "1",
+}
+
+
+def write_ssp_hdf5(ssp: SSPGrid, path: str | Path) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["name"] = ssp.name
+        f.attrs["citation"] = ssp.citation
+        f.attrs["licence"] = ssp.licence
+        for name, unit in UNITS.items():
+            dset = f.create_dataset(name, data=np.asarray(getattr(ssp, name), np.float32))
+            dset.attrs["units"] = unit
+
+
+def read_ssp_hdf5(path: str | Path) -> SSPGrid:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SSP grid file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError(
+                f"{path}: attribute `format` is {f.attrs.get('format')!r}, expected {FORMAT!r}."
+            )
+        version = int(f.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: `format_version` {version} is not supported (this version reads "
+                f"{FORMAT_VERSION})."
+            )
+        arrays = {}
+        for name, unit in UNITS.items():
+            if name not in f or not isinstance(f[name], h5py.Dataset):
+                raise ValueError(f"{path}: missing dataset `{name}` [{unit}].")
+            dset = f[name]
+            assert isinstance(dset, h5py.Dataset)
+            got = dset.attrs.get("units")
+            if got != unit:
+                raise ValueError(
+                    f"{path}: dataset `{name}` has units {got!r}; expected {unit!r}."
+                )
+            arrays[name] = jnp.asarray(dset[...])
+        meta = {k: str(f.attrs.get(k, "")) for k in ("name", "citation", "licence")}
+    return SSPGrid(**arrays, **meta)

@@ -1,0 +1,146 @@
+"""E-MILES SSP spectra (Vazdekis et al. 2010, 2016) from pPXF's package data, converted
+once into our HDF5 grid in the user cache.
+
+The MILES licence allows non-commercial use and forbids redistribution: the converted
+file lives only in the user's cache and is never shipped with this package.
+"""
+
+import hashlib
+import importlib.resources
+import logging
+import re
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._cache import cache_dir as default_cache_dir
+from ._grid import SSPGrid
+from ._io import read_ssp_hdf5
+
+
+logger = logging.getLogger(__name__)
+
+CACHE_NAME = "emiles_un1.30_padova00_baseFe_v1.h5"
+FILE_PATTERN = re.compile(r"Eun1\.30Z([mp])(\d\.\d\d)T(\d+\.\d+)_iPp0\.00_baseFe_linear_FWHM_variable\.fits")
+MASS_TABLE = "Vazdekis2012_ssp_mass_Padova00_UN_baseFe_v10.0.txt"
+SOLAR_METALLICITY = 0.019  # Z☉ of the Padova (Girardi et al. 2000) isochrones used by MILES
+# Vazdekis et al. 2016 (MNRAS 463, 3409), Sect. 2: E-MILES resolution is FWHM 2.51 Å over
+# 3540.5–8950 Å (MILES, Falcón-Barroso et al. 2011; CaT) and 3.0 Å in the NGSL-based UV.
+FWHM_OPTICAL = 2.51
+FWHM_UV = 3.0
+UV_OPTICAL_BOUNDARY = 3540.5
+CITATION = (
+    "E-MILES SSP models: Vazdekis et al. 2010, MNRAS 404, 1639; Vazdekis et al. 2016, "
+    "MNRAS 463, 3409; MILES resolution: Falcon-Barroso et al. 2011, A&A 532, A95. "
+    "Acknowledge: 'This research is/was (partially) based on data from the MILES project.'"
+)
+INSTALL_HINT = (
+    "`SSPGrid.load('miles')` needs the E-MILES spectra shipped with pPXF: install the "
+    "optional extra with `pip install 'rubix-eqx[miles]'` (ppxf==8.2.6), or convert your "
+    "own download with `SSPGrid.from_miles_dir(path)`."
+)
+
+
+def ppxf_miles_dir() -> Path:
+    """The `miles_models` folder of the installed `ppxf` package."""
+    try:
+        root = importlib.resources.files("ppxf")
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(INSTALL_HINT) from None
+    path = Path(str(root)) / "miles_models"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist. {INSTALL_HINT}")
+    return path
+
+
+def _licence_text(header) -> str:
+    lines = [str(c).lstrip("= ").strip().strip("'").lstrip("#").strip() for c in header.get("COMMENT", [])]
+    start = next((i for i, s in enumerate(lines) if "Copyright" in s), 0)
+    stop = next((i for i, s in enumerate(lines) if "All other rights" in s), len(lines) - 1)
+    return "\n".join(lines[start : stop + 1])
+
+
+def _read_mass_table(path: Path) -> dict[tuple[float, float], float]:
+    """(rounded [M/H], rounded age) → M(stars + remnants) per unit initial mass, Salpeter."""
+    table = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[0] != "UN" or parts[1] != "1.30":
+            continue
+        metal, age, m_star_remnant = float(parts[2]), float(parts[3]), float(parts[5])
+        table[(round(metal, 2), round(age, 4))] = m_star_remnant
+    return table
+
+
+def convert_miles(source_dir: Path) -> SSPGrid:
+    """Read the 150 E-MILES FITS files and the mass table in `source_dir` into an `SSPGrid`."""
+    from astropy.io import fits
+
+    files = {}
+    for path in source_dir.glob("*.fits"):
+        match = FILE_PATTERN.fullmatch(path.name)
+        if match:
+            sign, metal, age = match.groups()
+            files[(float(age), (-1 if sign == "m" else 1) * float(metal))] = path
+    if not files:
+        raise FileNotFoundError(f"No E-MILES FITS files (Eun1.30Z*T*.fits) in {source_dir}.")
+    ages = sorted({a for a, _ in files})
+    metals = sorted({m for _, m in files})
+    missing = [(a, m) for a in ages for m in metals if (a, m) not in files]
+    if missing:
+        raise FileNotFoundError(f"{source_dir}: E-MILES grid incomplete; missing (age, [M/H]) {missing[:5]}.")
+
+    first = fits.open(files[(ages[0], metals[0])])[0]
+    header = first.header
+    n_pix = int(header["NAXIS1"])
+    wave = header["CRVAL1"] + header["CDELT1"] * (np.arange(n_pix) + 1 - header["CRPIX1"])
+    flux = np.empty((len(ages), len(metals), n_pix), np.float64)
+    for i, a in enumerate(ages):
+        for j, m in enumerate(metals):
+            flux[i, j] = fits.getdata(files[(a, m)]).astype(np.float64)
+    # Keep the range where every template is complete (young ones are zero above 8950 Å).
+    incomplete = np.nonzero(np.any(flux <= 0, axis=(0, 1)))[0]
+    stop = incomplete[0] if incomplete.size else n_pix
+    wave, flux = wave[:stop], flux[..., :stop]
+    fwhm = np.where(wave < UV_OPTICAL_BOUNDARY, FWHM_UV, FWHM_OPTICAL)
+
+    mass_path = source_dir / MASS_TABLE
+    remaining = np.ones((len(ages), len(metals)))
+    if mass_path.is_file():
+        table = _read_mass_table(mass_path)
+        for i, a in enumerate(ages):
+            for j, m in enumerate(metals):
+                key = min(table, key=lambda k: abs(k[0] - m) + abs(k[1] - a))
+                remaining[i, j] = table[key]
+    else:
+        logger.warning("%s not found: remaining_mass_fraction set to 1.", mass_path)
+
+    return SSPGrid(
+        age=jnp.asarray(ages, jnp.float32),
+        metallicity=jnp.asarray(SOLAR_METALLICITY * 10.0 ** np.asarray(metals), jnp.float32),
+        wavelength=jnp.asarray(wave, jnp.float32),
+        flux=jnp.asarray(flux, jnp.float32),
+        fwhm=jnp.asarray(fwhm, jnp.float32),
+        remaining_mass_fraction=jnp.asarray(remaining, jnp.float32),
+        name="E-MILES (Salpeter, Padova00, baseFe)",
+        citation=CITATION,
+        licence=_licence_text(header),
+    )
+
+
+def load_miles(source_dir=None, cache_dir=None) -> SSPGrid:
+    """The E-MILES grid from the cache, converting it from `source_dir` (default: pPXF's
+    package data) on first use."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if source_dir is None:
+        name = CACHE_NAME
+    else:
+        digest = hashlib.sha1(str(Path(source_dir).resolve()).encode()).hexdigest()[:12]
+        name = f"emiles_{digest}.h5"
+    path = cache / name
+    if not path.is_file():
+        source = ppxf_miles_dir() if source_dir is None else Path(source_dir)
+        logger.info("Converting E-MILES templates from %s into %s (once).", source, path)
+        convert_miles(source).to_hdf5(path)
+    return read_ssp_hdf5(path)

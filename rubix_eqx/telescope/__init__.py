@@ -1,0 +1,4 @@
+"""Telescopes: the `Telescope` pytree, its `PSF`, and presets from YAML."""
+
+from ._presets import preset_dir as preset_dir, presets as presets
+from ._telescope import PSF as PSF, Telescope as Telescope, wavelength_grid as wavelength_grid
