@@ -68,6 +68,7 @@ class Pipeline(eqx.Module):
         chunk_size: int | None = None,
         oversample: int = 1,
         velocity_margin: float = 1000.0,
+        dtype=jnp.float32,
     ):
         """**Arguments:**
 
@@ -80,6 +81,7 @@ class Pipeline(eqx.Module):
           this factor (1 is exact for the model; see docs/physics.md).
         - `velocity_margin`: km/s; line-of-sight speeds assumed when checking that the
           SSP grid covers the telescope range.
+        - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
         """
         if not flux_unit > 0:
             raise ValueError(f"`Pipeline(flux_unit=...)` must be > 0; got {flux_unit}.")
@@ -89,7 +91,7 @@ class Pipeline(eqx.Module):
             raise ValueError(f"`Pipeline(velocity_margin=...)` must lie in [0, c); got {velocity_margin}.")
         self.telescope = telescope
         self.ssp = ssp
-        self.grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample)
+        self.grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
         self.orient = Orient() if orient is None else orient
         self.deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
         self.flux_unit = float(flux_unit)

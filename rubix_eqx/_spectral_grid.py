@@ -138,4 +138,5 @@ class SpectralGrid(eqx.Module):
         """Flux density on the telescope grid (per Å) from observed-lattice integrated flux."""
         padded = jnp.pad(integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, self.rebin_weight.shape[1])])
         index = self.rebin_start[:, None] + jnp.arange(self.rebin_weight.shape[1])[None, :]
-        return jnp.sum(padded[..., index] * self.rebin_weight, axis=-1)
+        weight = self.rebin_weight.reshape((1,) * (integrated.ndim - 1) + self.rebin_weight.shape)
+        return jnp.sum(padded[..., index] * weight, axis=-1)

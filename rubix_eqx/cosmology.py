@@ -86,21 +86,14 @@ class Cosmology(eqx.Module):
         omega_nu_1 = omega_gamma * _NU_PER_GAMMA * n_eff / 3  # one relativistic ν
         omega_r = omega_gamma + 2 * omega_nu_1  # photons and two massless ν
         omega_nu_nr = m_nu / (_NU_MASS_EV * h2)
-        omega_nu = _pnorm(omega_nu_1, omega_nu_nr)
-        return (
-            omega_r,
-            omega_m,
-            omega_nu_1,
-            omega_nu_nr,
-            1 - omega_m - omega_r - omega_nu,
-        )
+        omega_l = 1 - omega_m - omega_r - _pnorm(omega_nu_1, omega_nu_nr)
+        return omega_r, omega_m, omega_nu_1, omega_nu_nr, omega_l
 
     def _a4_e2(self, a: Array) -> Array:
         """a⁴ E(a)², finite as a → 0."""
         omega_r, omega_m, omega_nu_1, omega_nu_nr, omega_l = self._omegas(a.dtype)
-        a2 = a * a
         nu = _pnorm(omega_nu_1, omega_nu_nr * a)
-        return omega_r + nu + a * (omega_m + omega_l * a * a2)
+        return omega_r + nu + a * (omega_m + omega_l * a**3)
 
     def efunc(self, z: Real[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
         """E(z) = H(z)/H0 (dimensionless)."""
