@@ -2,67 +2,22 @@
 
 import astropy.cosmology
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 
 from . import reference as ref
-
-
-Z_OBS = 0.05
-N_X = N_Y = 10
-SPAXEL = 0.5  # arcsec
-
-
-def tiny_ssp(flat: bool = False) -> rx.SSPGrid:
-    """4 ages × 3 Z, 3000–8000 Å at 1 Å: smooth continua with absorption lines."""
-    age = np.array([0.5, 2.0, 6.0, 12.0])
-    metallicity = np.array([0.004, 0.019, 0.03])
-    wave = np.arange(3000.0, 8000.5, 1.0)
-    flux = np.empty((age.size, metallicity.size, wave.size))
-    for i, a in enumerate(age):
-        for j, z in enumerate(metallicity):
-            continuum = 1e-3 / a * (wave / 5000.0) ** (0.5 * np.log10(a) + 1.0)
-            lines = sum(
-                (0.2 + 0.05 * j + 0.02 * i) * np.exp(-0.5 * ((wave - c) / (1.5 + 0.3 * i)) ** 2)
-                for c in (3934.0, 4861.0, 5175.0, 5270.0, 5890.0)
-            )
-            flux[i, j] = continuum * (1 - lines) if not flat else 1e-3
-    return rx.SSPGrid(
-        age=jnp.asarray(age),
-        metallicity=jnp.asarray(metallicity),
-        wavelength=jnp.asarray(wave),
-        flux=jnp.asarray(flux),
-        fwhm=jnp.full(wave.shape, 2.5),
-        remaining_mass_fraction=jnp.ones((age.size, metallicity.size)),
-    )
-
-
-def tiny_telescope(start=4800.0, stop=6000.0, step=2.0, n=N_X) -> rx.Telescope:
-    wave = np.arange(start, stop + step / 2, step)
-    return rx.Telescope(
-        name="tiny",
-        spaxel_size=SPAXEL,
-        n_x=n,
-        n_y=n,
-        wavelength=jnp.asarray(wave),
-        lsf_fwhm=jnp.full(wave.shape, 3.0),
-    )
-
-
-def random_galaxy(seed: int, n: int, size_kpc: float = 1.5) -> rx.Galaxy:
-    rng = np.random.default_rng(seed)
-    return rx.Galaxy.from_arrays(
-        position=rng.normal(0, size_kpc, (n, 3)),
-        velocity=rng.normal(0, 150.0, (n, 3)),
-        mass=rng.uniform(1e4, 1e5, n),
-        age=10 ** rng.uniform(np.log10(0.6), np.log10(11.0), n),
-        metallicity=10 ** rng.uniform(np.log10(0.0045), np.log10(0.028), n),
-        dtype=jnp.float64,
-    )
+from .cases import (
+    N_X,
+    N_Y,
+    observation,
+    random_galaxy,
+    SPAXEL,
+    tiny_ssp,
+    tiny_telescope,
+    Z_OBS,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +33,6 @@ def pipe(ssp):
 @pytest.fixture(scope="module")
 def pipe_nearest(ssp):
     return rx.Pipeline(tiny_telescope(), ssp, deposit="nearest", dtype=jnp.float64)
-
-
-def observation(**kw) -> rx.Observation:
-    kw = {"redshift": Z_OBS, "inclination": 50.0, "position_angle": 20.0} | kw
-    return rx.Observation(**{k: jnp.asarray(v, jnp.float64) for k, v in kw.items()})
 
 
 def reference_inputs(gal, ssp, obs, tel, deposit="cic"):
@@ -148,26 +98,42 @@ def test_single_particle_on_node(ssp, pipe):
         1, age=2.0, metallicity=0.019, total_mass=1e6,
         position=(0.5 * kpc_per_spaxel, 1.5 * kpc_per_spaxel, 0.0), dtype=jnp.float64,
     )  # fmt: skip
-    cube = np.asarray(pipe(gal, observation(inclination=0.0, position_angle=-90.0)).flux)
+    cube = np.asarray(
+        pipe(gal, observation(inclination=0.0, position_angle=-90.0)).flux
+    )
     spectrum = cube[N_X // 2, N_Y // 2 + 1]
     assert spectrum.sum() == pytest.approx(cube.sum(), rel=1e-5)  # d_A: ours vs astropy
     edges = ref.pixel_edges(np.asarray(pipe.telescope.wavelength))
     rest_edges = edges / (1 + Z_OBS)
     template = np.asarray(ssp.flux)[1, 1]
-    rest_integral = ref.rebin(ref.pixel_edges(np.asarray(ssp.wavelength)), template, rest_edges)
+    rest_integral = ref.rebin(
+        ref.pixel_edges(np.asarray(ssp.wavelength)), template, rest_edges
+    )
     d_l = astropy.cosmology.Planck18.luminosity_distance(Z_OBS).value * ref.MPC_CM
-    expected = 1e6 * np.sum(rest_integral * np.diff(rest_edges)) * ref.L_SUN / (4 * np.pi * d_l**2) / 1e-20
+    expected = (
+        1e6
+        * np.sum(rest_integral * np.diff(rest_edges))
+        * ref.L_SUN
+        / (4 * np.pi * d_l**2)
+        / 1e-20
+    )
     assert np.sum(spectrum * np.diff(edges)) == pytest.approx(expected, rel=1e-4)
     # and the shape is the template's, redshifted (to the lattice resolution)
-    model = ref.rebin(ref.pixel_edges(np.asarray(ssp.wavelength)) * (1 + Z_OBS), template, edges)
+    model = ref.rebin(
+        ref.pixel_edges(np.asarray(ssp.wavelength)) * (1 + Z_OBS), template, edges
+    )
     model *= expected / np.sum(model * np.diff(edges))
-    assert np.max(np.abs(spectrum - model)) < 0.05 * model.mean()  # lattice: see test below
+    assert (
+        np.max(np.abs(spectrum - model)) < 0.05 * model.mean()
+    )  # lattice: see test below
 
 
 def line_centroid(wave, spectrum, centre, half_width=12.0):
     """Centroid of the flux deficit of an absorption line around `centre` (Å)."""
     window = np.abs(wave - centre) < half_width
-    continuum = np.interp(wave[window], wave[window][[0, -1]], spectrum[window][[0, -1]])
+    continuum = np.interp(
+        wave[window], wave[window][[0, -1]], spectrum[window][[0, -1]]
+    )
     deficit = continuum - spectrum[window]
     return np.sum(wave[window] * deficit) / np.sum(deficit)
 
@@ -180,9 +146,13 @@ def test_doppler_shift_of_a_line(ssp):
     rest_line = 4861.0
     centroids = []
     for v in (0.0, 300.0):
-        gal = rx.galaxy.single_population(1, age=2.0, metallicity=0.019, velocity=(0, 0, v), dtype=jnp.float64)
+        gal = rx.galaxy.single_population(
+            1, age=2.0, metallicity=0.019, velocity=(0, 0, v), dtype=jnp.float64
+        )
         spectrum = np.asarray(pipeline(gal, obs).flux).sum(axis=(0, 1))
-        centroids.append(line_centroid(wave, spectrum, rest_line * (1 + Z_OBS) * (1 + v / ref.C_KMS)))
+        centroids.append(
+            line_centroid(wave, spectrum, rest_line * (1 + Z_OBS) * (1 + v / ref.C_KMS))
+        )
     beta = 300.0 / ref.C_KMS
     observed = rest_line * (1 + Z_OBS)
     expected = observed * np.sqrt((1 + beta) / (1 - beta)) - observed
@@ -211,14 +181,20 @@ def test_total_flux_invariances(galaxy, pipe, pipe_nearest):
     """Optically thin: the total is the same from every side (velocities off, so that no
     flux is Doppler-shifted across the ends of the wavelength range)."""
     compact = eqx.tree_at(
-        lambda g: (g.position, g.velocity), galaxy, (galaxy.position * 0.3, galaxy.velocity * 0)
+        lambda g: (g.position, g.velocity),
+        galaxy,
+        (galaxy.position * 0.3, galaxy.velocity * 0),
     )
     totals = [
         float(pipe(compact, observation(inclination=i, position_angle=pa)).flux.sum())
         for i, pa in [(0.0, 0.0), (50.0, 20.0), (85.0, 140.0)]
     ]
     np.testing.assert_allclose(totals, totals[0], rtol=1e-10)
-    nearest = float(pipe_nearest(compact, observation(inclination=85.0, position_angle=140.0)).flux.sum())
+    nearest = float(
+        pipe_nearest(
+            compact, observation(inclination=85.0, position_angle=140.0)
+        ).flux.sum()
+    )
     assert nearest == pytest.approx(totals[0], rel=1e-10)
 
 
@@ -262,7 +238,9 @@ def test_clipped_particles_are_reported(pipe, galaxy, caplog):
 
 
 def test_empty_galaxy_gives_zero_cube(pipe):
-    empty = rx.Galaxy.from_arrays(np.zeros((0, 3)), np.zeros((0, 3)), [], [], [], dtype=jnp.float64)
+    empty = rx.Galaxy.from_arrays(
+        np.zeros((0, 3)), np.zeros((0, 3)), [], [], [], dtype=jnp.float64
+    )
     cube = pipe(empty, observation())
     assert cube.flux.shape == (N_X, N_Y, pipe.telescope.n_wave)
     assert float(jnp.abs(cube.flux).max()) == 0.0
