@@ -1,0 +1,130 @@
+"""Maps of light- or mass-weighted particle properties, deposited like the cube."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from ._observation import Observation
+from ._stages._deposit import Deposit, sky_pixels
+from ._stages._orient import Orient
+from ._units import dimming_constant
+from .galaxy import Galaxy
+from .galaxy._synthetic import SOLAR_METALLICITY
+from .ssp import SSPGrid, ssp_weights
+from .telescope import Telescope
+
+
+class Maps(eqx.Module):
+    """Per-spaxel maps, each (n_x, n_y).
+
+    **Attributes:**
+
+    - `log_age`: log10(age / yr).
+    - `metallicity`: [M/H] = log10(Z / 0.019).
+    - `velocity`: mean line-of-sight velocity, km/s (positive = receding).
+    - `dispersion`: line-of-sight velocity dispersion, km/s.
+    - `h3`, `h4`: Gauss–Hermite moments from the LOSVD's skewness and excess kurtosis in
+      the small-deviation approximation h3 ≈ skew/(4√3), h4 ≈ kurt/(8√6)
+      (van der Marel & Franx 1993).
+    - `flux`: weight per spaxel: for `weighting="light"` the flux integrated over the
+      telescope's wavelength range in `flux_unit` erg s⁻¹ cm⁻²; for `"mass"`, M☉.
+    - `mask`: spaxels with any weight (elsewhere the other maps are 0).
+    - `weighting`: `"light"` or `"mass"`.
+    """
+
+    log_age: Float[Array, "n_x n_y"]
+    metallicity: Float[Array, "n_x n_y"]
+    velocity: Float[Array, "n_x n_y"]
+    dispersion: Float[Array, "n_x n_y"]
+    h3: Float[Array, "n_x n_y"]
+    h4: Float[Array, "n_x n_y"]
+    flux: Float[Array, "n_x n_y"]
+    mask: Bool[Array, "n_x n_y"]
+    weighting: str = eqx.field(static=True)
+
+
+def band_luminosity(ssp: SSPGrid, rest_low, rest_high) -> Float[Array, " n_template"]:
+    """∫ S dλ (L☉ per M☉) of every template over rest wavelengths [low, high] Å."""
+    wave = ssp.wavelength
+    mid = 0.5 * (wave[1:] + wave[:-1])
+    edges = jnp.concatenate([wave[:1] - (mid[:1] - wave[:1]), mid, wave[-1:] + (wave[-1:] - mid[-1:])])
+    flux = ssp.flux.reshape(ssp.n_templates, -1) * jnp.diff(edges)[None, :]
+    zero = jnp.zeros((flux.shape[0], 1), flux.dtype)
+    cumulative = jnp.concatenate([zero, jnp.cumsum(flux, axis=1)], axis=1)
+    at = jax.vmap(lambda c, x: jnp.interp(x, edges, c), in_axes=(0, None))
+    return at(cumulative, rest_high) - at(cumulative, rest_low)
+
+
+@eqx.filter_jit
+def truth_maps(
+    galaxy: Galaxy,
+    observation: Observation,
+    telescope: Telescope,
+    ssp: SSPGrid,
+    weighting: str = "light",
+    deposit: Deposit | str = "cic",
+    flux_unit: float = 1e-20,
+) -> Maps:
+    """Light- (or mass-) weighted maps of the particles, on the cube's spaxels with the
+    same orientation and deposit as [`rubix_eqx.Pipeline`][]: what fits of a cube are
+    scored against. Light weights are each particle's flux over the telescope's
+    wavelength range (rest range at the observation's redshift, interpolated SSP)."""
+    if weighting not in ("light", "mass"):
+        raise ValueError(f"`truth_maps(weighting=...)` must be 'light' or 'mass'; got {weighting!r}.")
+    deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
+    position, v_los = Orient()(galaxy, observation)
+    dtype = position.dtype
+    d_a = observation.angular_diameter_distance().astype(dtype)
+    px, py = sky_pixels(position, d_a, telescope.spaxel_size, telescope.n_x, telescope.n_y)
+    index, spatial, _ = deposit(px, py, telescope.n_x, telescope.n_y)
+    if weighting == "light":
+        z = observation.redshift.astype(dtype)
+        wave = telescope.wavelength.astype(dtype)
+        first, last = wave[0] - (wave[1] - wave[0]) / 2, wave[-1] + (wave[-1] - wave[-2]) / 2
+        band = band_luminosity(ssp, first / (1 + z), last / (1 + z))
+        sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
+        d_l = observation.luminosity_distance().astype(dtype)
+        weight = galaxy.mass * jnp.sum(sw.weight * band[sw.index], 1) * dimming_constant(flux_unit) / d_l**2
+    else:
+        weight = galaxy.mass
+    n_spaxels = telescope.n_x * telescope.n_y
+    w = (spatial * weight[:, None]).reshape(-1)
+    flat = index.reshape(-1)
+
+    def spaxel_sum(x):
+        return jax.ops.segment_sum(w * jnp.repeat(x, 4), flat, num_segments=n_spaxels)
+
+    total = jax.ops.segment_sum(w, flat, num_segments=n_spaxels)
+    has = total > 0
+    safe = jnp.where(has, total, 1)
+
+    def mean(x):
+        return jnp.where(has, spaxel_sum(x) / safe, 0)
+
+    log_age = mean(jnp.log10(galaxy.age) + 9)
+    metal = mean(jnp.log10(galaxy.metallicity / SOLAR_METALLICITY))
+    v_mean = mean(v_los)
+    centred = v_los[:, None] - v_mean[index]  # (n, 4): deviation from each spaxel's mean
+
+    def central(power):
+        values = jax.ops.segment_sum(w * (centred**power).reshape(-1), flat, num_segments=n_spaxels)
+        return jnp.where(has, values / safe, 0)
+
+    var = central(2)
+    sigma = jnp.sqrt(jnp.maximum(var, 0))
+    safe_var = jnp.where(var > 0, var, 1)
+    skew = jnp.where(var > 0, central(3) / safe_var**1.5, 0)
+    kurt = jnp.where(var > 0, central(4) / safe_var**2 - 3, 0)
+    shape = (telescope.n_x, telescope.n_y)
+    return Maps(
+        log_age=log_age.reshape(shape),
+        metallicity=metal.reshape(shape),
+        velocity=v_mean.reshape(shape),
+        dispersion=sigma.reshape(shape),
+        h3=(skew / (4 * jnp.sqrt(3.0))).reshape(shape),
+        h4=(kurt / (8 * jnp.sqrt(6.0))).reshape(shape),
+        flux=total.reshape(shape),
+        mask=has.reshape(shape),
+        weighting=weighting,
+    )
