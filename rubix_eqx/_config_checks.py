@@ -34,7 +34,13 @@ def check_keys(
 
 
 def number(value: Any, path: str, *, positive=False, non_negative=False, lo=None, hi=None) -> float:
-    """`value` as a finite float, with optional range checks."""
+    """`value` as a finite float, with optional range checks. Strings such as `1.0e10`
+    (which PyYAML's YAML 1.1 resolver leaves as strings) are accepted."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: must be a number, got {value!r}.") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{path}: must be a number, got {value!r}.")
     value = float(value)

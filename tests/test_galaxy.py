@@ -74,15 +74,31 @@ def _with(field, index, value):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("position", _with("position", (1, 2), np.nan), r"Galaxy\.position` is NaN or infinite for 1 of 9"),
-        ("velocity", _with("velocity", (0, 0), np.inf), r"Galaxy\.velocity` is NaN or infinite for 1 of 9"),
+        (
+            "position",
+            _with("position", (1, 2), np.nan),
+            r"Galaxy\.position` is NaN or infinite for 1 of 9",
+        ),
+        (
+            "velocity",
+            _with("velocity", (0, 0), np.inf),
+            r"Galaxy\.velocity` is NaN or infinite for 1 of 9",
+        ),
         ("mass", _with("mass", 2, np.nan), r"Galaxy\.mass` is NaN or infinite for 1 of 3"),
         ("age", _with("age", 0, -np.inf), r"Galaxy\.age` is NaN or infinite for 1 of 3"),
-        ("metallicity", _with("metallicity", 1, np.nan), r"Galaxy\.metallicity` is NaN or infinite for 1 of 3"),
+        (
+            "metallicity",
+            _with("metallicity", 1, np.nan),
+            r"Galaxy\.metallicity` is NaN or infinite for 1 of 3",
+        ),
         ("mass", [-1.0, 2.0, -3.0], r"Galaxy\.mass` is negative for 2 of 3"),
         ("age", [1.0, -0.1, 2.0], r"Galaxy\.age` is negative for 1 of 3"),
         ("metallicity", [0.0, 0.01, 0.02], r"Galaxy\.metallicity` is not positive .* for 1 of 3"),
-        ("metallicity", [0.01, -0.01, -0.02], r"Galaxy\.metallicity` is not positive .* for 2 of 3"),
+        (
+            "metallicity",
+            [0.01, -0.01, -0.02],
+            r"Galaxy\.metallicity` is not positive .* for 2 of 3",
+        ),
     ],
 )
 def test_invalid_values_raise_value_error(field, value, message):
@@ -100,7 +116,11 @@ def test_invalid_values_raise_value_error(field, value, message):
     "field, value, message",
     [
         ("age", [1.0, 2.0], r"Galaxy\.age` has 2 particles but `Galaxy\.mass` has 3"),
-        ("position", np.zeros((4, 3)), r"Galaxy\.position` has 4 particles but `Galaxy\.mass` has 3"),
+        (
+            "position",
+            np.zeros((4, 3)),
+            r"Galaxy\.position` has 4 particles but `Galaxy\.mass` has 3",
+        ),
         ("mass", [1.0, 2.0], r"Galaxy\.position` has 3 particles but `Galaxy\.mass` has 2"),
     ],
 )
@@ -126,7 +146,9 @@ def test_empty_galaxy():
 
 
 @pytest.mark.parametrize(
-    "index", [slice(1, 3), np.array([True, False, True]), jnp.array([2, 0])], ids=["slice", "mask", "array"]
+    "index",
+    [slice(1, 3), np.array([True, False, True]), jnp.array([2, 0])],
+    ids=["slice", "mask", "array"],
 )
 def test_select(index):
     gal = rx.Galaxy(**arrays())
@@ -213,7 +235,9 @@ def test_synthetic_disk_rotation(disk):
     assert outer.sum() > 1000
     assert np.mean(v_phi[outer]) == pytest.approx(float(truth.v_flat), rel=0.05)
     # Vertical motion is pure dispersion.
-    assert np.std(np.asarray(gal.velocity[:, 2])) == pytest.approx(float(truth.dispersion), rel=0.05)
+    assert np.std(np.asarray(gal.velocity[:, 2])) == pytest.approx(
+        float(truth.dispersion), rel=0.05
+    )
 
 
 @pytest.mark.parametrize(
@@ -240,7 +264,12 @@ def test_synthetic_disk_invalid_params(key, param, value):
 
 def test_single_population():
     gal = rx.galaxy.single_population(
-        4, age=3.0, metallicity=0.01, total_mass=2e6, position=(1.0, 2.0, 3.0), velocity=(0.0, 0.0, 50.0)
+        4,
+        age=3.0,
+        metallicity=0.01,
+        total_mass=2e6,
+        position=(1.0, 2.0, 3.0),
+        velocity=(0.0, 0.0, 50.0),
     )
     assert gal.n_particles == 4
     np.testing.assert_array_equal(gal.age, 3.0)

@@ -15,7 +15,9 @@ def test_defaults():
 @pytest.mark.parametrize("z", [0.01, 0.05, 1.0])
 def test_luminosity_distance_from_cosmology(z):
     obs = rx.Observation(redshift=z, inclination=60.0, position_angle=30.0)
-    np.testing.assert_allclose(obs.luminosity_distance(), rx.cosmology.luminosity_distance(z), rtol=1e-14)
+    np.testing.assert_allclose(
+        obs.luminosity_distance(), rx.cosmology.luminosity_distance(z), rtol=1e-14
+    )
     np.testing.assert_allclose(
         obs.angular_diameter_distance(), rx.cosmology.angular_diameter_distance(z), rtol=1e-14
     )
@@ -24,8 +26,17 @@ def test_luminosity_distance_from_cosmology(z):
 def test_other_cosmology():
     cosmo = rx.cosmology.Cosmology(h0=70.0, omega_m=0.3, t_cmb=0.0, n_eff=0.0, m_nu=0.0)
     obs = rx.Observation(redshift=0.1, cosmology=cosmo)
-    np.testing.assert_allclose(obs.luminosity_distance(), rx.cosmology.luminosity_distance(0.1, cosmo))
-    assert abs(float(obs.luminosity_distance()) / float(rx.Observation(redshift=0.1).luminosity_distance()) - 1) > 1e-3
+    np.testing.assert_allclose(
+        obs.luminosity_distance(), rx.cosmology.luminosity_distance(0.1, cosmo)
+    )
+    assert (
+        abs(
+            float(obs.luminosity_distance())
+            / float(rx.Observation(redshift=0.1).luminosity_distance())
+            - 1
+        )
+        > 1e-3
+    )
 
 
 @pytest.mark.parametrize("z", [0.0, 0.01])
@@ -79,7 +90,10 @@ def test_non_scalar_names_the_field(field, value):
     # with the jaxtyping import hook on (as in this test suite) the `Real[ArrayLike, ""]`
     # annotation rejects the value first with a TypeCheckError naming the parameter.
     kwargs = {"redshift": 0.1, field: value}
-    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match=rf"Observation\.{field}` must be a scalar|parameter '{field}'"):
+    with pytest.raises(
+        (ValueError, jaxtyping.TypeCheckError),
+        match=rf"Observation\.{field}` must be a scalar|parameter '{field}'",
+    ):
         rx.Observation(**kwargs)
 
 

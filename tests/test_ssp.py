@@ -42,7 +42,11 @@ def test_make_ssp_is_valid():
         ("age", lambda a: a[::-1], r"SSPGrid\.age` must be strictly increasing"),
         ("age", lambda a: a.at[2].set(a[1]), r"SSPGrid\.age` must be strictly increasing"),
         ("metallicity", lambda a: a[::-1], r"SSPGrid\.metallicity` must be strictly increasing"),
-        ("wavelength", lambda a: a.at[10].set(a[9]), r"SSPGrid\.wavelength` must be strictly increasing"),
+        (
+            "wavelength",
+            lambda a: a.at[10].set(a[9]),
+            r"SSPGrid\.wavelength` must be strictly increasing",
+        ),
         ("age", lambda a: a - a[1], r"SSPGrid\.age` is not positive"),
         ("metallicity", lambda a: a.at[0].set(0.0), r"SSPGrid\.metallicity` is not positive"),
         ("flux", lambda a: a.at[1, 2, 3].set(-1e-9), r"SSPGrid\.flux` is negative for 1 of 768"),
@@ -59,7 +63,10 @@ def test_invalid_grid_raises_value_error(field, transform, message):
 def test_single_node_axis_raises_value_error():
     ssp = make_ssp()
     fields = grid_fields(
-        ssp, age=ssp.age[:1], flux=ssp.flux[:1], remaining_mass_fraction=ssp.remaining_mass_fraction[:1]
+        ssp,
+        age=ssp.age[:1],
+        flux=ssp.flux[:1],
+        remaining_mass_fraction=ssp.remaining_mass_fraction[:1],
     )
     with pytest.raises(ValueError, match=r"SSPGrid\.age` needs at least 2 entries"):
         rx.SSPGrid(**fields)
@@ -131,7 +138,10 @@ def _corrupt(path: Path, how: str) -> None:
         ("missing dataset", r"missing dataset `fwhm`"),
         ("group not dataset", r"missing dataset `age`"),
         ("missing units", r"dataset `wavelength` has units None"),
-        ("wrong units", r"dataset `flux` has units 'erg/s/cm2/Angstrom'; expected 'Lsun/Angstrom/Msun'"),
+        (
+            "wrong units",
+            r"dataset `flux` has units 'erg/s/cm2/Angstrom'; expected 'Lsun/Angstrom/Msun'",
+        ),
         ("format_version", r"`format_version` 2 is not supported"),
         ("format", r"attribute `format` is 'something.else'"),
         ("not hdf5", r"not a readable HDF5 file"),
@@ -209,7 +219,7 @@ def test_weights_structure():
     assert w.index.shape == (5, 4) and w.weight.shape == (5, 4) and w.clipped.shape == (5,)
     np.testing.assert_allclose(w.weight.sum(1), 1.0, rtol=1e-14)
     assert np.all(np.asarray(w.weight) >= 0)
-    # age 0.2 lies in cell 0 (0.1-0.5), Z 0.01 in cell 0 (0.004-0.019): nodes (0,0),(1,0),(0,1),(1,1).
+    # age 0.2 in cell 0 (0.1-0.5), Z 0.01 in cell 0 (0.004-0.019): nodes (0,0),(1,0),(0,1),(1,1).
     n_z = len(SSP_METALLICITIES)
     np.testing.assert_array_equal(w.index[0], [0 * n_z + 0, 1 * n_z + 0, 0 * n_z + 1, 1 * n_z + 1])
     t_age = np.log10(0.2 / 0.1) / np.log10(0.5 / 0.1)
@@ -260,7 +270,9 @@ def test_clipping_outside_grid():
 
 def test_age_zero_has_finite_zero_gradient():
     ssp = make_ssp()
-    g = eqx.filter_jit(jax.grad(lambda a: ssp.spectrum(a, jnp.asarray(0.019)).sum()))(jnp.asarray(0.0))
+    g = eqx.filter_jit(jax.grad(lambda a: ssp.spectrum(a, jnp.asarray(0.019)).sum()))(
+        jnp.asarray(0.0)
+    )
     assert float(g) == 0.0
 
 
@@ -309,7 +321,7 @@ def miles():
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="BUG: convert_miles keeps `fits.open(...)[0]` without closing the file (ResourceWarning)",
+    reason="BUG: convert_miles leaves `fits.open(...)[0]` unclosed (ResourceWarning)",
 )
 def test_miles_conversion_closes_its_files():
     pytest.importorskip("ppxf")

@@ -95,7 +95,9 @@ def test_preset_overrides():
 def test_preset_override_errors_name_the_preset_and_key():
     with pytest.raises(ConfigError, match=r"telescope\[MUSE-WFM\]\.psf\.fwhm: must be > 0"):
         rx.Telescope.preset("MUSE-WFM", psf={"fwhm": 0.0})
-    with pytest.raises(ConfigError, match=r"telescope\[MUSE-WFM\]\.n_xx: unknown key\. Did you mean `n_x`\?"):
+    with pytest.raises(
+        ConfigError, match=r"telescope\[MUSE-WFM\]\.n_xx: unknown key\. Did you mean `n_x`\?"
+    ):
         rx.Telescope.preset("MUSE-WFM", n_xx=40)
 
 
@@ -112,7 +114,9 @@ def test_from_dict():
 def test_lsf_table_is_interpolated():
     lsf = {"wavelength": [4990.0, 5020.0], "fwhm": [1.0, 4.0]}
     tel = rx.Telescope.from_dict(config(lsf_fwhm=lsf))
-    np.testing.assert_allclose(tel.lsf_fwhm, 1.0 + 0.1 * (np.arange(5000.0, 5011.0) - 4990.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        tel.lsf_fwhm, 1.0 + 0.1 * (np.arange(5000.0, 5011.0) - 4990.0), rtol=1e-6
+    )
 
 
 def test_from_yaml_matches_from_dict(tmp_path):
@@ -133,15 +137,30 @@ def _nested(key, **changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"spaxel_sise": 0.2}, r"telescope\.spaxel_sise: unknown key\. Did you mean `spaxel_size`\?"),
-        ({"psf": _nested("psf", fwmh=1.0)}, r"telescope\.psf\.fwmh: unknown key\. Did you mean `fwhm`\?"),
-        ({"wavelength": _nested("wavelength", stepp=1.0)}, r"telescope\.wavelength\.stepp: unknown key\. Did you mean `step`\?"),
+        (
+            {"spaxel_sise": 0.2},
+            r"telescope\.spaxel_sise: unknown key\. Did you mean `spaxel_size`\?",
+        ),
+        (
+            {"psf": _nested("psf", fwmh=1.0)},
+            r"telescope\.psf\.fwmh: unknown key\. Did you mean `fwhm`\?",
+        ),
+        (
+            {"wavelength": _nested("wavelength", stepp=1.0)},
+            r"telescope\.wavelength\.stepp: unknown key\. Did you mean `step`\?",
+        ),
         ({"zzz": 1}, r"telescope\.zzz: unknown key\. Allowed: name, "),
         ({"n_y": None}, r"telescope\.n_y: required key is missing"),
-        ({"wavelength": {"start": 5000.0, "stop": 5010.0}}, r"telescope\.wavelength\.step: required key is missing"),
+        (
+            {"wavelength": {"start": 5000.0, "stop": 5010.0}},
+            r"telescope\.wavelength\.step: required key is missing",
+        ),
         ({"psf": _nested("psf", fwhm=0.0)}, r"telescope\.psf\.fwhm: must be > 0"),
         ({"psf": _nested("psf", fwhm=-1.0)}, r"telescope\.psf\.fwhm: must be > 0"),
-        ({"psf": _nested("psf", kind="airy")}, r"telescope\.psf\.kind: must be one of gaussian, moffat"),
+        (
+            {"psf": _nested("psf", kind="airy")},
+            r"telescope\.psf\.kind: must be one of gaussian, moffat",
+        ),
         ({"psf": _nested("psf", beta=1.0)}, r"telescope\.psf\.beta: must be >= 1"),
         ({"psf": "gaussian"}, r"telescope\.psf: must be a mapping"),
         ({"n_x": "40"}, r"telescope\.n_x: must be an integer, got '40'"),
@@ -151,21 +170,48 @@ def _nested(key, **changes):
         ({"spaxel_size": "0.2"}, r"telescope\.spaxel_size: must be a number"),
         ({"spaxel_size": 0.0}, r"telescope\.spaxel_size: must be > 0"),
         ({"spaxel_size": float("nan")}, r"telescope\.spaxel_size: must be finite"),
-        ({"wavelength": _nested("wavelength", sampling="logarithmic")}, r"telescope\.wavelength\.sampling: must be one of linear, log"),
-        ({"wavelength": _nested("wavelength", step=-1.0)}, r"telescope\.wavelength\.step: must be > 0"),
-        ({"wavelength": _nested("wavelength", stop=4000.0)}, r"telescope\.wavelength\.stop: must be > start"),
+        (
+            {"wavelength": _nested("wavelength", sampling="logarithmic")},
+            r"telescope\.wavelength\.sampling: must be one of linear, log",
+        ),
+        (
+            {"wavelength": _nested("wavelength", step=-1.0)},
+            r"telescope\.wavelength\.step: must be > 0",
+        ),
+        (
+            {"wavelength": _nested("wavelength", stop=4000.0)},
+            r"telescope\.wavelength\.stop: must be > start",
+        ),
         ({"wavelength": [5000.0, 5010.0]}, r"telescope\.wavelength: must be a mapping"),
         ({"lsf_fwhm": 0.0}, r"telescope\.lsf_fwhm: must be > 0"),
-        ({"lsf_fwhm": {"wavelength": [5020.0, 4990.0], "fwhm": [1.0, 2.0]}}, r"telescope\.lsf_fwhm\.wavelength: must be strictly increasing"),
-        ({"lsf_fwhm": {"wavelength": [5003.0, 5020.0], "fwhm": [1.0, 2.0]}}, r"telescope\.lsf_fwhm: table covers"),
-        ({"lsf_fwhm": {"wavelength": [4990.0, 5020.0], "fwhm": [1.0]}}, r"telescope\.lsf_fwhm: `wavelength` and `fwhm` need the same length"),
-        ({"lsf_fwhm": {"wavelength": [4990.0, 5020.0], "fwhm": [1.0, -2.0]}}, r"telescope\.lsf_fwhm\.fwhm: must be > 0"),
+        (
+            {"lsf_fwhm": {"wavelength": [5020.0, 4990.0], "fwhm": [1.0, 2.0]}},
+            r"telescope\.lsf_fwhm\.wavelength: must be strictly increasing",
+        ),
+        (
+            {"lsf_fwhm": {"wavelength": [5003.0, 5020.0], "fwhm": [1.0, 2.0]}},
+            r"telescope\.lsf_fwhm: table covers",
+        ),
+        (
+            {"lsf_fwhm": {"wavelength": [4990.0, 5020.0], "fwhm": [1.0]}},
+            r"telescope\.lsf_fwhm: `wavelength` and `fwhm` need the same length",
+        ),
+        (
+            {"lsf_fwhm": {"wavelength": [4990.0, 5020.0], "fwhm": [1.0, -2.0]}},
+            r"telescope\.lsf_fwhm\.fwhm: must be > 0",
+        ),
         ({"aperture": "octagon"}, r"telescope\.aperture: must be one of square, hexagon, circle"),
         ({"aperture": "hexagon"}, r"telescope\.aperture_diameter: must be a number, got None"),
-        ({"aperture": "circle", "aperture_diameter": -3.0}, r"telescope\.aperture_diameter: must be > 0"),
+        (
+            {"aperture": "circle", "aperture_diameter": -3.0},
+            r"telescope\.aperture_diameter: must be > 0",
+        ),
         ({"noise": {"snr": 0.0}}, r"telescope\.noise\.snr: must be > 0"),
         ({"noise": {"window": [5008.0]}}, r"telescope\.noise\.window: must be \[start, stop\]"),
-        ({"noise": {"window": [5008.0, 5002.0]}}, r"telescope\.noise\.window: start must be < stop"),
+        (
+            {"noise": {"window": [5008.0, 5002.0]}},
+            r"telescope\.noise\.window: start must be < stop",
+        ),
         ({"noise": {"sn": 10.0}}, r"telescope\.noise\.sn: unknown key\. Did you mean `snr`\?"),
     ],
 )
@@ -187,7 +233,9 @@ def test_yaml_errors_name_the_file(tmp_path):
 
 def test_malformed_yaml_reports_line_and_column(tmp_path):
     path = tmp_path / "broken.yaml"
-    path.write_text("name: toy\nspaxel_size: 0.5\nwavelength: {start: 5000.0, stop: 5010.0\nn_x: 8\n")
+    path.write_text(
+        "name: toy\nspaxel_size: 0.5\nwavelength: {start: 5000.0, stop: 5010.0\nn_x: 8\n"
+    )
     with pytest.raises(ConfigError, match=r"broken\.yaml: malformed YAML at line 4, column \d+"):
         rx.Telescope.from_yaml(path)
 
@@ -230,12 +278,24 @@ def test_direct_construction_and_replace():
         ({"n_y": -1}, r"Telescope\.n_y` must be >= 1"),
         ({"aperture": "octagon"}, r"Telescope\.aperture` must be one of"),
         ({"aperture": "hexagon"}, r"Telescope\.aperture_diameter` must be > 0"),
-        ({"aperture": "circle", "aperture_diameter": 0.0}, r"Telescope\.aperture_diameter` must be > 0"),
+        (
+            {"aperture": "circle", "aperture_diameter": 0.0},
+            r"Telescope\.aperture_diameter` must be > 0",
+        ),
         ({"sampling": "cubic"}, r"Telescope\.sampling` must be one of"),
-        ({"wavelength": jnp.linspace(5010.0, 5000.0, 11)}, r"Telescope\.wavelength` must be strictly increasing"),
-        ({"wavelength": jnp.full((11,), 5000.0)}, r"Telescope\.wavelength` must be strictly increasing"),
+        (
+            {"wavelength": jnp.linspace(5010.0, 5000.0, 11)},
+            r"Telescope\.wavelength` must be strictly increasing",
+        ),
+        (
+            {"wavelength": jnp.full((11,), 5000.0)},
+            r"Telescope\.wavelength` must be strictly increasing",
+        ),
         ({"wavelength": jnp.linspace(-5.0, 5.0, 11)}, r"Telescope\.wavelength` must be positive"),
-        ({"wavelength": jnp.array([5000.0]), "lsf_fwhm": jnp.array([2.0])}, r"Telescope\.wavelength` must be strictly increasing with >= 2"),
+        (
+            {"wavelength": jnp.array([5000.0]), "lsf_fwhm": jnp.array([2.0])},
+            r"Telescope\.wavelength` must be strictly increasing with >= 2",
+        ),
         ({"lsf_fwhm": jnp.zeros(11)}, r"Telescope\.lsf_fwhm` must be > 0"),
         ({"snr": 0.0}, r"Telescope\.snr` must be > 0"),
     ],
