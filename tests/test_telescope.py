@@ -167,7 +167,8 @@ def _nested(key, **changes):
         ({"n_x": 2.5}, r"telescope\.n_x: must be an integer"),
         ({"n_y": True}, r"telescope\.n_y: must be an integer"),
         ({"n_x": 0}, r"telescope\.n_x: must be >= 1"),
-        ({"spaxel_size": "0.2"}, r"telescope\.spaxel_size: must be a number"),
+        ({"spaxel_size": "0.2 arcsec"}, r"telescope\.spaxel_size: must be a number"),
+        ({"spaxel_size": [0.2]}, r"telescope\.spaxel_size: must be a number"),
         ({"spaxel_size": 0.0}, r"telescope\.spaxel_size: must be > 0"),
         ({"spaxel_size": float("nan")}, r"telescope\.spaxel_size: must be finite"),
         (
@@ -229,6 +230,14 @@ def test_yaml_errors_name_the_file(tmp_path):
     path.write_text(yaml.safe_dump(config(n_x=-2)))
     with pytest.raises(ConfigError, match=r"bad\.yaml\.n_x: must be >= 1"):
         rx.Telescope.from_yaml(path)
+
+
+def test_yaml_exponent_without_sign_is_a_number(tmp_path):
+    # PyYAML (YAML 1.1) reads `2.0e1` as a string; it is accepted as the number 20.
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(config(noise=None)) + "noise:\n  snr: 2.0e1\n")
+    assert yaml.safe_load(path.read_text())["noise"]["snr"] == "2.0e1"
+    assert rx.Telescope.from_yaml(path).snr == 20.0
 
 
 def test_malformed_yaml_reports_line_and_column(tmp_path):
