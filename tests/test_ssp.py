@@ -158,12 +158,6 @@ def test_malformed_hdf5_raises_and_is_not_modified(tmp_path, how, message):
     assert path.read_bytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=jaxtyping.TypeCheckError,
-    reason="BUG: an HDF5 file with inconsistent dataset shapes raises a bare TypeCheckError "
-    "from SSPGrid.__init__ that names neither the file nor the dataset",
-)
 def test_hdf5_inconsistent_shapes_name_the_file(tmp_path):
     path = tmp_path / "bad_grid.h5"
     make_ssp().to_hdf5(path)
@@ -307,22 +301,12 @@ C_ANGSTROM = 2.99792458e18  # Angstrom/s
 MH = np.array([-1.71, -1.31, -0.71, -0.40, 0.00, 0.22])
 
 
-# The first load converts the FITS files and leaks one open file (see
-# `test_miles_conversion_closes_its_files`, a strict xfail): tolerate only that here.
-leaks_a_file = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
 @pytest.fixture(scope="module")
 def miles():
     pytest.importorskip("ppxf")
     return rx.SSPGrid.load("miles")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: convert_miles leaves `fits.open(...)[0]` unclosed (ResourceWarning)",
-)
 def test_miles_conversion_closes_its_files():
     pytest.importorskip("ppxf")
     from rubix_eqx.ssp._miles import convert_miles, ppxf_miles_dir
@@ -335,7 +319,6 @@ def test_miles_conversion_closes_its_files():
     assert not leaked, leaked
 
 
-@leaks_a_file
 def test_miles_grid(miles):
     assert miles.flux.shape[:2] == (25, 6)
     assert miles.flux.shape[2] == miles.wavelength.shape[0] == miles.fwhm.shape[0]
@@ -356,7 +339,6 @@ def test_miles_grid(miles):
     assert "Vazdekis" in miles.citation
 
 
-@leaks_a_file
 def test_miles_second_load_uses_cache(miles, monkeypatch):
     from rubix_eqx.ssp import _miles
 
@@ -385,7 +367,6 @@ def _miles_table_v(path: Path, imf=1.30, mh=0.0, age=10.0) -> float:
     raise LookupError("row not found")
 
 
-@leaks_a_file
 def test_miles_absolute_v_magnitude(miles):
     from rubix_eqx.ssp._miles import ppxf_miles_dir
 

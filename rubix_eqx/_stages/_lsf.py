@@ -196,8 +196,8 @@ class LSF(eqx.Module):
         m = var - jnp.sum(offsets**2 * gauss, axis=0)
         zero = jnp.zeros_like(var)[None, :]
         g = jnp.concatenate([zero, gauss, zero])
-        left = jnp.concatenate([zero, zero, gauss[:-1]])  # w_{d-1}
-        right = jnp.concatenate([gauss[1:], zero, zero])  # w_{d+1}
+        left = jnp.concatenate([zero, zero, gauss])  # w_{d-1}
+        right = jnp.concatenate([gauss, zero, zero])  # w_{d+1}
         return (1 - m)[None, :] * g + (0.5 * m)[None, :] * (left + right)
 
     # -- checks -------------------------------------------------------------------

@@ -21,7 +21,9 @@ class Galaxy(eqx.Module):
     - `age`: Gyr since birth at the epoch of observation.
     - `metallicity`: metal mass fraction Z (Z☉ = 0.019 for the Padova-based MILES grid).
 
-    Construction checks shapes (jaxtyping) and, for concrete values, that every entry
+    Construction checks shapes (jaxtyping: mismatched lengths raise a
+    `jaxtyping.TypeCheckError` naming the field; `from_arrays` raises a `ValueError` with
+    both lengths) and, for concrete values, that every entry
     is finite, `mass ≥ 0`, `age ≥ 0` and `metallicity > 0`. Under `jit`, use
     [`rubix_eqx.Galaxy.checked`][] to attach the same checks to traced values.
     """
@@ -64,6 +66,19 @@ class Galaxy(eqx.Module):
         **Arguments:** as the attributes; `dtype` defaults to JAX's default float.
         """
         dtype = jnp.result_type(float) if dtype is None else dtype
+        lengths = {
+            name: np.shape(x)[0] if np.ndim(x) else 0
+            for name, x in zip(
+                ("position", "velocity", "mass", "age", "metallicity"),
+                (position, velocity, mass, age, metallicity),
+            )
+        }
+        for name, length in lengths.items():
+            if length != lengths["mass"]:
+                raise ValueError(
+                    f"`Galaxy.{name}` has {length} particles but `Galaxy.mass` has "
+                    f"{lengths['mass']}."
+                )
 
         def as_array(name, x):
             arr = np.asarray(x)

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import TypeCheckError
 
 from .._atomic import atomic_path
 from ._grid import SSPGrid
@@ -72,4 +73,9 @@ def read_ssp_hdf5(path: str | Path) -> SSPGrid:
                 )
             arrays[name] = jnp.asarray(dset[...])
         meta = {k: str(f.attrs.get(k, "")) for k in ("name", "citation", "licence")}
-    return SSPGrid(**arrays, **meta)
+    try:
+        return SSPGrid(**arrays, **meta)
+    except (ValueError, TypeCheckError) as e:
+        shapes = ", ".join(f"`{k}` {tuple(v.shape)}" for k, v in arrays.items())
+        first = str(e).splitlines()[0]
+        raise ValueError(f"{path}: inconsistent or invalid datasets ({shapes}): {first}") from None

@@ -91,8 +91,7 @@ def convert_miles(source_dir: Path) -> SSPGrid:
     if missing:
         raise FileNotFoundError(f"{source_dir}: E-MILES grid incomplete; missing (age, [M/H]) {missing[:5]}.")
 
-    first = fits.open(files[(ages[0], metals[0])])[0]
-    header = first.header
+    header = fits.getheader(files[(ages[0], metals[0])])
     n_pix = int(header["NAXIS1"])
     wave = header["CRVAL1"] + header["CDELT1"] * (np.arange(n_pix) + 1 - header["CRPIX1"])
     flux = np.empty((len(ages), len(metals), n_pix), np.float64)
