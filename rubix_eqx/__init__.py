@@ -1,6 +1,6 @@
 """rubix_eqx: differentiable mock IFU cubes of simulated galaxies, in JAX and Equinox."""
 
-import importlib.metadata
+import importlib.metadata as _metadata
 
 from . import cosmology as cosmology, galaxy as galaxy, ssp as ssp, telescope as telescope
 from ._cube import Cube as Cube, Diagnostics as Diagnostics
@@ -8,6 +8,7 @@ from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation
 from ._pipeline import (
     CoverageError as CoverageError,
+    crop_to_coverage as crop_to_coverage,
     FieldWarning as FieldWarning,
     Pipeline as Pipeline,
 )
@@ -19,4 +20,4 @@ from .ssp import SSPGrid as SSPGrid
 from .telescope import PSF as PSF, Telescope as Telescope
 
 
-__version__ = importlib.metadata.version("rubix-eqx")
+__version__ = _metadata.version("rubix-eqx")

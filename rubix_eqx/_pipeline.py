@@ -163,6 +163,29 @@ class Pipeline(eqx.Module):
         return terms, {"clipped": weights.clipped, "outside": outside}
 
 
+def crop_to_coverage(
+    telescope: Telescope, ssp: SSPGrid, redshift: float, velocity_margin: float = 1000.0
+) -> Telescope:
+    """`telescope` with its wavelength grid cut to the pixels that `ssp` covers at
+    `redshift` for line-of-sight speeds up to ±`velocity_margin` km/s (whole pixels,
+    edges included). Raises [`rubix_eqx.CoverageError`][] if no pixel is left."""
+    from ._rebin import pixel_edges
+
+    beta = velocity_margin / C_KM_S
+    d_plus = math.sqrt((1 + beta) / (1 - beta))
+    ssp_edges = pixel_edges(np.asarray(ssp.wavelength, np.float64))
+    lo, hi = ssp_edges[0] * (1 + redshift) * d_plus, ssp_edges[-1] * (1 + redshift) / d_plus
+    edges = pixel_edges(np.asarray(telescope.wavelength, np.float64))
+    keep = (edges[:-1] >= lo) & (edges[1:] <= hi)
+    if keep.sum() < 2:
+        raise CoverageError(
+            f"At redshift {redshift:g} the SSP grid covers {lo:.1f}-{hi:.1f} Å observed, which "
+            f"leaves fewer than 2 pixels of telescope {telescope.name!r}."
+        )
+    keep_j = jnp.asarray(np.nonzero(keep)[0])
+    return telescope.replace(wavelength=telescope.wavelength[keep_j], lsf_fwhm=telescope.lsf_fwhm[keep_j])
+
+
 @eqx.filter_jit
 def _forward(
     pipeline: Pipeline, galaxy: Galaxy, observation: Observation, key: PRNGKeyArray | None

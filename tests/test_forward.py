@@ -244,3 +244,12 @@ def test_empty_galaxy_gives_zero_cube(pipe):
     cube = pipe(empty, observation())
     assert cube.flux.shape == (N_X, N_Y, pipe.telescope.n_wave)
     assert float(jnp.abs(cube.flux).max()) == 0.0
+
+
+def test_crop_to_coverage(pipe, galaxy, ssp):
+    cropped = rx.crop_to_coverage(pipe.telescope, ssp, 0.7)
+    wave = np.asarray(cropped.wavelength)
+    assert 0 < wave.size < pipe.telescope.n_wave
+    rx.Pipeline(cropped, ssp).check_coverage(0.7)  # no error after cropping
+    with pytest.raises(rx.CoverageError, match="fewer than 2 pixels"):
+        rx.crop_to_coverage(pipe.telescope, ssp, 3.0)

@@ -62,8 +62,9 @@ class LSF(eqx.Module):
     times `n_sigma` (default 4: at least 4σ of Gaussian), plus one bin for the 3-point
     term. A redshift needing a wider band raises (under jit, `eqx.error_if`).
 
-    **Edges.** Beyond the lattice the spectrum is taken as the mirror image of the
-    last h bins (so no flux leaves the lattice). This is exact for a locally constant
+    **Edges.** Flux that the kernel sends past either end of the lattice is mirrored
+    back onto the edge bins (equivalently, the spectrum beyond the lattice is taken as
+    the mirror image of the last h bins), so no flux leaves the lattice. This is exact for a locally constant
     continuum; the first and last h lattice bins are otherwise approximate. To be exact
     there, extend the lattice by `half_width` bins on each side.
 
@@ -262,12 +263,32 @@ class LSF(eqx.Module):
         w = self.weights(redshift).astype(work.dtype)
         n = work.shape[-1]
         lead = [(0, 0)] * (work.ndim - 1)
-        x = jnp.pad(work, lead + [(h, h)], mode="symmetric")
-        w = jnp.pad(w, [(0, 0), (h, h)], mode="symmetric")
+        # Shifted multiply-adds with zero padding (this form fuses into one loop) …
+        x = jnp.pad(work, lead + [(h, h)])
+        wp = jnp.pad(w, [(0, 0), (h, h)])
         shape = (1,) * (work.ndim - 1) + (n,)
         out = jnp.zeros_like(work)
         for i in range(2 * h + 1):
-            d = i - h
-            lo = h - d
-            out = out + w[i, lo : lo + n].reshape(shape) * x[..., lo : lo + n]
-        return out
+            lo = 2 * h - i  # output j receives input j - (i - h)
+            out = out + wp[i, lo : lo + n].reshape(shape) * x[..., lo : lo + n]
+        # … then the flux sent beyond either end is mirrored back onto the edge bins.
+        out = out.at[..., :h].add(work[..., :h] @ _fold(w[:, :h], h, left=True))
+        return out.at[..., n - h :].add(work[..., n - h :] @ _fold(w[:, n - h :], h, left=False))
+
+
+def _fold(w: Float[Array, "n_band h"], h: int, left: bool) -> Float[Array, "h h"]:
+    """(h, h) matrix M[k, t]: the weight that edge input bin k sends past the lattice end,
+    mirrored onto edge output bin t (local indices within the first/last h bins)."""
+    k = jnp.arange(h)[None, :]
+    d = jnp.arange(-h, h + 1)[:, None]
+    if left:
+        past = k + d  # output index; < 0 is past the start
+        valid = past < 0
+        target = -1 - past
+    else:
+        past = k + d - h  # output index minus n; >= 0 is past the end
+        valid = past >= 0
+        target = h - 1 - past
+    target = jnp.where(valid, target, 0)
+    rows = jnp.broadcast_to(k, w.shape)
+    return jnp.zeros((h, h), w.dtype).at[rows, target].add(jnp.where(valid, w, 0))
