@@ -27,6 +27,9 @@ from ._rebin import overlap_matrix, pixel_edges, rebin_integrated
 from .ssp import SSPGrid
 
 
+PAD = 2  # zero bins before the rest templates (and n_work + PAD after: reads never clamp)
+
+
 
 class SpectralGrid(eqx.Module):
     """Templates on the ln λ lattice and the rebin operator onto the telescope grid.
@@ -70,8 +73,7 @@ class SpectralGrid(eqx.Module):
         rest_edges = np.exp(u0 + log_step * np.arange(m_lo, m_hi + 1))
         flux = np.asarray(ssp.flux, np.float64).reshape(ssp.n_templates, -1)
         integrated = rebin_integrated(ssp_edges, flux * np.diff(ssp_edges), rest_edges)
-        pad = 2
-        templates = np.pad(integrated, ((0, 0), (pad, n_work + pad)))
+        templates = np.pad(integrated, ((0, 0), (PAD, n_work + PAD)))
         obs_edges = np.exp(u0 + log_step * np.arange(n_work + 1))
         start, fraction = overlap_matrix(obs_edges, tel_edges)
         weight = fraction / np.diff(tel_edges)[:, None]
@@ -82,7 +84,7 @@ class SpectralGrid(eqx.Module):
             log_step=log_step,
             obs_log_start=u0,
             n_work=n_work,
-            template_offset=m_lo - pad,
+            template_offset=m_lo - PAD,
             rest_range=(float(rest_edges[0]), float(rest_edges[-1])),
         )
 
@@ -92,20 +94,21 @@ class SpectralGrid(eqx.Module):
         return self.obs_log_start + self.log_step * np.arange(self.n_work + 1)
 
     @property
+    def _rest_lattice(self) -> tuple[int, int]:
+        """(first lattice index, number of bins) of the rest bins holding SSP data."""
+        return self.template_offset + PAD, self.templates.shape[1] - 2 * PAD - self.n_work
+
+    @property
     def rest_log_edges(self) -> np.ndarray:
-        """ln λ edges of the rest lattice actually covered by the SSP grid."""
-        return np.log(np.asarray(self.rest_range))[0] + self.log_step * np.arange(
-            round(np.log(self.rest_range[1] / self.rest_range[0]) / self.log_step) + 1
-        )
+        """ln λ edges of the rest lattice covered by the SSP grid."""
+        first, n_rest = self._rest_lattice
+        return self.obs_log_start + self.log_step * np.arange(first, first + n_rest + 1)
 
     def shift_range(self) -> tuple[float, float]:
         """The range of ln D (total Doppler factor) for which every observed bin reads
-        inside the templates: ln D ∈ [low, high]."""
-        first_rest = self.template_offset + 2  # first lattice index holding SSP data
-        n_rest = self.templates.shape[1] - 4 - self.n_work
-        low = (self.n_work - (first_rest + n_rest)) * self.log_step
-        high = -first_rest * self.log_step
-        return low, high
+        inside the templates: ln D ∈ [low, high)."""
+        first, n_rest = self._rest_lattice
+        return (self.n_work - first - n_rest) * self.log_step, -first * self.log_step
 
     def shift(self, log_doppler: Float[Array, " n"]) -> tuple[Int[Array, " n"], Float[Array, " n"]]:
         """Template read offsets and fractional shifts for ln D (natural log)."""
