@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import concrete
 from ._cube import Cube, Diagnostics
-from ._engine import accumulate_cube, auto_chunk_size, ParticleTerms
+from ._engine import auto_chunk_size, choose_engine, direct_cube, histogram_cube, n_shift_bins, ParticleTerms
 from ._observation import Observation
 from ._spectral_grid import SpectralGrid
 from ._stages._deposit import Deposit, sky_pixels
@@ -56,6 +56,7 @@ class Pipeline(eqx.Module):
     flux_unit: float = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
     velocity_margin: float = eqx.field(static=True)
+    engine: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class Pipeline(eqx.Module):
         chunk_size: int | None = None,
         oversample: int = 1,
         velocity_margin: float = 1000.0,
+        engine: str = "auto",
         dtype=jnp.float32,
     ):
         """**Arguments:**
@@ -79,8 +81,11 @@ class Pipeline(eqx.Module):
         - `chunk_size`: particles per scan step (default: chosen from the sizes).
         - `oversample`: working ln λ lattice finer than the finest telescope pixel by
           this factor (1 is exact for the model; see docs/physics.md).
-        - `velocity_margin`: km/s; line-of-sight speeds assumed when checking that the
-          SSP grid covers the telescope range.
+        - `velocity_margin`: km/s; the largest line-of-sight speed expected. Used to check
+          that the SSP grid covers the telescope range, and to size the velocity axis of
+          the histogram engine (which raises an error for faster particles).
+        - `engine`: `"direct"`, `"histogram"` or `"auto"` (the faster for the sizes, by a
+          cost model measured on CPU; see `rubix_eqx._engine`). Both are exact.
         - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
         """
         if not flux_unit > 0:
@@ -97,6 +102,19 @@ class Pipeline(eqx.Module):
         self.flux_unit = float(flux_unit)
         self.chunk_size = chunk_size
         self.velocity_margin = float(velocity_margin)
+        if engine not in ("auto", "direct", "histogram"):
+            raise ValueError(f"`Pipeline(engine=...)` must be 'auto', 'direct' or 'histogram'; got {engine!r}.")
+        self.engine = engine
+
+    def engine_for(self, n_particles: int) -> str:
+        """The engine used for a galaxy of `n_particles`."""
+        if self.engine != "auto":
+            return self.engine
+        tel = self.telescope
+        return choose_engine(
+            n_particles, tel.n_x * tel.n_y, self.grid.templates.shape[0],
+            n_shift_bins(self.grid, self.velocity_margin), self.grid.n_work,
+        )  # fmt: skip
 
     def covered_range(self, redshift: float) -> tuple[float, float]:
         """The observed wavelength range (Å) the SSP grid covers at `redshift` for every
@@ -149,18 +167,18 @@ class Pipeline(eqx.Module):
             "The Doppler shift of some particles (redshift plus line-of-sight velocity) "
             "moves the telescope range outside the SSP grid; see Pipeline.covered_range.",
         )
-        start, fraction = self.grid.shift(log_d)
+        shift, fraction = self.grid.shift(log_d)
         amplitude = galaxy.mass * (dimming_constant(self.flux_unit) / d_l**2)
         terms = ParticleTerms(
             spaxel_index=spaxel_index,
             spaxel_weight=spaxel_weight.astype(self.grid.templates.dtype),
             template_index=weights.index,
             template_weight=weights.weight.astype(self.grid.templates.dtype),
-            start=start,
+            shift=shift,
             fraction=fraction.astype(self.grid.templates.dtype),
             amplitude=amplitude.astype(self.grid.templates.dtype),
         )
-        return terms, {"clipped": weights.clipped, "outside": outside}
+        return terms, {"clipped": weights.clipped, "outside": outside, "v_los": v_los}
 
 
 def crop_to_coverage(
@@ -196,8 +214,25 @@ def _forward(
     observation = observation.checked()
     terms, flags = pipeline.particle_terms(galaxy, observation)
     n_spaxels = tel.n_x * tel.n_y
-    chunk = pipeline.chunk_size or auto_chunk_size(galaxy.n_particles, pipeline.grid.n_work)
-    work = accumulate_cube(terms, pipeline.grid, n_spaxels, chunk)
+    grid = pipeline.grid
+    if pipeline.engine_for(galaxy.n_particles) == "histogram":
+        terms = eqx.tree_at(
+            lambda t: t.amplitude,
+            terms,
+            eqx.error_if(
+                terms.amplitude,
+                jnp.abs(flags["v_los"]) > pipeline.velocity_margin,
+                "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
+                "raise the margin, or use engine='direct'.",
+            ),
+        )
+        chunk = pipeline.chunk_size or 4096
+        systemic = jnp.log1p(observation.redshift.astype(grid.templates.dtype)) / grid.log_step
+        n_shift = n_shift_bins(grid, pipeline.velocity_margin)
+        work = histogram_cube(terms, grid, n_spaxels, chunk, systemic, n_shift)
+    else:
+        chunk = pipeline.chunk_size or auto_chunk_size(galaxy.n_particles, grid.n_work)
+        work = direct_cube(terms, grid, n_spaxels, chunk)
     flux = pipeline.grid.to_telescope(work).reshape(tel.n_x, tel.n_y, tel.n_wave)
     return Cube(
         flux=flux,

@@ -111,31 +111,35 @@ class SpectralGrid(eqx.Module):
         return (self.n_work - first - n_rest) * self.log_step, -first * self.log_step
 
     def shift(self, log_doppler: Float[Array, " n"]) -> tuple[Int[Array, " n"], Float[Array, " n"]]:
-        """Template read offsets and fractional shifts for ln D (natural log)."""
+        """Integer and fractional parts of the shift ln D / Δ in lattice pixels."""
         s = log_doppler / self.log_step
         j = jnp.floor(s)
-        start = (-j - 1 - self.template_offset).astype(jnp.int32)
-        return start, s - j
+        return j.astype(jnp.int32), s - j
+
+    def read_offset(self, shift: Int[Array, "*n"]) -> Int[Array, "*n"]:
+        """Column of `templates` where the (n_work + 1)-bin window read for an integer
+        shift starts: window[r] holds rest lattice bin r - shift - 1."""
+        return -shift - 1 - self.template_offset
 
     def spectra(
         self,
         template_index: Int[Array, "n 4"],
         template_weight: Float[Array, "n 4"],
-        start: Int[Array, " n"],
+        shift: Int[Array, " n"],
         fraction: Float[Array, " n"],
     ) -> Float[Array, "n n_work"]:
-        """Observed-lattice integrated spectra (L☉ per M☉ per bin) of `n` particles."""
-
+        """Observed-lattice integrated spectra (L☉ per M☉ per bin) of `n` particles:
+        bin k = (1 - t)·R[k - j] + t·R[k - j - 1] for shift j + t."""
         width = self.n_work + 1
 
-        def one(index, weight, s, t):
+        def one(index, weight, start, t):
             rows = jnp.stack(
-                [jax.lax.dynamic_slice(self.templates, (index[k], s), (1, width))[0] for k in range(4)]
+                [jax.lax.dynamic_slice(self.templates, (index[k], start), (1, width))[0] for k in range(4)]
             )
             window = weight @ rows
             return (1 - t) * window[1:] + t * window[:-1]
 
-        return jax.vmap(one)(template_index, template_weight, start, fraction)
+        return jax.vmap(one)(template_index, template_weight, self.read_offset(shift), fraction)
 
     def to_telescope(self, integrated: Float[Array, "... n_work"]) -> Float[Array, "... n_wave"]:
         """Flux density on the telescope grid (per Å) from observed-lattice integrated flux."""

@@ -56,9 +56,10 @@ def galaxy():
     return random_galaxy(1, 1000)
 
 
+@pytest.mark.parametrize("engine", ["direct", "histogram"])
 @pytest.mark.parametrize("deposit", ["cic", "nearest"])
-def test_matches_numpy_reference(deposit, galaxy, ssp, pipe, pipe_nearest):
-    pipeline = pipe if deposit == "cic" else pipe_nearest
+def test_matches_numpy_reference(deposit, engine, galaxy, ssp):
+    pipeline = rx.Pipeline(tiny_telescope(), ssp, deposit=deposit, engine=engine, dtype=jnp.float64)
     obs = observation()
     cube = np.asarray(pipeline(galaxy, obs).flux)
     expected = ref.reference_cube_working_grid(

@@ -15,9 +15,9 @@ from .cases import observation, random_galaxy, tiny_ssp, tiny_telescope
 STEP = 1e-6
 
 
-@pytest.fixture(scope="module")
-def setup():
-    pipe = rx.Pipeline(tiny_telescope(), tiny_ssp(), dtype=jnp.float64)
+@pytest.fixture(scope="module", params=["direct", "histogram"])
+def setup(request):
+    pipe = rx.Pipeline(tiny_telescope(), tiny_ssp(), engine=request.param, dtype=jnp.float64)
     galaxy = random_galaxy(7, 12, size_kpc=1.0)
     weights = jnp.asarray(np.random.default_rng(0).normal(size=(10, 10, 601)))
 
