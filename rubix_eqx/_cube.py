@@ -13,6 +13,9 @@ class Diagnostics(eqx.Module):
     - `n_clipped`, `clipped_mass_fraction`: particles whose age or Z lay outside the SSP
       grid and were clipped to its edge (by design), and their share of the mass.
     - `n_outside`, `outside_mass_fraction`: particles outside the field of view.
+    - `n_lsf_clipped`: lattice bins where the telescope's LSF is sharper than the
+      templates and the extra broadening was clipped to 0 (only with
+      `Pipeline(allow_sharper_lsf=True)`; otherwise that is an error).
     """
 
     n_particles: Int[Array, ""]
@@ -20,6 +23,7 @@ class Diagnostics(eqx.Module):
     clipped_mass_fraction: Float[Array, ""]
     n_outside: Int[Array, ""]
     outside_mass_fraction: Float[Array, ""]
+    n_lsf_clipped: Int[Array, ""]
 
 
 class Cube(eqx.Module):

@@ -14,8 +14,12 @@ from ._cube import Cube, Diagnostics
 from ._engine import auto_chunk_size, choose_engine, direct_cube, histogram_cube, n_shift_bins, ParticleTerms
 from ._observation import Observation
 from ._spectral_grid import SpectralGrid
+from ._stages._aperture import Aperture
 from ._stages._deposit import Deposit, sky_pixels
+from ._stages._lsf import LSF
+from ._stages._noise import Noise
 from ._stages._orient import Orient
+from ._stages._psf import PSFConvolution
 from ._units import C_KM_S, dimming_constant
 from .galaxy import Galaxy
 from .ssp import SSPGrid, ssp_weights
@@ -44,8 +48,11 @@ class Pipeline(eqx.Module):
 
     Stages, in order: `orient` (inclination, position angle), `deposit` (projection
     with d_A and CIC or nearest deposit), spectra (SSP interpolation, Doppler shift,
-    d_L dimming, on the ln λ lattice of [`rubix_eqx.SpectralGrid`][]), rebinning onto
-    the telescope grid. Call it as `pipeline(galaxy, observation, key=key)`.
+    d_L dimming, on the ln λ lattice of [`rubix_eqx.SpectralGrid`][]), `lsf`
+    (broadening to the telescope's resolution, on the lattice), rebinning onto the
+    telescope grid, `psf` (every λ slice), `noise` (with the variance it used) and
+    `aperture` (fibre-bundle footprint). Any of `lsf`, `psf`, `noise`, `aperture` may be
+    `None`. Call it as `pipeline(galaxy, observation, key=key)`.
     """
 
     telescope: Telescope
@@ -53,6 +60,10 @@ class Pipeline(eqx.Module):
     grid: SpectralGrid
     orient: Orient
     deposit: Deposit
+    lsf: LSF | None
+    psf: PSFConvolution | None
+    noise: Noise | None
+    aperture: Aperture | None
     flux_unit: float = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
     velocity_margin: float = eqx.field(static=True)
@@ -65,6 +76,11 @@ class Pipeline(eqx.Module):
         *,
         deposit: Deposit | str = "cic",
         orient: Orient | None = None,
+        lsf: LSF | bool = True,
+        allow_sharper_lsf: bool = False,
+        psf: PSFConvolution | bool = True,
+        noise: Noise | str | None = None,
+        aperture: Aperture | bool = True,
         flux_unit: float = 1e-20,
         chunk_size: int | None = None,
         oversample: int = 1,
@@ -77,6 +93,16 @@ class Pipeline(eqx.Module):
         - `telescope`, `ssp`: the instrument and the SSP grid.
         - `deposit`: `"cic"` (bilinear, default), `"nearest"`, or a `Deposit`.
         - `orient`: the orientation stage (default `Orient()`).
+        - `lsf`: `True` (default) broadens to the telescope's `lsf_fwhm` (an error where
+          the telescope is sharper than the templates, unless `allow_sharper_lsf=True`,
+          which clips the extra broadening to 0 there and counts the bins in the
+          diagnostics); `False` for none; or an `LSF`.
+        - `psf`: `True` (default) convolves with the telescope's PSF if it has one;
+          `False` for none; or a `PSFConvolution` (e.g. wavelength-dependent).
+        - `noise`: `None` (default: noiseless), a [`rubix_eqx.Noise`][], or `"telescope"`
+          for the telescope's default S/N. Needs `key=` when called.
+        - `aperture`: `True` (default) masks spaxels outside a hexagonal or circular
+          bundle footprint; `False` for none; or an `Aperture`.
         - `flux_unit`: the cube's unit in erg s⁻¹ cm⁻² Å⁻¹ (default 1e-20).
         - `chunk_size`: particles per scan step (default: chosen from the sizes).
         - `oversample`: working ln λ lattice finer than the finest telescope pixel by
@@ -96,7 +122,27 @@ class Pipeline(eqx.Module):
             raise ValueError(f"`Pipeline(velocity_margin=...)` must lie in [0, c); got {velocity_margin}.")
         self.telescope = telescope
         self.ssp = ssp
-        self.grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
+        grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
+        if lsf is True:
+            # Extend the lattice by the LSF's half-width so flux spreads in from outside.
+            margin = LSF.build(telescope, ssp, grid, allow_sharper=allow_sharper_lsf).half_width
+            grid = SpectralGrid.build(ssp, telescope.wavelength, oversample, margin, dtype)
+            lsf = LSF.build(telescope, ssp, grid, allow_sharper=allow_sharper_lsf)
+        self.grid = grid
+        self.lsf = lsf if isinstance(lsf, LSF) else None
+        if psf is True:
+            psf = PSFConvolution.build(telescope) if telescope.psf is not None else None
+        self.psf = psf if isinstance(psf, PSFConvolution) else None
+        if isinstance(noise, str):
+            if noise != "telescope":
+                raise ValueError(f"`Pipeline(noise=...)` must be a Noise, 'telescope' or None; got {noise!r}.")
+            noise = Noise.from_telescope(telescope)
+        if noise is not None:
+            noise.check(telescope.wavelength)
+        self.noise = noise
+        if aperture is True:
+            aperture = Aperture.build(telescope) if telescope.aperture != "square" else None
+        self.aperture = aperture if isinstance(aperture, Aperture) else None
         self.orient = Orient() if orient is None else orient
         self.deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
         self.flux_unit = float(flux_unit)
@@ -117,26 +163,35 @@ class Pipeline(eqx.Module):
         )  # fmt: skip
 
     def covered_range(self, redshift: float) -> tuple[float, float]:
-        """The observed wavelength range (Å) the SSP grid covers at `redshift` for every
-        line-of-sight velocity within ±`velocity_margin`."""
-        low, high = self.grid.rest_range
-        beta = self.velocity_margin / C_KM_S
-        d_plus = math.sqrt((1 + beta) / (1 - beta))
-        return low * (1 + redshift) * d_plus, high * (1 + redshift) / d_plus
+        """The observed wavelength range (Å) whose lattice the SSP grid covers at
+        `redshift` for every line-of-sight speed within ±`velocity_margin`."""
+        low, high = self.grid.shift_range()
+        a = math.atanh(self.velocity_margin / C_KM_S)
+        first, last = self.grid.obs_log_edges[[0, -1]]
+        # observed edge u is covered if ln D ∈ [low, high) for all |v| ≤ margin, i.e.
+        # the range shrinks by the excess of ln(1+z) ± a over [low, high).
+        lo_excess = max(0.0, math.log1p(redshift) + a - high)
+        hi_excess = max(0.0, low - (math.log1p(redshift) - a))
+        margin = self.lsf.half_width * self.grid.log_step if self.lsf is not None else 0.0
+        return math.exp(first + margin + lo_excess), math.exp(last - margin - hi_excess)
 
     def check_coverage(self, redshift: float) -> None:
         """Raise [`rubix_eqx.CoverageError`][] if the telescope range is not covered."""
+        low, high = self.grid.shift_range()
+        a = math.atanh(self.velocity_margin / C_KM_S)
+        if low <= math.log1p(redshift) - a and math.log1p(redshift) + a < high:
+            return
         lo, hi = self.covered_range(redshift)
         wave = np.asarray(self.telescope.wavelength)
-        if wave[0] < lo or wave[-1] > hi:
-            raise CoverageError(
-                f"Telescope {self.telescope.name!r} spans {wave[0]:.1f}-{wave[-1]:.1f} Å "
-                f"(observed) but at redshift {redshift:g} the SSP grid {self.ssp.name!r} "
-                f"({self.grid.rest_range[0]:.1f}-{self.grid.rest_range[1]:.1f} Å rest) covers "
-                f"only {lo:.1f}-{hi:.1f} Å observed with a ±{self.velocity_margin:g} km/s "
-                "velocity margin. Crop the telescope with `rubix_eqx.crop_to_coverage(...)`, "
-                "or change the redshift."
-            )
+        z_lo, z_hi = math.expm1(low + a), math.expm1(high - a)
+        raise CoverageError(
+            f"Telescope {self.telescope.name!r} spans {wave[0]:.1f}-{wave[-1]:.1f} Å (observed) "
+            f"but at redshift {redshift:g} the SSP grid {self.ssp.name!r} "
+            f"({self.grid.rest_range[0]:.1f}-{self.grid.rest_range[1]:.1f} Å rest) covers "
+            f"only {lo:.1f}-{hi:.1f} Å observed with a ±{self.velocity_margin:g} km/s velocity "
+            f"margin (the whole range is covered for {max(z_lo, 0):.4f} <= z < {z_hi:.4f}). Crop "
+            "the telescope with `rubix_eqx.crop_to_coverage(...)`, or change the redshift."
+        )
 
     def __call__(
         self, galaxy: Galaxy, observation: Observation, *, key: PRNGKeyArray | None = None
@@ -146,6 +201,10 @@ class Pipeline(eqx.Module):
         redshift = concrete(observation.redshift)
         if redshift is not None:
             self.check_coverage(float(redshift))
+            if self.lsf is not None:
+                self.lsf.check(float(redshift))
+        if self.noise is not None and key is None:
+            raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
         cube = _forward(self, galaxy, observation, key)
         _report(cube.diagnostics)
         return cube
@@ -208,7 +267,6 @@ def crop_to_coverage(
 def _forward(
     pipeline: Pipeline, galaxy: Galaxy, observation: Observation, key: PRNGKeyArray | None
 ) -> Cube:
-    del key  # no stochastic stage yet
     tel = pipeline.telescope
     galaxy = galaxy.checked()
     observation = observation.checked()
@@ -233,13 +291,29 @@ def _forward(
     else:
         chunk = pipeline.chunk_size or auto_chunk_size(galaxy.n_particles, grid.n_work)
         work = direct_cube(terms, grid, n_spaxels, chunk)
-    flux = pipeline.grid.to_telescope(work).reshape(tel.n_x, tel.n_y, tel.n_wave)
+    n_lsf_clipped = jnp.asarray(0)
+    if pipeline.lsf is not None:
+        work = pipeline.lsf(work, observation.redshift)
+        n_lsf_clipped = pipeline.lsf.n_clipped(observation.redshift)
+    flux = grid.to_telescope(work).reshape(tel.n_x, tel.n_y, tel.n_wave)
+    if pipeline.psf is not None:
+        flux = pipeline.psf(flux)
+    variance = jnp.zeros_like(flux)
+    if pipeline.noise is not None:
+        if key is None:
+            raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
+        flux, variance = pipeline.noise(flux, tel.wavelength, key)
+    mask = jnp.ones((tel.n_x, tel.n_y), bool)
+    if pipeline.aperture is not None:
+        flux, variance = pipeline.aperture(flux, variance)
+        mask = pipeline.aperture.mask
+    diag = diagnostics(galaxy.mass, flags["clipped"], flags["outside"], n_lsf_clipped)
     return Cube(
         flux=flux,
-        variance=jnp.zeros_like(flux),
+        variance=variance,
         wavelength=tel.wavelength,
-        mask=jnp.ones((tel.n_x, tel.n_y), bool),
-        diagnostics=diagnostics(galaxy.mass, flags["clipped"], flags["outside"]),
+        mask=mask,
+        diagnostics=diag,
         redshift=observation.redshift,
         spaxel_size=tel.spaxel_size,
         ra=observation.ra,
@@ -250,7 +324,7 @@ def _forward(
     )
 
 
-def diagnostics(mass: Float[Array, " n"], clipped, outside) -> Diagnostics:
+def diagnostics(mass: Float[Array, " n"], clipped, outside, n_lsf_clipped) -> Diagnostics:
     total = jnp.sum(mass)
     safe = jnp.where(total > 0, total, 1)
     return Diagnostics(
@@ -259,6 +333,7 @@ def diagnostics(mass: Float[Array, " n"], clipped, outside) -> Diagnostics:
         clipped_mass_fraction=jnp.sum(jnp.where(clipped, mass, 0)) / safe,
         n_outside=jnp.sum(outside),
         outside_mass_fraction=jnp.sum(jnp.where(outside, mass, 0)) / safe,
+        n_lsf_clipped=n_lsf_clipped,
     )
 
 
@@ -274,6 +349,13 @@ def _report(diag: Diagnostics) -> None:
             "metallicity and were clipped to its edge (by design).",
             n_clipped, n, 100 * clipped_fraction,
         )  # fmt: skip
+    n_lsf = concrete(diag.n_lsf_clipped)
+    if n_lsf is not None and n_lsf > 0:
+        logger.warning(
+            "The telescope's LSF is sharper than the SSP templates over %d lattice bins; "
+            "the extra broadening was clipped to 0 there (allow_sharper_lsf=True).",
+            n_lsf,
+        )
     if n > 0 and n_outside == n:
         warnings.warn(
             f"All {int(n)} particles lie outside the field of view: the cube is zero.",

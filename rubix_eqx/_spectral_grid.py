@@ -58,13 +58,17 @@ class SpectralGrid(eqx.Module):
 
     @classmethod
     def build(
-        cls, ssp: SSPGrid, telescope_wavelength, oversample: int = 1, dtype=jnp.float32
+        cls, ssp: SSPGrid, telescope_wavelength, oversample: int = 1, margin: int = 0, dtype=jnp.float32
     ) -> "SpectralGrid":
-        """Resample `ssp` onto the lattice matching `telescope_wavelength` (Å)."""
+        """Resample `ssp` onto the lattice matching `telescope_wavelength` (Å), extended
+        by `margin` bins beyond both ends (room for the LSF to spread flux into the
+        range from outside it)."""
+        if oversample < 1 or margin < 0:
+            raise ValueError(f"`SpectralGrid.build`: need oversample >= 1 and margin >= 0; got {oversample}, {margin}.")
         tel_edges = pixel_edges(np.asarray(telescope_wavelength, np.float64))
         log_step = float(np.min(np.diff(np.log(tel_edges)))) / oversample
-        u0 = float(np.log(tel_edges[0]))
-        n_work = int(math.ceil(np.log(tel_edges[-1] / tel_edges[0]) / log_step - 1e-9))
+        u0 = float(np.log(tel_edges[0])) - margin * log_step
+        n_work = int(math.ceil(np.log(tel_edges[-1] / tel_edges[0]) / log_step - 1e-9)) + 2 * margin
         ssp_edges = pixel_edges(np.asarray(ssp.wavelength, np.float64))
         m_lo = int(math.ceil((np.log(ssp_edges[0]) - u0) / log_step - 1e-9))
         m_hi = int(math.floor((np.log(ssp_edges[-1]) - u0) / log_step + 1e-9))

@@ -35,7 +35,9 @@ def tiny_ssp(flat: bool = False) -> rx.SSPGrid:
     )
 
 
-def tiny_telescope(start=4800.0, stop=6000.0, step=2.0, n=N_X) -> rx.Telescope:
+def tiny_telescope(
+    start=4800.0, stop=6000.0, step=2.0, n=N_X, lsf_fwhm=3.0, psf=None, **kw
+) -> rx.Telescope:
     wave = np.arange(start, stop + step / 2, step)
     return rx.Telescope(
         name="tiny",
@@ -43,7 +45,9 @@ def tiny_telescope(start=4800.0, stop=6000.0, step=2.0, n=N_X) -> rx.Telescope:
         n_x=n,
         n_y=n,
         wavelength=jnp.asarray(wave),
-        lsf_fwhm=jnp.full(wave.shape, 3.0),
+        lsf_fwhm=jnp.full(wave.shape, lsf_fwhm),
+        psf=psf,
+        **kw,
     )
 
 

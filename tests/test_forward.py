@@ -27,12 +27,12 @@ def ssp():
 
 @pytest.fixture(scope="module")
 def pipe(ssp):
-    return rx.Pipeline(tiny_telescope(), ssp, dtype=jnp.float64)
+    return rx.Pipeline(tiny_telescope(), ssp, lsf=False, dtype=jnp.float64)
 
 
 @pytest.fixture(scope="module")
 def pipe_nearest(ssp):
-    return rx.Pipeline(tiny_telescope(), ssp, deposit="nearest", dtype=jnp.float64)
+    return rx.Pipeline(tiny_telescope(), ssp, deposit="nearest", lsf=False, dtype=jnp.float64)
 
 
 def reference_inputs(gal, ssp, obs, tel, deposit="cic"):
@@ -59,7 +59,7 @@ def galaxy():
 @pytest.mark.parametrize("engine", ["direct", "histogram"])
 @pytest.mark.parametrize("deposit", ["cic", "nearest"])
 def test_matches_numpy_reference(deposit, engine, galaxy, ssp):
-    pipeline = rx.Pipeline(tiny_telescope(), ssp, deposit=deposit, engine=engine, dtype=jnp.float64)
+    pipeline = rx.Pipeline(tiny_telescope(), ssp, deposit=deposit, engine=engine, lsf=False, dtype=jnp.float64)
     obs = observation()
     cube = np.asarray(pipeline(galaxy, obs).flux)
     expected = ref.reference_cube_working_grid(
@@ -77,7 +77,7 @@ def test_working_grid_approximation(oversample, galaxy, ssp):
     pixels: the error (relative to each spaxel's mean flux) is bounded and falls
     with oversampling. Measured: see docs/physics.md."""
     tel = tiny_telescope()
-    pipeline = rx.Pipeline(tel, ssp, oversample=oversample, dtype=jnp.float64)
+    pipeline = rx.Pipeline(tel, ssp, oversample=oversample, lsf=False, dtype=jnp.float64)
     obs = observation()
     sub = galaxy.select(slice(0, 200))
     cube = np.asarray(pipeline(sub, obs).flux)
@@ -141,7 +141,7 @@ def line_centroid(wave, spectrum, centre, half_width=12.0):
 
 def test_doppler_shift_of_a_line(ssp):
     tel = tiny_telescope(start=5000.0, stop=5300.0, step=0.25)
-    pipeline = rx.Pipeline(tel, ssp, dtype=jnp.float64)
+    pipeline = rx.Pipeline(tel, ssp, lsf=False, dtype=jnp.float64)
     wave = np.asarray(tel.wavelength)
     obs = observation(inclination=0.0)
     rest_line = 4861.0
@@ -164,7 +164,7 @@ def test_inverse_square_dimming(galaxy):
     """Flat templates: total flux × d_L² × (1+z) is the same at every redshift, and
     at fixed redshift the flux scales as 1/distance²."""
     tel = tiny_telescope(n=40)
-    pipeline = rx.Pipeline(tel, tiny_ssp(flat=True), dtype=jnp.float64)
+    pipeline = rx.Pipeline(tel, tiny_ssp(flat=True), lsf=False, dtype=jnp.float64)
     sub = galaxy.select(slice(0, 100))
     sub = eqx.tree_at(lambda g: g.position, sub, sub.position * 0.2)  # inside the field
     totals = []
@@ -251,6 +251,6 @@ def test_crop_to_coverage(pipe, galaxy, ssp):
     cropped = rx.crop_to_coverage(pipe.telescope, ssp, 0.7)
     wave = np.asarray(cropped.wavelength)
     assert 0 < wave.size < pipe.telescope.n_wave
-    rx.Pipeline(cropped, ssp).check_coverage(0.7)  # no error after cropping
+    rx.Pipeline(cropped, ssp, lsf=False).check_coverage(0.7)  # no error after cropping
     with pytest.raises(rx.CoverageError, match="fewer than 2 pixels"):
         rx.crop_to_coverage(pipe.telescope, ssp, 3.0)

@@ -20,7 +20,7 @@ def test_light_weighted_flux_matches_cube(setup):
     galaxy = eqx.tree_at(lambda g: g.velocity, galaxy, galaxy.velocity * 0)
     obs = observation()
     maps = rx.truth_maps(galaxy, obs, tel, ssp)
-    cube = rx.Pipeline(tel, ssp, dtype=jnp.float64)(galaxy, obs)
+    cube = rx.Pipeline(tel, ssp, lsf=False, dtype=jnp.float64)(galaxy, obs)
     per_spaxel = np.asarray(cube.flux).sum(axis=2) * 2.0  # 2 Å pixels
     np.testing.assert_allclose(maps.flux, per_spaxel, rtol=1e-3, atol=1e-6 * per_spaxel.max())
 

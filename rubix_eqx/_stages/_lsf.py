@@ -64,9 +64,9 @@ class LSF(eqx.Module):
 
     **Edges.** Flux that the kernel sends past either end of the lattice is mirrored
     back onto the edge bins (equivalently, the spectrum beyond the lattice is taken as
-    the mirror image of the last h bins), so no flux leaves the lattice. This is exact for a locally constant
-    continuum; the first and last h lattice bins are otherwise approximate. To be exact
-    there, extend the lattice by `half_width` bins on each side.
+    the mirror image of the last h bins), so no flux leaves the lattice. This is exact
+    for a locally constant continuum; the first and last h lattice bins are otherwise
+    approximate. To be exact there, extend the lattice by `half_width` bins on each side.
 
     Differentiable in `work` and in the redshift. Call as `lsf(work, redshift)`.
 
@@ -140,7 +140,10 @@ class LSF(eqx.Module):
         edges = grid.obs_log_edges
         centres = np.exp(0.5 * (edges[1:] + edges[:-1]))
         tel_wave = np.asarray(telescope.wavelength, np.float64)
-        tel_sigma = np.interp(centres, tel_wave, np.asarray(telescope.lsf_fwhm, np.float64)) / FWHM_PER_SIGMA
+        tel_sigma = (
+            np.interp(centres, tel_wave, np.asarray(telescope.lsf_fwhm, np.float64))
+            / FWHM_PER_SIGMA
+        )
         ssp_wave = np.asarray(ssp.wavelength, np.float64)
         ssp_sigma = np.asarray(ssp.fwhm, np.float64) / FWHM_PER_SIGMA
         largest = 0.0
@@ -167,7 +170,10 @@ class LSF(eqx.Module):
 
     def _ssp_sigma_observed(self, redshift) -> Float[Array, " n_work"]:
         one_plus_z = (1 + jnp.asarray(redshift)).astype(self.wavelength.dtype)
-        return jnp.interp(self.wavelength / one_plus_z, self.ssp_wavelength, self.ssp_sigma) * one_plus_z
+        return (
+            jnp.interp(self.wavelength / one_plus_z, self.ssp_wavelength, self.ssp_sigma)
+            * one_plus_z
+        )
 
     def sharper(self, redshift) -> Bool[Array, " n_work"]:
         """Boolean per lattice bin: the templates are broader than the telescope by more
@@ -205,7 +211,9 @@ class LSF(eqx.Module):
 
     def _numpy_fwhm(self, redshift: float):
         wave = np.asarray(self.wavelength, np.float64)
-        ssp_rest = np.interp(wave / (1 + redshift), np.asarray(self.ssp_wavelength), np.asarray(self.ssp_sigma))
+        ssp_rest = np.interp(
+            wave / (1 + redshift), np.asarray(self.ssp_wavelength), np.asarray(self.ssp_sigma)
+        )
         tel = np.asarray(self.tel_sigma, np.float64) * FWHM_PER_SIGMA
         return wave, tel, ssp_rest * FWHM_PER_SIGMA
 
@@ -237,7 +245,9 @@ class LSF(eqx.Module):
 
     # -- apply --------------------------------------------------------------------
 
-    def __call__(self, work: Float[Array, "*batch n_work"], redshift) -> Float[Array, "*batch n_work"]:
+    def __call__(
+        self, work: Float[Array, "*batch n_work"], redshift
+    ) -> Float[Array, "*batch n_work"]:
         """Broaden `work` (integrated flux per lattice bin; any leading axes) at
         `redshift` (0-d, may be traced). Returns the same shape and dtype."""
         z = concrete(redshift)
@@ -245,22 +255,22 @@ class LSF(eqx.Module):
             self.check(float(z))
         var = self.variance(redshift)
         h = self.half_width
-        too_wide = jnp.any(self.n_sigma * jnp.sqrt(var) > (h - 1) + 0.5)
-        work = eqx.error_if(
-            work,
-            too_wide,
+        w = self.weights(redshift).astype(work.dtype)
+        # The checks ride on the small weight array (attaching them to `work` costs a copy).
+        w = eqx.error_if(
+            w,
+            jnp.any(self.n_sigma**2 * var > (h - 0.5) ** 2),
             f"LSF: σ_diff at this redshift needs a wider band than the {2 * h + 1} bins "
             f"built for z <= {self.max_redshift:g}; rebuild with LSF.build(..., max_redshift=...).",
         )
         if not self.allow_sharper:
-            work = eqx.error_if(
-                work,
+            w = eqx.error_if(
+                w,
                 jnp.any(self.sharper(redshift)),
                 f"ResolutionError: telescope {self.telescope_name!r} LSF is sharper than the "
                 "SSP templates at this redshift; call LSF.check(z) for the range, or pass "
                 "allow_sharper=True to clip σ_diff to 0 there.",
             )
-        w = self.weights(redshift).astype(work.dtype)
         n = work.shape[-1]
         lead = [(0, 0)] * (work.ndim - 1)
         # Shifted multiply-adds with zero padding (this form fuses into one loop) …
