@@ -65,6 +65,12 @@ def integer(value: Any, path: str, *, minimum: int = 1) -> int:
     return value
 
 
+def boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: must be true or false, got {value!r}.")
+    return value
+
+
 def choice(value: Any, path: str, options: Iterable[str]) -> str:
     options = list(options)
     if value not in options:

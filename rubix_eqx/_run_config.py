@@ -6,9 +6,10 @@ from typing import Any
 
 import jax
 
-from ._config_checks import ConfigError, check_keys, choice, integer, join, number, read_yaml
+from ._config_checks import boolean, ConfigError, check_keys, choice, integer, join, number, read_yaml
 from ._observation import Observation
 from ._pipeline import Pipeline
+from ._stages._noise import Noise
 from .galaxy import Galaxy, synthetic_disk
 from .ssp import SSPGrid
 from .telescope import Telescope
@@ -95,15 +96,39 @@ def build_pipeline(config: Mapping) -> tuple[Pipeline, Galaxy, Observation]:
     telescope = build_telescope(config.get("telescope", "MUSE-WFM"))
     ssp_name = config.get("ssp", "miles")
     ssp = SSPGrid.from_hdf5(ssp_name) if str(ssp_name).endswith((".h5", ".hdf5")) else SSPGrid.load(ssp_name)
-    options = check_keys(config.get("pipeline") or {}, ("deposit", "flux_unit", "chunk_size", "oversample"), "pipeline")
-    kw = {}
+    keys = (
+        "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin",
+        "lsf", "allow_sharper_lsf", "psf", "aperture", "noise",
+    )  # fmt: skip
+    options = check_keys(config.get("pipeline") or {}, keys, "pipeline")
+    kw: dict[str, Any] = {}
     if "deposit" in options:
         kw["deposit"] = choice(options["deposit"], "pipeline.deposit", ("cic", "nearest"))
+    if "engine" in options:
+        kw["engine"] = choice(options["engine"], "pipeline.engine", ("auto", "direct", "histogram"))
     if "flux_unit" in options:
         kw["flux_unit"] = number(options["flux_unit"], "pipeline.flux_unit", positive=True)
+    if "velocity_margin" in options:
+        kw["velocity_margin"] = number(options["velocity_margin"], "pipeline.velocity_margin", positive=True)
     for key in ("chunk_size", "oversample"):
         if key in options:
             kw[key] = integer(options[key], f"pipeline.{key}")
+    for key in ("lsf", "allow_sharper_lsf", "psf", "aperture"):
+        if key in options:
+            kw[key] = boolean(options[key], f"pipeline.{key}")
+    if options.get("noise") is not None:
+        noise = options["noise"]
+        if noise == "telescope":
+            kw["noise"] = "telescope"
+        else:
+            spec = check_keys(noise, ("snr", "window"), "pipeline.noise", required=("snr",))
+            window = spec.get("window")
+            if window is not None and (not isinstance(window, list) or len(window) != 2):
+                raise ConfigError("pipeline.noise.window: must be [start, stop] in Angstrom.")
+            kw["noise"] = Noise(
+                snr=number(spec["snr"], "pipeline.noise.snr", positive=True),
+                window=None if window is None else tuple(number(w, "pipeline.noise.window") for w in window),
+            )
     pipeline = Pipeline(telescope, ssp, **kw)
     galaxy = build_galaxy(config.get("galaxy", {"source": "synthetic"}), seed)
     observation = build_observation(config.get("observation") or {})

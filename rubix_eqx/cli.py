@@ -22,7 +22,10 @@ def _run(args) -> int:
           f"{pipeline.telescope.n_x}x{pipeline.telescope.n_y} spaxels x {pipeline.telescope.n_wave} "
           f"wavelengths; SSP: {pipeline.ssp.name}")  # fmt: skip
     t0 = time.perf_counter()
-    cube = pipeline(galaxy, observation)
+    import jax
+
+    seed = int(config.get("seed", 0))
+    cube = pipeline(galaxy, observation, key=jax.random.key(seed + 1))
     cube.flux.block_until_ready()
     t_run = time.perf_counter() - t0
     flux = np.asarray(cube.flux, np.float64)
@@ -47,7 +50,8 @@ def _run(args) -> int:
     print(f"run time: {t_run:.2f} s (setup {t_build:.2f} s, including compilation)")
     print(f"diagnostics: {diag['n_clipped']:.0f} particles clipped to the SSP grid "
           f"({100 * diag['clipped_mass_fraction']:.3g}% of mass), {diag['n_outside']:.0f} outside the field "
-          f"({100 * diag['outside_mass_fraction']:.3g}% of mass)")  # fmt: skip
+          f"({100 * diag['outside_mass_fraction']:.3g}% of mass), {diag['n_lsf_clipped']:.0f} lattice "
+          "bins where the telescope LSF is sharper than the templates")  # fmt: skip
     print(f"wrote {out / 'summary.json'}")
     return 0
 
