@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import cosmology as cosmology, galaxy as galaxy, ssp as ssp, telescope as telescope
+from . import cosmology as cosmology, fit as fit, galaxy as galaxy, ssp as ssp, telescope as telescope
 from ._cube import Cube as Cube, Diagnostics as Diagnostics
 from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation

@@ -12,11 +12,15 @@ Two exact evaluations of the same sum, on the observed ln λ lattice of
   H (n_spaxel, n_template·n_shift) @ B (n_template·n_shift, n_work), where B holds every
   template at every shift. Cost ∝ N · 32 + n_spaxel · n_template · n_shift · n_work, so
   independent of N for large N. Shifts are counted from the systemic redshift; the number
-  of shift bins comes from `Pipeline(velocity_margin=...)`.
+  of shift bins comes from `Pipeline(velocity_margin=...)`. The deposit has a custom
+  JVP (forward and reverse mode both work, as optimistix needs) whose tangent is
+  checkpointed, so reverse mode recomputes the 32 indices per particle rather than
+  storing them.
 
 Never materialises an (N, n_λ) array in the forward or the backward pass.
 """
 
+import functools as ft
 import math
 
 import equinox as eqx
@@ -99,26 +103,26 @@ def _histogram_entries(c: ParticleTerms, first_shift, n_templates: int, n_shift:
     return index.reshape(-1), value.reshape(-1)
 
 
+@ft.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _deposit(histogram, c: ParticleTerms, first_shift, n_templates: int, n_shift: int):
     index, value = _histogram_entries(c, first_shift, n_templates, n_shift)
     return histogram.at[index].add(value)
 
 
-def _deposit_fwd(histogram, c, first_shift, n_templates, n_shift):
-    return _deposit(histogram, c, first_shift, n_templates, n_shift), (c, first_shift)
+@_deposit.defjvp
+def _deposit_jvp(n_templates, n_shift, primals, tangents):
+    histogram, c, first_shift = primals
+    d_histogram, d_c, _ = tangents
 
+    # Checkpointed, so that reverse mode keeps only the chunk's terms and recomputes the
+    # 32 indices per particle instead of storing them for every chunk.
+    @jax.checkpoint
+    def tangent(d_histogram, c, d_c):
+        entries = lambda c: _histogram_entries(c, first_shift, n_templates, n_shift)
+        (index, _), (_, d_value) = jax.jvp(entries, (c,), (d_c,))
+        return d_histogram.at[index].add(d_value)
 
-def _deposit_bwd(n_templates, n_shift, residuals, g):
-    # Recompute the 32 indices per particle rather than storing them for every chunk.
-    c, first_shift = residuals
-    index, _ = _histogram_entries(c, first_shift, n_templates, n_shift)
-    _, vjp = jax.vjp(lambda c: _histogram_entries(c, first_shift, n_templates, n_shift)[1], c)
-    (dc,) = vjp(g[index])
-    return g, dc, None
-
-
-_deposit = jax.custom_vjp(_deposit, nondiff_argnums=(3, 4))
-_deposit.defvjp(_deposit_fwd, _deposit_bwd)
+    return _deposit(histogram, c, first_shift, n_templates, n_shift), tangent(d_histogram, c, d_c)
 
 
 def histogram_cube(

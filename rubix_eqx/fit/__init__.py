@@ -1,0 +1,10 @@
+"""Recovery of galaxy properties from cubes by least squares (optimistix)."""
+
+from ._particles import (
+    fit_galaxy as fit_galaxy,
+    fit_particles as fit_particles,
+    GalaxyFit as GalaxyFit,
+    ParticleFit as ParticleFit,
+)
+from ._spaxels import fit_spaxels as fit_spaxels, SpaxelFit as SpaxelFit, STATUS as STATUS
+from ._spectrum_model import SpectrumModel as SpectrumModel
