@@ -10,7 +10,7 @@ N_X = N_Y = 10
 SPAXEL = 0.5  # arcsec
 
 
-def tiny_ssp(flat: bool = False) -> rx.SSPGrid:
+def tiny_ssp(flat: bool = False, metal_slope: float = 0.0) -> rx.SSPGrid:
     """4 ages × 3 Z, 3000–8000 Å at 1 Å: smooth continua with absorption lines."""
     age = np.array([0.5, 2.0, 6.0, 12.0])
     metallicity = np.array([0.004, 0.019, 0.03])
@@ -18,7 +18,7 @@ def tiny_ssp(flat: bool = False) -> rx.SSPGrid:
     flux = np.empty((age.size, metallicity.size, wave.size))
     for i, a in enumerate(age):
         for j, z in enumerate(metallicity):
-            continuum = 1e-3 / a * (wave / 5000.0) ** (0.5 * np.log10(a) + 1.0)
+            continuum = 1e-3 / a * (wave / 5000.0) ** (0.5 * np.log10(a) + 1.0 + metal_slope * j)
             lines = sum(
                 (0.2 + 0.05 * j + 0.02 * i)
                 * np.exp(-0.5 * ((wave - c) / (1.5 + 0.3 * i)) ** 2)

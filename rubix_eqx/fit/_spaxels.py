@@ -125,14 +125,19 @@ def fit_spaxels(
     active = (snr >= min_snr) & cube.mask.reshape(-1)
     start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
     result = _solve(model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps)
-    shape = (n_x, n_y)
-    return jax.tree.map(lambda x: x.reshape(shape) if x.ndim == 1 else x, result(snr, shape))
+    return result(snr, (n_x, n_y))
 
 
 def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):
-    """Best (template node, velocity) per spaxel with a linear amplitude."""
-    la_nodes = jnp.log10(ssp.age)
-    lz_nodes = jnp.log10(ssp.metallicity)
+    """Best (age, Z on nodes and cell centres; velocity) per spaxel, amplitude linear."""
+    def with_midpoints(nodes):
+        mid = 0.5 * (nodes[1:] + nodes[:-1])
+        return jnp.sort(jnp.concatenate([nodes, mid]))
+
+    # Nodes and cell centres: starting on a node (a kink of the bilinear interpolation)
+    # can leave the solver in a local minimum of the age–metallicity degeneracy.
+    la_nodes = with_midpoints(jnp.log10(ssp.age))
+    lz_nodes = with_midpoints(jnp.log10(ssp.metallicity))
     la, lz = jnp.meshgrid(la_nodes, lz_nodes, indexing="ij")
     la, lz = la.reshape(-1), lz.reshape(-1)
     velocities = jnp.arange(*velocity_grid, dtype=flux.dtype)
@@ -224,14 +229,14 @@ def _solve(model, ssp, flux, var, start, active, solver, max_steps):
         )
         return SpaxelFit(
             maps=maps,
-            log_age_err=err[:, 0],
-            metallicity_err=err[:, 1],
-            velocity_err=err[:, 2],
-            dispersion_err=err[:, 3],
-            converged=converged,
-            status=status.astype(jnp.int32),
-            chi2=jnp.where(jnp.isfinite(chi2), chi2, 0),
-            snr=jnp.where(jnp.isfinite(snr), snr, 0),
+            log_age_err=err[:, 0].reshape(shape),
+            metallicity_err=err[:, 1].reshape(shape),
+            velocity_err=err[:, 2].reshape(shape),
+            dispersion_err=err[:, 3].reshape(shape),
+            converged=converged.reshape(shape),
+            status=status.astype(jnp.int32).reshape(shape),
+            chi2=jnp.where(jnp.isfinite(chi2), chi2, 0).reshape(shape),
+            snr=jnp.where(jnp.isfinite(snr), snr, 0).reshape(shape),
         )
 
     return result
