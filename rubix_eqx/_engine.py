@@ -17,11 +17,15 @@ Two exact evaluations of the same sum, on the observed ln λ lattice of
   checkpointed, so reverse mode recomputes the 32 indices per particle rather than
   storing them.
 
-Never materialises an (N, n_λ) array in the forward or the backward pass.
+Never materialises an (N, n_λ) array in the forward or the backward pass, and builds the
+per-particle terms chunk by chunk inside the loop, so memory beyond the particle arrays
+themselves is flat in N.
 """
 
 import functools as ft
 import math
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -52,22 +56,71 @@ def auto_chunk_size(n_particles: int, n_work: int) -> int:
     return min(size, 2 ** math.ceil(math.log2(max(n_particles, 1))))
 
 
-def _chunks(terms: ParticleTerms, chunk_size: int) -> ParticleTerms:
-    """Terms reshaped to (n_chunks, chunk_size, ...), padded with zero-amplitude particles."""
-    n = terms.amplitude.shape[0]
-    n_chunks = max(1, -(-n // chunk_size))
-    pad = n_chunks * chunk_size - n
+TermsFn = Callable[[Any], tuple[ParticleTerms, dict[str, Array]]]
+"""(particles, valid) of one chunk → (terms, scalar diagnostics); invalid particles must
+get zero amplitude."""
 
-    def chunked(x):
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((n_chunks, chunk_size) + x.shape[1:])
 
-    return jax.tree.map(chunked, terms)
+class Chunks(eqx.Module):
+    """Fixed-size windows over per-particle arrays, read in place (no padded copy).
+
+    Window i covers particles [i·size, (i+1)·size); the last window is shifted back to
+    end at N and flags the particles it repeats as invalid. An empty galaxy reads one
+    window of `fill`, all invalid.
+    """
+
+    particles: Any
+    fill: Any
+    n: int = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+
+    @property
+    def count(self) -> int:
+        return max(1, -(-self.n // self.size))
+
+    def read(self, i):
+        """(particles, valid) of window `i`."""
+        if self.n == 0:
+            take = lambda f: jnp.broadcast_to(jnp.asarray(f), (self.size,) + jnp.shape(f))
+            return jax.tree.map(take, self.fill), jnp.zeros(self.size, bool)
+        start = jnp.minimum(i * self.size, self.n - self.size)
+        window = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, self.size), self.particles)
+        valid = start + jnp.arange(self.size) >= i * self.size
+        return window, valid
+
+
+def chunked(particles, chunk_size: int, fill) -> Chunks:
+    """Windows of at most `chunk_size` particles over a pytree of per-particle arrays;
+    `fill` is one valid zero-mass particle (used only for an empty galaxy)."""
+    n = jax.tree.leaves(particles)[0].shape[0]
+    return Chunks(particles, fill, n, max(1, min(chunk_size, n)))
+
+
+def _scan(step, init, chunks: Chunks, terms_fn: TermsFn):
+    """Scan `step(carry, terms)` over particle chunks, building each chunk's terms inside
+    the loop (checkpointed: the backward pass recomputes them from the particle arrays).
+    `terms_fn` also returns scalar diagnostics per chunk: summed, or maxed for keys
+    starting with `max_`."""
+    terms_fn = jax.checkpoint(terms_fn)
+
+    def combine(key, a, b):
+        return jnp.maximum(a, b) if key.startswith("max_") else a + b
+
+    def body(carry, i):
+        acc, sums = carry
+        terms, flags = terms_fn(chunks.read(i))
+        sums = {k: combine(k, sums[k], flags[k]) for k in sums}
+        return (step(acc, terms), sums), None
+
+    shapes = jax.eval_shape(lambda: terms_fn(chunks.read(0))[1])
+    zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+    (acc, sums), _ = jax.lax.scan(body, (init, zeros), jnp.arange(chunks.count))
+    return acc, sums
 
 
 def direct_cube(
-    terms: ParticleTerms, grid: SpectralGrid, n_spaxels: int, chunk_size: int
-) -> Float[Array, "n_spaxels n_work"]:
+    chunks: Chunks, terms_fn: TermsFn, grid: SpectralGrid, n_spaxels: int
+) -> tuple[Float[Array, "n_spaxels n_work"], dict[str, Array]]:
     """Σ_i W_i(spaxel) · amplitude_i · spectrum_i, particle chunk by particle chunk."""
 
     @jax.checkpoint
@@ -77,11 +130,10 @@ def direct_cube(
         return (c.spaxel_weight[:, :, None] * spectra[:, None, :]).reshape(-1, grid.n_work)
 
     def step(cube, c: ParticleTerms):
-        return cube.at[c.spaxel_index.reshape(-1)].add(contribution(c)), None
+        return cube.at[c.spaxel_index.reshape(-1)].add(contribution(c))
 
     cube0 = jnp.zeros((n_spaxels, grid.n_work), grid.templates.dtype)
-    cube, _ = jax.lax.scan(step, cube0, _chunks(terms, chunk_size))
-    return cube
+    return _scan(step, cube0, chunks, terms_fn)
 
 
 def n_shift_bins(grid: SpectralGrid, velocity_margin: float) -> int:
@@ -126,13 +178,13 @@ def _deposit_jvp(n_templates, n_shift, primals, tangents):
 
 
 def histogram_cube(
-    terms: ParticleTerms,
+    chunks: Chunks,
+    terms_fn: TermsFn,
     grid: SpectralGrid,
     n_spaxels: int,
-    chunk_size: int,
     systemic_shift: Float[Array, ""],
     n_shift: int,
-) -> Float[Array, "n_spaxels n_work"]:
+) -> tuple[Float[Array, "n_spaxels n_work"], dict[str, Array]]:
     """The same sum as [`rubix_eqx._engine.direct_cube`][] via the (spaxel, template,
     shift) histogram and one matrix product. `systemic_shift` is ln(1+z)/Δ; particle
     shifts must lie within ±(n_shift - 3)/2 pixels of it (checked by the caller)."""
@@ -140,16 +192,16 @@ def histogram_cube(
     first_shift = jnp.floor(systemic_shift).astype(jnp.int32) - (n_shift - 1) // 2
 
     def step(histogram, c: ParticleTerms):
-        return _deposit(histogram, c, first_shift, n_templates, n_shift), None
+        return _deposit(histogram, c, first_shift, n_templates, n_shift)
 
     histogram0 = jnp.zeros(n_spaxels * n_templates * n_shift, grid.templates.dtype)
-    histogram, _ = jax.lax.scan(step, histogram0, _chunks(terms, chunk_size))
+    histogram, sums = _scan(step, histogram0, chunks, terms_fn)
     starts = grid.read_offset(first_shift + jnp.arange(n_shift))
     shifted = jax.vmap(
         lambda s: jax.lax.dynamic_slice(grid.templates, (0, s + 1), (n_templates, grid.n_work))
     )(starts)  # (n_shift, n_templates, n_work)
     basis = jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_shift, grid.n_work)
-    return histogram.reshape(n_spaxels, n_templates * n_shift) @ basis
+    return histogram.reshape(n_spaxels, n_templates * n_shift) @ basis, sums
 
 
 # Measured on a 2-core x86-64 CPU, float32 (benchmarks/run.py): the direct engine costs

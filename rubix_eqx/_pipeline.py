@@ -5,13 +5,22 @@ import math
 import warnings
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 
 from ._checks import concrete
 from ._cube import Cube, Diagnostics
-from ._engine import auto_chunk_size, choose_engine, direct_cube, histogram_cube, n_shift_bins, ParticleTerms
+from ._engine import (
+    auto_chunk_size,
+    choose_engine,
+    chunked,
+    direct_cube,
+    histogram_cube,
+    n_shift_bins,
+    ParticleTerms,
+)
 from ._observation import Observation
 from ._spectral_grid import SpectralGrid
 from ._stages._aperture import Aperture
@@ -22,7 +31,7 @@ from ._stages._orient import Orient
 from ._stages._psf import PSFConvolution
 from ._units import C_KM_S, dimming_constant
 from .galaxy import Galaxy
-from .ssp import SSPGrid, ssp_weights
+from .ssp import ssp_weights, SSPGrid
 from .telescope import Telescope
 
 
@@ -270,27 +279,45 @@ def _forward(
     tel = pipeline.telescope
     galaxy = galaxy.checked()
     observation = observation.checked()
-    terms, flags = pipeline.particle_terms(galaxy, observation)
     n_spaxels = tel.n_x * tel.n_y
     grid = pipeline.grid
-    if pipeline.engine_for(galaxy.n_particles) == "histogram":
-        terms = eqx.tree_at(
-            lambda t: t.amplitude,
-            terms,
-            eqx.error_if(
-                terms.amplitude,
-                jnp.abs(flags["v_los"]) > pipeline.velocity_margin,
-                "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
-                "raise the margin, or use engine='direct'.",
-            ),
-        )
+    engine = pipeline.engine_for(galaxy.n_particles)
+    if engine == "histogram":
         chunk = pipeline.chunk_size or 4096
-        systemic = jnp.log1p(observation.redshift.astype(grid.templates.dtype)) / grid.log_step
-        n_shift = n_shift_bins(grid, pipeline.velocity_margin)
-        work = histogram_cube(terms, grid, n_spaxels, chunk, systemic, n_shift)
     else:
         chunk = pipeline.chunk_size or auto_chunk_size(galaxy.n_particles, grid.n_work)
-        work = direct_cube(terms, grid, n_spaxels, chunk)
+    # Only read for an empty galaxy: one zero-mass particle of valid age and metallicity.
+    zero = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), galaxy)
+    fill = eqx.tree_at(lambda g: (g.age, g.metallicity), zero, (1.0, 0.019))
+    chunks = chunked(galaxy, chunk, fill)
+
+    def terms_fn(chunk):
+        chunk_galaxy, valid = chunk
+        terms, flags = pipeline.particle_terms(chunk_galaxy, observation)
+        # Particles a shifted last window repeats (and padding) carry no flux.
+        terms = eqx.tree_at(lambda t: t.amplitude, terms, jnp.where(valid, terms.amplitude, 0))
+        mass = chunk_galaxy.mass
+        clipped, outside = flags["clipped"] & valid, flags["outside"] & valid
+        return terms, {
+            "n_clipped": jnp.sum(clipped),
+            "clipped_mass": jnp.sum(jnp.where(clipped, mass, 0)),
+            "n_outside": jnp.sum(outside),
+            "outside_mass": jnp.sum(jnp.where(outside, mass, 0)),
+            "max_speed": jnp.max(jnp.where(valid, jnp.abs(flags["v_los"]), 0)),
+        }
+
+    if engine == "histogram":
+        systemic = jnp.log1p(observation.redshift.astype(grid.templates.dtype)) / grid.log_step
+        n_shift = n_shift_bins(grid, pipeline.velocity_margin)
+        work, sums = histogram_cube(chunks, terms_fn, grid, n_spaxels, systemic, n_shift)
+        work = eqx.error_if(
+            work,
+            sums["max_speed"] > pipeline.velocity_margin,
+            "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
+            "raise the margin, or use engine='direct'.",
+        )
+    else:
+        work, sums = direct_cube(chunks, terms_fn, grid, n_spaxels)
     n_lsf_clipped = jnp.asarray(0)
     if pipeline.lsf is not None:
         work = pipeline.lsf(work, observation.redshift)
@@ -307,7 +334,7 @@ def _forward(
     if pipeline.aperture is not None:
         flux, variance = pipeline.aperture(flux, variance)
         mask = pipeline.aperture.mask
-    diag = diagnostics(galaxy.mass, flags["clipped"], flags["outside"], n_lsf_clipped)
+    diag = diagnostics(galaxy, sums, n_lsf_clipped)
     return Cube(
         flux=flux,
         variance=variance,
@@ -324,15 +351,15 @@ def _forward(
     )
 
 
-def diagnostics(mass: Float[Array, " n"], clipped, outside, n_lsf_clipped) -> Diagnostics:
-    total = jnp.sum(mass)
+def diagnostics(galaxy: Galaxy, sums: dict[str, Array], n_lsf_clipped) -> Diagnostics:
+    total = jnp.sum(galaxy.mass)
     safe = jnp.where(total > 0, total, 1)
     return Diagnostics(
-        n_particles=jnp.asarray(mass.shape[0]),
-        n_clipped=jnp.sum(clipped),
-        clipped_mass_fraction=jnp.sum(jnp.where(clipped, mass, 0)) / safe,
-        n_outside=jnp.sum(outside),
-        outside_mass_fraction=jnp.sum(jnp.where(outside, mass, 0)) / safe,
+        n_particles=jnp.asarray(galaxy.n_particles),
+        n_clipped=sums["n_clipped"],
+        clipped_mass_fraction=sums["clipped_mass"] / safe,
+        n_outside=sums["n_outside"],
+        outside_mass_fraction=sums["outside_mass"] / safe,
         n_lsf_clipped=n_lsf_clipped,
     )
 

@@ -1,5 +1,7 @@
-"""Memory is flat in N: compiled temporaries grow only by a few per-particle scalars,
-never by N × n_λ (checked on the compiled program, without running it)."""
+"""Memory is flat in N apart from the particle arrays: compiled temporaries grow by about
+one copy of the particle arrays (36 bytes per particle in float32: XLA copies the
+non-donated inputs into the loop state) and a few scalars, never by N × n_λ (checked on
+the compiled program, without running it)."""
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +27,13 @@ def temp_bytes(pipe, n, grad):
     return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.parametrize("engine", ["direct", "histogram"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_temporaries_flat_in_particles(grad):
-    pipe = rx.Pipeline(tiny_telescope(), tiny_ssp())
+def test_temporaries_flat_in_particles(grad, engine):
+    pipe = rx.Pipeline(tiny_telescope(), tiny_ssp(), engine=engine)
     small, large = 10_000, 1_000_000
     per_particle = (temp_bytes(pipe, large, grad) - temp_bytes(pipe, small, grad)) / (large - small)
     spectrum_bytes = 4 * pipe.grid.n_work  # what an (N, n_λ) intermediate would cost
-    assert per_particle < 200, per_particle  # ~19 float32/int32 terms per particle
-    assert per_particle < spectrum_bytes / 5
+    particle_bytes = 4 * 9  # position, velocity, mass, age, metallicity in float32
+    assert per_particle < (4 if grad else 1.5) * particle_bytes, per_particle
+    assert per_particle < spectrum_bytes / 10
