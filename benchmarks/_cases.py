@@ -5,8 +5,11 @@ RSS is per size; the child prints one line `@@RESULT <json>` on stdout. Nothing 
 is imported by the package or the tests.
 """
 
+import functools
 import gc
+import hashlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -14,6 +17,7 @@ import re
 import resource
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,33 +76,97 @@ def n_wave_stop(n_wave: int) -> float:
     return MUSE_START + (n_wave - 1) * MUSE_STEP
 
 
-def make_setup(n_x=40, n_y=40, n_wave=None):
+def pipeline_kwargs(engine=None, core=False) -> dict:
+    """Keyword arguments for `rx.Pipeline`: the package defaults, except
+
+    - `allow_sharper_lsf=True` (MUSE is sharper than E-MILES in the red at z = 0.05, which
+      the default LSF stage treats as an error),
+    - `core=True`: no LSF, PSF or aperture stage (particle sum + rebin only),
+    - `engine` if given. Only arguments the installed Pipeline accepts are passed."""
+    params = inspect.signature(rx.Pipeline.__init__).parameters
+    kw = {}
+    if engine and "engine" in params:
+        kw["engine"] = engine
+    if core:
+        kw.update({k: False for k in ("lsf", "psf", "aperture") if k in params})
+    elif "allow_sharper_lsf" in params:
+        kw["allow_sharper_lsf"] = True
+    return kw
+
+
+def stages(pipe) -> list[str]:
+    """The optional stages present in `pipe`."""
+    return [k for k in ("lsf", "psf", "noise", "aperture") if getattr(pipe, k, None) is not None]
+
+
+def make_setup(n_x=40, n_y=40, n_wave=None, engine=None, core=False):
+    """SSP grid, MUSE-WFM telescope, pipeline (see `pipeline_kwargs`) and the
+    observation used by every case."""
     ssp = rx.SSPGrid.load("miles")
     overrides = {} if n_wave is None or n_wave >= 3681 else {"wavelength": {"stop": n_wave_stop(n_wave)}}
     tel = rx.Telescope.preset("MUSE-WFM", n_x=n_x, n_y=n_y, **overrides)
-    pipe = rx.Pipeline(tel, ssp)
+    pipe = rx.Pipeline(tel, ssp, **pipeline_kwargs(engine, core))
     obs = rx.Observation(redshift=REDSHIFT, inclination=INCLINATION, position_angle=POSITION_ANGLE)
     return ssp, tel, pipe, obs
 
 
+CACHE = Path(os.environ.get("RUBIX_EQX_BENCH_CACHE", Path(tempfile.gettempdir()) / "rubix_eqx_bench_galaxies"))
+FIELDS = ("position", "velocity", "mass", "age", "metallicity")
+
+
+@functools.cache
+def _drawer(n: int, total_mass: float):
+    return jax.jit(lambda k: rx.galaxy.synthetic_disk(k, n_stars=n, total_mass=total_mass)[0])
+
+
+def _draw(key, n: int, total_mass: float) -> dict:
+    """`synthetic_disk`, jitted (eager dispatch of its many small ops costs seconds)."""
+    g = _drawer(n, total_mass)(key)
+    return {f: np.asarray(getattr(g, f)) for f in FIELDS}
+
+
 def make_galaxy(n: int) -> rx.Galaxy:
-    """`synthetic_disk` (float32, 1e10 M☉); for n > 1e6 drawn in 1e6 pieces with keys
-    folded from key(0), so that the setup's own peak memory stays small."""
-    if n <= GEN_CHUNK:
-        return rx.galaxy.synthetic_disk(jax.random.key(0), n_stars=n)[0]
-    sizes = [GEN_CHUNK] * (n // GEN_CHUNK) + ([n % GEN_CHUNK] if n % GEN_CHUNK else [])
-    fields = ("position", "velocity", "mass", "age", "metallicity")
-    parts = {f: [] for f in fields}
-    for i, m in enumerate(sizes):
-        g, _ = rx.galaxy.synthetic_disk(jax.random.fold_in(jax.random.key(0), i), n_stars=m, total_mass=1e10 * m / n)
-        for f in fields:
-            parts[f].append(np.asarray(getattr(g, f)))
-        del g
-    arrays = {}
-    for f in fields:
-        arrays[f] = jnp.asarray(np.concatenate(parts.pop(f)))  # free the pieces field by field
+    """`synthetic_disk(key(0), n)` (float32, 1e10 M☉); for n > 1e6 drawn in 1e6 pieces
+    with keys folded from key(0) (bounded setup memory). Cached as .npy files in
+    $RUBIX_EQX_BENCH_CACHE (default: a temporary directory) so that later processes
+    skip the generation."""
+    source = Path(rx.galaxy.__file__).parent / "_synthetic.py"
+    tag = hashlib.sha256(source.read_bytes()).hexdigest()[:8] if source.exists() else "x"
+    folder = CACHE / f"disk_{n}_{tag}"
+    if not all((folder / f"{f}.npy").exists() for f in FIELDS):
+        if n <= GEN_CHUNK:
+            arrays = _draw(jax.random.key(0), n, 1e10)
+        else:
+            sizes = [GEN_CHUNK] * (n // GEN_CHUNK) + ([n % GEN_CHUNK] if n % GEN_CHUNK else [])
+            pieces = [_draw(jax.random.fold_in(jax.random.key(0), i), m, 1e10 * m / n) for i, m in enumerate(sizes)]
+            arrays = {f: np.concatenate([p.pop(f) for p in pieces]) for f in FIELDS}
+            del pieces
+        tmp = CACHE / f"disk_{n}_{tag}.tmp{os.getpid()}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in FIELDS:
+            np.save(tmp / f"{f}.npy", arrays[f])
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process won the race
+            pass
+        del arrays
+    gal = rx.Galaxy(**{f: jnp.asarray(np.load(folder / f"{f}.npy")) for f in FIELDS})
     gc.collect()
-    return rx.Galaxy(**arrays)
+    return gal
+
+
+def engine_used(pipe, n: int) -> str:
+    """Which particle-sum engine the pipeline runs for n particles ("direct" if the
+    package has only one)."""
+    return pipe.engine_for(n) if hasattr(pipe, "engine_for") else "direct"
+
+
+def package_hash() -> str:
+    """Short hash of the package's .py sources (to spot edits during a run)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(rx.__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def abstract_galaxy(n: int):
@@ -213,12 +281,9 @@ def child_forward(spec: dict) -> dict:
     seconds then abandoned (peak RSS only; for sizes whose run would exceed the
     time limit). mode "compile": compile-only memory analysis on abstract inputs."""
     n, mode = int(spec["n"]), spec.get("mode", "time")
-    _, tel, pipe, obs = make_setup(spec.get("n_x", 40), spec.get("n_y", 40), spec.get("n_wave"))
+    _, tel, pipe, obs = make_setup(spec.get("n_x", 40), spec.get("n_y", 40), spec.get("n_wave"), spec.get("engine"), spec.get("core", False))
     res = {"n": n, "n_x": tel.n_x, "n_y": tel.n_y, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "mode": mode}
-    try:
-        res["chunk_size"] = pipe.chunk_size or rx._engine.auto_chunk_size(n, pipe.grid.n_work)
-    except Exception:  # noqa: BLE001 (engine internals may move)
-        res["chunk_size"] = None
+    res["engine_used"] = engine_used(pipe, n)
     res["particle_bytes"] = n * 9 * 4  # position, velocity (3 each), mass, age, Z in float32
     if mode == "compile":
         _, info = aot(forward_fn, pipe, abstract_galaxy(n), obs)
@@ -268,10 +333,12 @@ def child_forward(spec: dict) -> dict:
 
 def child_grad(spec: dict) -> dict:
     """filter_grad of a χ² loss w.r.t. all ages and metallicities, with the forward
-    timed interleaved in the same process (so that the ratio sees the same load)."""
+    timed interleaved in the same process (so that the ratio sees the same load). The
+    forward's warm-up is the run that makes the target, the gradient's the run that
+    checks its gradients are finite."""
     n, mode = int(spec["n"]), spec.get("mode", "time")
-    _, tel, pipe, obs = make_setup()
-    res = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "mode": mode}
+    _, tel, pipe, obs = make_setup(engine=spec.get("engine"), core=spec.get("core", False))
+    res = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "mode": mode, "engine_used": engine_used(pipe, n)}
     if mode == "compile":
         gal = abstract_galaxy(n)
         params = {"age": gal.age, "metallicity": gal.metallicity}
@@ -285,12 +352,15 @@ def child_grad(spec: dict) -> dict:
     params = {"age": gal.age, "metallicity": gal.metallicity}
     grd, info_g = aot(grad_fn, params, pipe, gal, obs, target, inv_sigma)
     res["compile_forward"], res["compile_grad"] = info_f, info_g
-    g = jax.block_until_ready(grd())
+    t0 = time.perf_counter()
+    g = jax.block_until_ready(grd())  # also the gradient's warm-up (the forward's was the target)
+    res["grad_first_run_s"] = time.perf_counter() - t0
     res["grad_finite"] = bool(all(bool(jnp.all(jnp.isfinite(v))) for v in g.values()))
+    del g
     gc.collect()
     res["rss_before_run_mb"] = rss_mb()
     res["hwm_reset"] = reset_hwm()
-    t = time_calls({"forward": fwd, "grad": grd}, float(spec["budget"]), bool(spec.get("warmup", True)))
+    t = time_calls({"forward": fwd, "grad": grd}, float(spec["budget"]), False)
     res["forward"], res["grad"] = t["forward"], t["grad"]
     res["ratio_grad_over_forward"] = t["grad"]["median_s"] / t["forward"]["median_s"]
     res["peak_rss_mb"] = hwm_mb()
@@ -299,7 +369,8 @@ def child_grad(spec: dict) -> dict:
 
 
 def _load_reference():
-    spec = importlib.util.spec_from_file_location("rubix_reference", REPO / "tests" / "reference.py")
+    path = os.environ.get("RUBIX_EQX_BENCH_REFERENCE", REPO / "tests" / "reference.py")
+    spec = importlib.util.spec_from_file_location("rubix_reference", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -307,12 +378,14 @@ def _load_reference():
 
 def child_reference(spec: dict) -> dict:
     """The NumPy float64 reference (tests/reference.py, loop over particles) against the
-    compiled engine on the same inputs."""
+    compiled core pipeline (no LSF, PSF, aperture: the reference has none) on the same
+    inputs."""
     import astropy.cosmology
 
     ref = _load_reference()
     n = int(spec["n"])
-    ssp, tel, pipe, obs = make_setup()
+    # the reference models the particle sum and the rebin only: compare the core pipeline
+    ssp, tel, pipe, obs = make_setup(engine=spec.get("engine"), core=True)
     gal = make_galaxy(n)
     fwd, info = aot(forward_fn, pipe, gal, obs)
     kwargs = dict(
@@ -331,7 +404,7 @@ def child_reference(spec: dict) -> dict:
     reference = lambda: ref.reference_cube_working_grid(**kwargs)  # noqa: E731
     t = time_calls({"engine": fwd, "reference": reference}, float(spec["budget"]), True)
     cube, expected = np.asarray(fwd()), reference()
-    res = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "compile": info}
+    res = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "compile": info, "engine_used": engine_used(pipe, n)}
     res["engine"], res["reference"] = t["engine"], t["reference"]
     res["engine"].update(rates(n, tel.n_wave, pipe.grid.n_work, t["engine"]["median_s"]))
     res["reference"].update(rates(n, tel.n_wave, pipe.grid.n_work, t["reference"]["median_s"]))
@@ -352,17 +425,17 @@ def child_roofline(spec: dict) -> dict:
     x = jnp.ones(n_stream, jnp.float32)
     y = jnp.full(n_stream, 2.0, jnp.float32)
     triad, _ = aot(lambda x, y: x + 3.0 * y, x, y)
-    t = time_calls({"matmul": mm, "triad": triad}, 10.0, True)
+    t = time_calls({"matmul": mm, "triad": triad}, min(10.0, float(spec["budget"])), True)
     res = {"matmul_n": m, "matmul": t["matmul"], "triad": t["triad"], "matmul_compile": mm_info}
     res["matmul_gflop_s"] = 2 * m**3 / t["matmul"]["median_s"] / 1e9
     res["triad_gb_s"] = 3 * 4 * n_stream / t["triad"]["median_s"] / 1e9
     del a, b, x, y
     n = int(spec["n"])
-    _, tel, pipe, obs = make_setup()
+    _, tel, pipe, obs = make_setup(engine=spec.get("engine"), core=spec.get("core", False))
     gal = make_galaxy(n)
     fwd, info = aot(forward_fn, pipe, gal, obs)
     e = time_calls({"forward": fwd}, float(spec["budget"]), True)["forward"]
-    res["engine"] = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, **e}
+    res["engine"] = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "engine_used": engine_used(pipe, n), **e}
     res["engine"].update(rates(n, tel.n_wave, pipe.grid.n_work, e["median_s"]))
     upd = res["engine"]["particle_lambda_per_s"]
     res["flop_per_update"] = FLOP_PER_UPDATE
@@ -378,39 +451,47 @@ def child_roofline(spec: dict) -> dict:
 
 
 def child_profile(spec: dict) -> dict:
-    """Time the pieces of one forward separately (each jitted on its own)."""
+    """Time the pieces of one forward separately (each jitted on its own, timed
+    interleaved). Uses engine internals, so every piece is guarded: a piece whose
+    internals moved is reported as an error, not a crash."""
     from rubix_eqx import _engine as engine
 
     n = int(spec["n"])
-    _, tel, pipe, obs = make_setup()
+    _, tel, pipe, obs = make_setup(engine=spec.get("engine"), core=spec.get("core", False))
     gal = make_galaxy(n)
     grid = pipe.grid
     n_sp = tel.n_x * tel.n_y
-    chunk = pipe.chunk_size or engine.auto_chunk_size(n, grid.n_work)
-    budget = float(spec["budget"])
-    out = {"n": n, "n_work": grid.n_work, "n_wave": tel.n_wave, "chunk_size": chunk, "pieces": {}}
+    used = engine_used(pipe, n)
+    out = {"n": n, "n_work": grid.n_work, "n_wave": tel.n_wave, "engine_used": used, "pieces": {}, "errors": {}}
+    chunk_direct = engine.auto_chunk_size(n, grid.n_work)
+    out["chunk_size_direct"] = chunk_direct
 
-    def chunks(terms):
+    def chunks(terms, chunk):
         nc = max(1, n // chunk)
         return jax.tree.map(lambda x: x[: nc * chunk].reshape((nc, chunk) + x.shape[1:]), terms)
 
+    def shift_of(c):
+        return c.shift if hasattr(c, "shift") else c.start
+
     def spectra_only(terms, grid):
         def step(acc, c):
-            s = grid.spectra(c.template_index, c.template_weight, c.start, c.fraction)
+            s = grid.spectra(c.template_index, c.template_weight, shift_of(c), c.fraction)
             return acc + (s * c.amplitude[:, None]).sum(0), None
 
-        return jax.lax.scan(step, jnp.zeros(grid.n_work, grid.templates.dtype), chunks(terms))[0]
+        return jax.lax.scan(step, jnp.zeros(grid.n_work, grid.templates.dtype), chunks(terms, chunk_direct))[0]
 
     def gather_only(terms, grid):
         width = grid.n_work + 1
 
         def step(acc, c):
-            def one(index, s):
-                return sum(jax.lax.dynamic_slice(grid.templates, (index[k], s), (1, width))[0] for k in range(4))
+            offset = grid.read_offset(shift_of(c)) if hasattr(grid, "read_offset") else shift_of(c)
 
-            return acc + jax.vmap(one)(c.template_index, c.start).sum(0), None
+            def one(index, o):
+                return sum(jax.lax.dynamic_slice(grid.templates, (index[k], o), (1, width))[0] for k in range(4))
 
-        return jax.lax.scan(step, jnp.zeros(grid.n_work + 1, grid.templates.dtype), chunks(terms))[0]
+            return acc + jax.vmap(one)(c.template_index, offset).sum(0), None
+
+        return jax.lax.scan(step, jnp.zeros(width, grid.templates.dtype), chunks(terms, chunk_direct))[0]
 
     def deposit_scatter_only(terms, grid):
         row = grid.templates[0, : grid.n_work]
@@ -419,27 +500,58 @@ def child_profile(spec: dict) -> dict:
             contrib = (c.spaxel_weight[:, :, None] * (c.amplitude[:, None] * row)[:, None, :]).reshape(-1, grid.n_work)
             return cube.at[c.spaxel_index.reshape(-1)].add(contrib), None
 
-        return jax.lax.scan(step, jnp.zeros((n_sp, grid.n_work), grid.templates.dtype), chunks(terms))[0]
+        return jax.lax.scan(step, jnp.zeros((n_sp, grid.n_work), grid.templates.dtype), chunks(terms, chunk_direct))[0]
 
-    pieces = {}
+    calls = {}
+
+    def add(name, make):
+        try:
+            calls[name] = make()
+        except Exception as e:  # noqa: BLE001
+            out["errors"][name] = repr(e)[:300]
+
+    terms = None
     try:
         terms_call, _ = aot(lambda p, g, o: p.particle_terms(g, o)[0], pipe, gal, obs)
         terms = jax.block_until_ready(terms_call())
-        pieces["particle_terms (orient, deposit, SSP weights, Doppler)"] = (terms_call, None)
-        pieces["accumulate_cube (whole scan)"] = aot(
-            lambda t, gr: engine.accumulate_cube(t, gr, n_sp, chunk), terms, grid
-        )[0], None
-        pieces["  spectra only (gather + 4-row FMA + lerp)"] = aot(spectra_only, terms, grid)[0], None
-        pieces["    gather only (4 dynamic_slice rows)"] = aot(gather_only, terms, grid)[0], None
-        pieces["  deposit x4 + scatter-add only"] = aot(deposit_scatter_only, terms, grid)[0], None
-        work = jnp.zeros((n_sp, grid.n_work), grid.templates.dtype)
-        pieces["to_telescope (rebin)"] = aot(lambda gr, w: gr.to_telescope(w), grid, work)[0], None
-        pieces["forward total"] = aot(forward_fn, pipe, gal, obs)[0], None
-    except Exception as e:  # noqa: BLE001 (engine internals may have changed)
-        out["error"] = repr(e)
-    for name, (call, _) in pieces.items():
-        t = time_calls({name: call}, budget, True)[name]
-        out["pieces"][name] = {"median_s": t["median_s"], "min_s": t["min_s"], "n_runs": t["n_runs"]}
+        calls["particle_terms (orient, deposit, SSP weights, Doppler)"] = terms_call
+    except Exception as e:  # noqa: BLE001
+        out["errors"]["particle_terms"] = repr(e)[:300]
+    if terms is not None:
+        hist_args = None
+        try:
+            n_shift = engine.n_shift_bins(grid, pipe.velocity_margin)
+            systemic = jnp.log1p(obs.redshift.astype(grid.templates.dtype)) / grid.log_step
+            hist_args = (systemic, n_shift)
+            out["histogram_columns"] = grid.templates.shape[0] * n_shift
+            out["histogram_matmul_flop"] = 2 * n_sp * grid.templates.shape[0] * n_shift * grid.n_work
+        except Exception as e:  # noqa: BLE001
+            out["errors"]["histogram setup"] = repr(e)[:300]
+        if hist_args is not None:
+            systemic, n_shift = hist_args
+            add("histogram_cube (deposit scan + basis + matmul)", lambda: aot(
+                lambda t, gr, sy: engine.histogram_cube(t, gr, n_sp, 4096, sy, n_shift), terms, grid, systemic)[0])
+            one_chunk = jax.tree.map(lambda x: x[:4096], terms)
+            add("  histogram_cube on 4096 particles (≈ basis + matmul)", lambda: aot(
+                lambda t, gr, sy: engine.histogram_cube(t, gr, n_sp, 4096, sy, n_shift), one_chunk, grid, systemic)[0])
+        if spec.get("direct", True):
+            add(f"direct_cube (chunk {chunk_direct})", lambda: aot(
+                lambda t, gr: engine.direct_cube(t, gr, n_sp, chunk_direct), terms, grid)[0])
+            add("  spectra only (4-row gather + FMA + lerp)", lambda: aot(spectra_only, terms, grid)[0])
+            add("    gather only (4 dynamic_slice rows)", lambda: aot(gather_only, terms, grid)[0])
+            add("  deposit x4 + scatter-add only", lambda: aot(deposit_scatter_only, terms, grid)[0])
+        work = jnp.ones((n_sp, grid.n_work), grid.templates.dtype)
+        if getattr(pipe, "lsf", None) is not None:
+            add("lsf (broadening on the lattice)", lambda: aot(lambda p, w, o: p.lsf(w, o.redshift), pipe, work, obs)[0])
+        add("to_telescope (rebin to telescope pixels)", lambda: aot(lambda gr, w: gr.to_telescope(w), grid, work)[0])
+        if getattr(pipe, "psf", None) is not None:
+            flux = jnp.ones((tel.n_x, tel.n_y, tel.n_wave), grid.templates.dtype)
+            add("psf (every λ slice)", lambda: aot(lambda p, f: p.psf(f), pipe, flux)[0])
+    add(f"forward total ({used} engine)", lambda: aot(forward_fn, pipe, gal, obs)[0])
+    if calls:
+        timed = time_calls(calls, float(spec["budget"]), True)  # interleaved: every piece sees the same load
+        for name, t in timed.items():
+            out["pieces"][name] = {"median_s": t["median_s"], "min_s": t["min_s"], "n_runs": t["n_runs"]}
     return out
 
 
@@ -463,6 +575,12 @@ def child_main(spec_json: str) -> None:
 
         res = {"ok": False, "error": repr(e), "traceback": traceback.format_exc()[-3000:]}
     res["child_wall_s"] = time.perf_counter() - t0
+    res["package_hash"] = package_hash()
+    try:
+        res["pipeline_kwargs"] = pipeline_kwargs(spec.get("engine"), spec.get("core", False))
+        res["stages"] = stages(make_setup(40, 40, None, spec.get("engine"), spec.get("core", False))[2])
+    except Exception as e:  # noqa: BLE001
+        res["stages"] = repr(e)[:200]
     res["loadavg_end"] = os.getloadavg()
     print("@@RESULT " + json.dumps(res, default=_json_default), flush=True)
     sys.stdout.flush()

@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--cases a,b] [--out benchmarks/results]
 
 Cases: forward_vs_n, forward_vs_nwave, forward_vs_nspaxel, grad_vs_n, reference,
-roofline, profile, memory (default: all). Each size runs in a fresh Python process
+roofline, profile, memory, engines (default: all; --quick: all but profile, engines). Each size runs in a fresh Python process
 (peak RSS per size); the parent prints a table per case, writes
 `<out>/<case>.json` and `<out>/summary.json`, and ends with a summary block.
 
@@ -19,19 +19,23 @@ See docs/benchmarks.md.
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 ALL_CASES = (
     "forward_vs_n", "forward_vs_nwave", "forward_vs_nspaxel", "grad_vs_n",
-    "reference", "roofline", "profile", "memory",
+    "reference", "roofline", "profile", "memory", "engines",
 )  # fmt: skip
 TARGET_UPDATES_PER_S = 3e9  # particle·λ per second
 TARGET_PEAK_BYTES = 4e9  # at N = 1e7
@@ -47,26 +51,30 @@ FULL = dict(
     n_spaxel=[10, 20, 40, 80],
     grad_n=[10**4, 10**5, 10**6],
     reference_n=10**3,
-    roofline_n=10**5,
+    roofline_n=10**6,
     profile_n=10**5,
-    budget=60.0,  # seconds of timed runs per size (after the warm-up)
-    max_run=200.0,  # do not time a size whose single run is predicted to be longer
+    engines_n=[10**3, 10**4, 10**5, 10**6],
+    budget=40.0,  # seconds of timed runs per size (after the warm-up)
+    max_run=300.0,  # do not time a size whose single run is predicted to be longer
     warmup_max=60.0,  # skip the warm-up if one run is predicted to be longer
     probe_s=45.0,
+    profile_budget=50.0,
 )
 QUICK = dict(
     forward_n=[10**3, 10**4, 10**5],
     sweep_n=10**4,
-    n_wave=[500, 1000, 2000, 3681],
-    n_spaxel=[10, 20, 40, 80],
+    n_wave=[500, 2000],
+    n_spaxel=[20, 80],
     grad_n=[10**4, 10**5],
     reference_n=10**3,
-    roofline_n=10**4,
+    roofline_n=10**5,
     profile_n=10**4,
-    budget=4.0,
+    engines_n=[10**3, 10**4],
+    budget=3.0,
     max_run=30.0,
     warmup_max=2.0,
     probe_s=10.0,
+    profile_budget=5.0,
 )
 
 
@@ -121,9 +129,29 @@ def machine_info() -> dict:
 # ----------------------------------------------------------------------------- children
 
 
+SNAPSHOT: Path | None = None
+
+
+def make_snapshot() -> Path:
+    """Copy the package (and tests/reference.py) to a temporary folder that every child
+    imports first, so that one run measures one version even while the working tree
+    is being edited. The presets go where a wheel puts them."""
+    root = Path(tempfile.mkdtemp(prefix="rubix_eqx_bench_"))
+    shutil.copytree(REPO / "rubix_eqx", root / "rubix_eqx", ignore=shutil.ignore_patterns("__pycache__"))
+    presets = root / "rubix_eqx" / "telescope" / "presets"
+    if not presets.exists():
+        shutil.copytree(REPO / "configs" / "telescopes", presets)
+    (root / "tests").mkdir()
+    shutil.copy2(REPO / "tests" / "reference.py", root / "tests" / "reference.py")
+    return root
+
+
 def run_child(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if SNAPSHOT is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(SNAPSHOT), *filter(None, [env.get("PYTHONPATH")])])
+        env["RUBIX_EQX_BENCH_REFERENCE"] = str(SNAPSHOT / "tests" / "reference.py")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -143,6 +171,35 @@ def _timeout(cfg, predicted):
     return 180.0 + 3.0 * (cfg["budget"] + 2.0 * p + cfg["probe_s"])
 
 
+@functools.cache
+def _pipeline(engine, core, n_x=40, n_y=40, n_wave=None):
+    from _cases import make_setup
+
+    return make_setup(n_x, n_y, n_wave, engine, core)[2]
+
+
+def engine_at(cfg, n, engine=None, **setup) -> str:
+    """The engine the (snapshot's) pipeline picks for n particles."""
+    from _cases import engine_used
+
+    try:
+        return engine_used(_pipeline(engine or cfg.get("engine"), cfg.get("core", False), **setup), n)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def predict(last, n, engine, seconds):
+    """Linear-in-N prediction from the previous size, only within one engine."""
+    if last is None or last.get("engine_used") != engine:
+        return None
+    return seconds(last) * n / last["n"]
+
+
+def _spec(cfg, **kw):
+    """A child spec; `engine` only when --engine was given (else the package default)."""
+    return ({"engine": cfg["engine"]} if cfg.get("engine") else {}) | {"core": cfg.get("core", False)} | kw
+
+
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -153,8 +210,8 @@ def _log(msg):
 def case_forward_vs_n(cfg):
     rows, last = [], None
     for n in cfg["forward_n"]:
-        predicted = None if last is None else last["median_s"] * n / last["n"]
-        spec = {"kind": "forward", "n": n, "budget": cfg["budget"], "public_call": n <= 10**3}
+        predicted = predict(last, n, engine_at(cfg, n), lambda r: r["median_s"])
+        spec = _spec(cfg, kind="forward", n=n, budget=cfg["budget"], public_call=n <= 10**3)
         if predicted is not None and predicted > cfg["max_run"]:
             spec.update(mode="probe", probe_s=cfg["probe_s"])
         else:
@@ -173,7 +230,7 @@ def case_forward_vs_nwave(cfg):
     rows = []
     for n_wave in cfg["n_wave"]:
         _log(f"  forward n_wave={n_wave}")
-        spec = {"kind": "forward", "n": cfg["sweep_n"], "n_wave": n_wave, "budget": cfg["budget"]}
+        spec = _spec(cfg, kind="forward", n=cfg["sweep_n"], n_wave=n_wave, budget=cfg["budget"])
         rows.append(run_child(spec, _timeout(cfg, None)))
     return {"results": rows}
 
@@ -182,7 +239,7 @@ def case_forward_vs_nspaxel(cfg):
     rows = []
     for side in cfg["n_spaxel"]:
         _log(f"  forward n_x=n_y={side}")
-        spec = {"kind": "forward", "n": cfg["sweep_n"], "n_x": side, "n_y": side, "budget": cfg["budget"]}
+        spec = _spec(cfg, kind="forward", n=cfg["sweep_n"], n_x=side, n_y=side, budget=cfg["budget"])
         rows.append(run_child(spec, _timeout(cfg, None)))
     return {"results": rows}
 
@@ -190,10 +247,8 @@ def case_forward_vs_nspaxel(cfg):
 def case_grad_vs_n(cfg):
     rows, last = [], None
     for n in cfg["grad_n"]:
-        predicted = None
-        if last is not None:
-            predicted = (last["grad"]["median_s"] + last["forward"]["median_s"]) * n / last["n"]
-        spec = {"kind": "grad", "n": n, "budget": cfg["budget"]}
+        predicted = predict(last, n, engine_at(cfg, n), lambda r: r["grad"]["median_s"] + r["forward"]["median_s"])
+        spec = _spec(cfg, kind="grad", n=n, budget=cfg["budget"])
         if predicted is not None and predicted > cfg["max_run"]:
             spec["mode"] = "compile"
         else:
@@ -209,18 +264,19 @@ def case_grad_vs_n(cfg):
 
 
 def case_reference(cfg):
-    _log(f"  reference N={cfg['reference_n']}")
-    return {"results": [run_child({"kind": "reference", "n": cfg["reference_n"], "budget": 3 * cfg["budget"]}, 900)]}
+    _log(f"  reference N={cfg['reference_n']} (core pipeline: the reference has no LSF/PSF/aperture)")
+    spec = _spec(cfg, kind="reference", n=cfg["reference_n"], budget=cfg["budget"]) | {"core": True}
+    return {"results": [run_child(spec, 900)]}
 
 
 def case_roofline(cfg):
     _log(f"  roofline (matmul 2048^3, triad, engine N={cfg['roofline_n']:.0e})")
-    return {"results": [run_child({"kind": "roofline", "n": cfg["roofline_n"], "budget": cfg["budget"]}, 900)]}
+    return {"results": [run_child(_spec(cfg, kind="roofline", n=cfg["roofline_n"], budget=cfg["budget"]), 900)]}
 
 
 def case_profile(cfg):
     _log(f"  profile N={cfg['profile_n']:.0e}")
-    spec = {"kind": "profile", "n": cfg["profile_n"], "budget": min(cfg["budget"], 20.0)}
+    spec = _spec(cfg, kind="profile", n=cfg["profile_n"], budget=cfg["profile_budget"])
     return {"results": [run_child(spec, 1200)]}
 
 
@@ -233,11 +289,11 @@ def case_memory(cfg, done):
         f = fwd.get(n)
         if f is None:
             _log(f"  memory: compile-only forward N={n:.0e}")
-            f = run_child({"kind": "forward", "n": n, "mode": "compile"}, 600)
+            f = run_child(_spec(cfg, kind="forward", n=n, mode="compile"), 600)
         g = grad.get(n)
         if g is None:
             _log(f"  memory: compile-only grad N={n:.0e}")
-            g = run_child({"kind": "grad", "n": n, "mode": "compile"}, 600)
+            g = run_child(_spec(cfg, kind="grad", n=n, mode="compile"), 600)
         fm = (f.get("compile") or {}).get("memory_analysis", {})
         gm = (g.get("compile_grad") or {}).get("memory_analysis", {})
         rows.append({
@@ -253,7 +309,28 @@ def case_memory(cfg, done):
             "forward_rss_before_run_mb": f.get("rss_before_run_mb"),
             "rss_truncated": f.get("rss_truncated", False),
             "grad_peak_rss_mb": g.get("peak_rss_mb"),
+            "engine_used": f.get("engine_used"),
         })  # fmt: skip
+    return {"results": rows}
+
+
+def case_engines(cfg):
+    """Both particle-sum engines forced, forward vs N (the default picks one by a cost model)."""
+    rows = []
+    for engine in ("direct", "histogram"):
+        last = None
+        for n in cfg["engines_n"]:
+            predicted = predict(last, n, engine, lambda r: r["median_s"])
+            spec = _spec(cfg, kind="forward", n=n, budget=cfg["budget"], engine=engine)
+            if predicted is not None and predicted > cfg["max_run"]:
+                rows.append({"ok": False, "n": n, "spec": spec, "error": f"skipped: predicted {predicted:.0f} s"})
+                continue
+            spec["warmup"] = predicted is None or predicted <= cfg["warmup_max"]
+            _log(f"  engine={engine} N={n:.0e} predicted={predicted}")
+            res = run_child(spec, _timeout(cfg, predicted))
+            if res.get("ok") and "median_s" in res:
+                last = res
+            rows.append(res)
     return {"results": rows}
 
 
@@ -265,6 +342,7 @@ CASE_FUNCS = {
     "reference": case_reference,
     "roofline": case_roofline,
     "profile": case_profile,
+    "engines": case_engines,
 }
 
 
@@ -298,26 +376,33 @@ def _mb(b):
 
 
 def table_forward(rows, key):
-    headers = [key, "N", "n_wave", "n_work", "runs", "median s", "min s", "compile s", "peak RSS MB",
+    lead = [] if key == "N" else [key]
+    headers = [*lead, "N", "engine", "n_wave", "n_work", "runs", "median s", "min s", "compile s", "peak RSS MB",
                "pλ/s (n_wave)", "pλ/s (n_work)", "temp MB", "note"]  # fmt: skip
     body = []
     for r in rows:
         if not r.get("ok"):
-            body.append([r["spec"].get(key.split()[0], "?"), r["spec"].get("n"), *["—"] * 10, r.get("error", "")[:40]])
+            spec = r.get("spec", {})
+            kv = [] if key == "N" else [spec.get({"n_wave": "n_wave", "n_x=n_y": "n_x"}[key], "?")]
+            body.append([*kv, f"{spec.get('n', 0):.0e}", spec.get("engine", "—"), *["—"] * 10, r.get("error", "")[:60]])
             continue
         note = ""
         if r.get("mode") == "probe":
             p = r["probe"]
-            note = (f"not timed (predicted {r.get('predicted_s_linear', 0):.0f} s); RSS after "
-                    f"{p['watched_s']:.0f} s" + ("" if p["completed"] else ", run abandoned"))  # fmt: skip
+            if p["completed"]:
+                note = (f"predicted {r.get('predicted_s_linear', 0):.0f} s, so not timed; one watched run "
+                        f"took {p['run_s']:.3g} s")  # fmt: skip
+            else:
+                note = (f"not timed (predicted {r.get('predicted_s_linear', 0):.0f} s); RSS after "
+                        f"{p['watched_s']:.0f} s, run abandoned")  # fmt: skip
         elif r.get("repeats_reduced_by_budget"):
             note = "runs cut by budget"
         if r.get("mode") == "time" and r.get("warmup_s") is None:
             note += ("; " if note else "") + "no warm-up"
-        kval = {"N": r["n"], "n_wave": r["n_wave"], "n_x=n_y": r["n_x"]}[key]
+        kv = [] if key == "N" else [{"n_wave": r["n_wave"], "n_x=n_y": r["n_x"]}[key]]
         ma = r.get("compile", {}).get("memory_analysis", {})
         body.append([
-            kval, f"{r['n']:.0e}", r["n_wave"], r["n_work"], r.get("n_runs", 0),
+            *kv, f"{r['n']:.0e}", r.get("engine_used", "?"), r["n_wave"], r["n_work"], r.get("n_runs", 0),
             _f(r.get("median_s"), "{:.4g}"), _f(r.get("min_s"), "{:.4g}"),
             _f(r["compile"]["compile_s"], "{:.2f}"), _f(r.get("peak_rss_mb"), "{:.0f}"),
             _f(r.get("particle_lambda_per_s"), "{:.3g}"), _f(r.get("particle_workbin_per_s"), "{:.3g}"),
@@ -341,7 +426,7 @@ def table_grad(rows):
         else:
             gm = r["compile_grad"].get("memory_analysis", {})
             note = "runs cut by budget" if r["grad"]["repeats_reduced_by_budget"] else ""
-            if r["grad"]["warmup_s"] is None:
+            if r.get("grad_first_run_s") is None and r["grad"]["warmup_s"] is None:
                 note += ("; " if note else "") + "no warm-up"
             body.append([
                 f"{r['n']:.0e}", r["grad"]["n_runs"], _f(r["forward"]["median_s"], "{:.4g}"),
@@ -373,11 +458,12 @@ def table_roofline(rows):
     body = [
         ["matmul 2048² float32 (2n³ flop)", _f(r["matmul"]["median_s"], "{:.4g}"), f"{r['matmul_gflop_s']:.1f} GFLOP/s"],
         ["stream triad x+3y (2^25 float32, 12 B/elt)", _f(r["triad"]["median_s"], "{:.4g}"), f"{r['triad_gb_s']:.1f} GB/s"],
-        [f"engine forward N={e['n']:.0e}", _f(e["median_s"], "{:.4g}"),
+        [f"forward N={e['n']:.0e} ({e.get('engine_used', '?')} engine)", _f(e["median_s"], "{:.4g}"),
          f"{e['particle_lambda_per_s']:.3g} pλ/s × 17 = {r['engine_gflop_s']:.2f} GFLOP/s "
          f"= {100 * r['fraction_of_matmul']:.2f}% of matmul"],
-        ["engine template reads (4 rows × 4 B per work bin)", "", f"{r['engine_template_read_gb_s']:.1f} GB/s"],
     ]  # fmt: skip
+    if e.get("engine_used", "direct") == "direct":
+        body.append(["template reads (4 rows × 4 B per work bin)", "", f"{r['engine_template_read_gb_s']:.1f} GB/s"])
     return _table(["kernel", "median s", "rate"], body)
 
 
@@ -385,18 +471,20 @@ def table_profile(rows):
     r = rows[0]
     if not r.get("ok"):
         return f"failed: {r.get('error')}"
-    total = r["pieces"].get("forward total", {}).get("median_s")
+    total = next((p["median_s"] for k, p in r["pieces"].items() if k.startswith("forward total")), None)
     body = [[name, _f(p["median_s"], "{:.4g}"), p["n_runs"], _f(None if not total else 100 * p["median_s"] / total, "{:.0f}%")]
             for name, p in r["pieces"].items()]  # fmt: skip
-    text = f"N={r['n']:.0e}, n_work={r['n_work']}, chunk={r['chunk_size']}\n"
-    if r.get("error"):
-        text += f"(error: {r['error']})\n"
+    text = (f"N={r['n']:.0e}, n_work={r['n_work']}, default engine at this N: {r.get('engine_used')}, "
+            f"direct chunk {r.get('chunk_size_direct')}, histogram columns {r.get('histogram_columns')} "
+            f"(matmul {_f(r.get('histogram_matmul_flop'), '{:.3g}')} flop)\n")  # fmt: skip
+    for name, err in (r.get("errors") or {}).items():
+        text += f"(piece {name!r} failed: {err})\n"
     return text + _table(["piece (each jitted alone)", "median s", "runs", "of forward"], body)
 
 
 def table_memory(rows):
-    headers = ["N", "particle arrays MB", "fwd temp MB", "fwd args MB", "grad temp MB", "fwd peak RSS MB", "RSS before run MB"]
-    body = [[f"{r['n']:.0e}", _f(_mb(r["particle_bytes"]), "{:.1f}"), _f(_mb(r["forward_temp_bytes"]), "{:.1f}"),
+    headers = ["N", "engine", "particle arrays MB", "fwd temp MB", "fwd args MB", "grad temp MB", "fwd peak RSS MB", "RSS before run MB"]
+    body = [[f"{r['n']:.0e}", r.get("engine_used") or "?", _f(_mb(r["particle_bytes"]), "{:.1f}"), _f(_mb(r["forward_temp_bytes"]), "{:.1f}"),
              _f(_mb(r["forward_argument_bytes"]), "{:.1f}"), _f(_mb(r["grad_temp_bytes"]), "{:.1f}"),
              _f(r["forward_peak_rss_mb"], "{:.0f}") + (" (truncated run)" if r["rss_truncated"] else ""),
              _f(r["forward_rss_before_run_mb"], "{:.0f}")] for r in rows]  # fmt: skip
@@ -411,6 +499,8 @@ def render(case, data):
         return table_forward(rows, "n_wave")
     if case == "forward_vs_nspaxel":
         return table_forward(rows, "n_x=n_y")
+    if case == "engines":
+        return table_forward(rows, "N")
     return {"grad_vs_n": table_grad, "reference": table_reference, "roofline": table_roofline,
             "profile": table_profile, "memory": table_memory}[case](rows)  # fmt: skip
 
@@ -451,6 +541,15 @@ def summary(done, out) -> tuple[dict, str]:
         s["speedup_over_reference"] = {"n": r["n"], "value": r["speedup_engine_over_reference"]}
         lines.append(f"speed-up over the NumPy float64 reference at N={r['n']:.0e}: {r['speedup_engine_over_reference']:.1f}x "
                      f"(max|Δ|/max = {r['max_abs_diff_over_max']:.1e})")  # fmt: skip
+        big = max((f for f in fwd.values() if "median_s" in f), key=lambda f: f["n"], default=None)
+        if big and big["n"] > r["n"]:
+            # the reference loops over particles: its time is linear in N (fixed part negligible)
+            t_ref = r["reference"]["median_s"] * big["n"] / r["n"]
+            s["speedup_over_reference_extrapolated"] = {"n": big["n"], "reference_s_extrapolated": t_ref,
+                                                        "value": t_ref / big["median_s"]}  # fmt: skip
+            lines.append(f"  at N={big['n']:.0e}: reference extrapolated linearly to {t_ref:.3g} s -> "
+                         f"{t_ref / big['median_s']:.1f}x (engine: forward_vs_n pipeline, stages "
+                         f"{big.get('stages')}; reference: particle sum + rebin only)")  # fmt: skip
     roof = [r for r in _results(done, "roofline", out) if r.get("ok")]
     if roof:
         r = roof[0]
@@ -467,6 +566,24 @@ def summary(done, out) -> tuple[dict, str]:
                          f"project, issue #5) at N={n:.0e}: {t_rubix} s vs {r['median_s']:.3g} s "
                          f"(40x40x3681) = {t_rubix / r['median_s']:.1f}x faster")  # fmt: skip
     s["rubix_comparison"] = rub
+    eng = [r for r in _results(done, "engines", out) if r.get("ok") and "median_s" in r]
+    if eng:
+        by = {}
+        for r in eng:
+            by.setdefault(r["n"], {})[r["engine_used"]] = r["median_s"]
+        s["engines"] = {str(n): v for n, v in sorted(by.items())}
+        lines.append("direct vs histogram engine (median s): " + ", ".join(
+            f"N={n:.0e}: " + " / ".join(f"{v[e]:.3g}" if e in v else "—" for e in ("direct", "histogram"))
+            for n, v in sorted(by.items())))  # fmt: skip
+    hashes = set()
+    for case in ALL_CASES:
+        for r in _results(done, case, out):
+            if isinstance(r, dict) and r.get("package_hash"):
+                hashes.add(r["package_hash"])
+    s["package_hashes"] = sorted(hashes)
+    if len(hashes) > 1:
+        lines.append(f"WARNING: the package sources changed during these measurements ({len(hashes)} versions "
+                     f"seen: {sorted(hashes)}); compare numbers across cases with care.")  # fmt: skip
     return s, "\n".join(lines)
 
 
@@ -476,11 +593,17 @@ def summary(done, out) -> tuple[dict, str]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (< 2 min)")
-    ap.add_argument("--cases", default=",".join(ALL_CASES), help="comma-separated subset of: " + ", ".join(ALL_CASES))
+    ap.add_argument("--cases", help="comma-separated subset of: " + ", ".join(ALL_CASES)
+                    + " (default: all; with --quick all but profile and engines)")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--budget", type=float, help="seconds of timed runs per size")
     ap.add_argument("--max-run", type=float, help="do not time sizes predicted slower than this (s)")
     ap.add_argument("--probe-s", type=float, help="seconds to watch an untimed forward for its peak RSS")
+    ap.add_argument("--engine", choices=("auto", "direct", "histogram"),
+                    help="force Pipeline(engine=...) (default: the package default)")
+    ap.add_argument("--core", action="store_true",
+                    help="pipelines without the LSF, PSF and aperture stages (particle sum + rebin only)")
+    ap.add_argument("--no-snapshot", action="store_true", help="children import the working tree directly")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -494,13 +617,25 @@ def main(argv=None):
         if getattr(args, name) is not None:
             cfg[name] = getattr(args, name)
     cfg["out"] = args.out
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    cfg["engine"] = args.engine
+    cfg["core"] = args.core
+    default = [c for c in ALL_CASES if not (args.quick and c in ("profile", "engines"))]
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else default
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         ap.error(f"unknown case(s): {sorted(unknown)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    global SNAPSHOT
+    if not args.no_snapshot:
+        SNAPSHOT = make_snapshot()
+        sys.path.insert(0, str(SNAPSHOT))
+    sys.path.insert(0, str(HERE))
     info = machine_info()
+    from _cases import package_hash
+
+    info["package_hash"] = package_hash()
+    info["package_snapshot"] = not args.no_snapshot
     t_start = time.perf_counter()
     _log(f"rubix_eqx benchmarks ({'quick' if args.quick else 'full'}) on {info['cpu_model']}, "
          f"{info['cores']} cores, jax {info['jax']}, {info['device_count']} device(s)")  # fmt: skip
@@ -519,8 +654,11 @@ def main(argv=None):
     total = time.perf_counter() - t_start
     summ.update(machine=info, quick=args.quick, cases_run=list(done), wall_s=total)
     (out / "summary.json").write_text(json.dumps(summ, indent=1, default=str))
-    print(f"\n## summary  (total {total:.0f} s; load average at start {info['loadavg_start']})\n")
+    print(f"\n## summary  (total {total:.0f} s; load average at start {info['loadavg_start']}; "
+          f"package {info['package_hash']})\n")
     print(text, flush=True)
+    if SNAPSHOT is not None:
+        shutil.rmtree(SNAPSHOT, ignore_errors=True)
 
 
 if __name__ == "__main__":

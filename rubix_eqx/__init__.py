@@ -2,7 +2,15 @@
 
 import importlib.metadata as _metadata
 
-from . import cosmology as cosmology, fit as fit, galaxy as galaxy, ssp as ssp, telescope as telescope
+from . import (
+    cosmology as cosmology,
+    fit as fit,
+    galaxy as galaxy,
+    io as io,
+    sharding as sharding,
+    ssp as ssp,
+    telescope as telescope,
+)
 from ._cube import Cube as Cube, Diagnostics as Diagnostics
 from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation
@@ -12,6 +20,7 @@ from ._pipeline import (
     FieldWarning as FieldWarning,
     Pipeline as Pipeline,
 )
+from ._quicklook import quicklook as quicklook
 from ._spectral_grid import SpectralGrid as SpectralGrid
 from ._stages._aperture import Aperture as Aperture
 from ._stages._deposit import Deposit as Deposit
@@ -20,6 +29,7 @@ from ._stages._noise import Noise as Noise
 from ._stages._orient import Orient as Orient
 from ._stages._psf import PSFConvolution as PSFConvolution
 from .galaxy import Galaxy as Galaxy
+from .sharding import shard as shard
 from .ssp import SSPGrid as SSPGrid
 from .telescope import PSF as PSF, Telescope as Telescope
 

@@ -2,6 +2,7 @@
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from . import cosmology as cosmo
@@ -81,6 +82,9 @@ class Observation(eqx.Module):
             raise ValueError(f"`Observation.distance` must be > 0 Mpc; got {dist}.")
         if inc is not None and not 0 <= inc <= 180:
             raise ValueError(f"`Observation.inclination` must lie in [0, 180] degrees; got {inc}.")
+        for name in ("ra", "dec"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValueError(f"`Observation.{name}` must be finite; got {getattr(self, name)}.")
         if not -90 <= self.dec <= 90:
             raise ValueError(f"`Observation.dec` must lie in [-90, 90] degrees; got {self.dec}.")
 
@@ -108,4 +112,23 @@ class Observation(eqx.Module):
             ~((self.inclination >= 0) & (self.inclination <= 180)),
             "`Observation.inclination` must lie in [0, 180] degrees.",
         )
-        return eqx.tree_at(lambda o: (o.redshift, o.inclination), self, (z, inc))
+        pa = eqx.error_if(
+            self.position_angle,
+            ~jnp.isfinite(self.position_angle),
+            "`Observation.position_angle` must be finite.",
+        )
+        if self.distance is None:
+            z = eqx.error_if(
+                z, ~(z > 0), "`Observation.redshift` must be > 0 without a `distance`."
+            )
+            return eqx.tree_at(lambda o: (o.redshift, o.inclination, o.position_angle), self, (z, inc, pa))
+        distance = eqx.error_if(
+            self.distance,
+            ~(jnp.isfinite(self.distance) & (self.distance > 0)),
+            "`Observation.distance` must be finite and > 0 Mpc.",
+        )
+        return eqx.tree_at(
+            lambda o: (o.redshift, o.inclination, o.position_angle, o.distance),
+            self,
+            (z, inc, pa, distance),
+        )

@@ -31,6 +31,7 @@ from ._stages._orient import Orient
 from ._stages._psf import PSFConvolution
 from ._units import C_KM_S, dimming_constant
 from .galaxy import Galaxy
+from .sharding import sum_over_particles
 from .ssp import ssp_weights, SSPGrid
 from .telescope import Telescope
 
@@ -209,6 +210,8 @@ class Pipeline(eqx.Module):
         floating field of both). `key` feeds the noise stage, if any."""
         redshift = concrete(observation.redshift)
         if redshift is not None:
+            if not np.isfinite(redshift):
+                raise ValueError(f"`Observation.redshift` must be finite; got {float(redshift)}.")
             self.check_coverage(float(redshift))
             if self.lsf is not None:
                 self.lsf.check(float(redshift))
@@ -272,13 +275,13 @@ def crop_to_coverage(
     return telescope.replace(wavelength=telescope.wavelength[keep_j], lsf_fwhm=telescope.lsf_fwhm[keep_j])
 
 
-@eqx.filter_jit
-def _forward(
-    pipeline: Pipeline, galaxy: Galaxy, observation: Observation, key: PRNGKeyArray | None
-) -> Cube:
+def _particle_sums(
+    galaxy: Galaxy, pipeline: Pipeline, observation: Observation
+) -> tuple[Array, dict[str, Array]]:
+    """The work cube of these particles and the diagnostic sums (per device if the
+    particles are sharded)."""
     tel = pipeline.telescope
     galaxy = galaxy.checked()
-    observation = observation.checked()
     n_spaxels = tel.n_x * tel.n_y
     grid = pipeline.grid
     engine = pipeline.engine_for(galaxy.n_particles)
@@ -318,6 +321,20 @@ def _forward(
         )
     else:
         work, sums = direct_cube(chunks, terms_fn, grid, n_spaxels)
+    # `max_` entries are checked above, not summed over devices.
+    return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
+
+
+@eqx.filter_jit
+def _forward(
+    pipeline: Pipeline, galaxy: Galaxy, observation: Observation, key: PRNGKeyArray | None
+) -> Cube:
+    tel = pipeline.telescope
+    observation = observation.checked()
+    grid = pipeline.grid
+    # A sum over particles: on each device for its own particles when they are sharded
+    # (rubix_eqx.sharding), then one all-reduce of the work cube and the diagnostic sums.
+    work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation)
     n_lsf_clipped = jnp.asarray(0)
     if pipeline.lsf is not None:
         work = pipeline.lsf(work, observation.redshift)

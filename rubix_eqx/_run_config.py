@@ -1,18 +1,24 @@
-"""Run configurations (YAML): parsed into the typed pytrees, errors naming the key path."""
+"""Run configurations (YAML): checked in full before anything is computed, then built
+into the typed pytrees. Errors name the key path (`telescope.psf.fwhm: must be > 0, got
+-1.`), unknown keys come with a did-you-mean hint, and malformed YAML reports the line
+and column. Schema: docs/configuration.md."""
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import jax
-
-from ._config_checks import boolean, ConfigError, check_keys, choice, integer, join, number, read_yaml
-from ._observation import Observation
-from ._pipeline import Pipeline
-from ._stages._noise import Noise
-from .galaxy import Galaxy, synthetic_disk
-from .ssp import SSPGrid
-from .telescope import Telescope
+from ._config_checks import (
+    boolean,
+    check_keys,
+    choice,
+    ConfigError,
+    deep_merge,
+    integer,
+    join,
+    number,
+    read_yaml,
+)
 
 
 TOP_KEYS = ("seed", "galaxy", "observation", "telescope", "ssp", "pipeline", "output")
@@ -22,85 +28,274 @@ SYNTHETIC_KEYS = (
     "log_age_gradient", "metallicity_centre", "metallicity_gradient", "log_age_scatter",
     "metallicity_scatter",
 )  # fmt: skip
+POSITIVE_SYNTHETIC = ("total_mass", "scale_length", "scale_height", "bulge_radius", "r_turn")
+NON_NEGATIVE_SYNTHETIC = (
+    "dispersion",
+    "bulge_dispersion",
+    "log_age_scatter",
+    "metallicity_scatter",
+)
+FILE_KEYS = (
+    "source", "path", "loader", "subhalo_id", "group_id", "catalog", "centre", "align",
+    "radius", "metallicity",
+)  # fmt: skip
+LOADERS = ("hdf5", "tng", "eagle")
+OBSERVATION_KEYS = ("redshift", "distance", "inclination", "position_angle", "ra", "dec")
+TELESCOPE_KEYS = ("preset", "file", "overrides")
+TELESCOPE_SCHEMA = (
+    "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
+    "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise",
+)  # fmt: skip
+PIPELINE_KEYS = (
+    "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
+    "allow_sharper_lsf", "psf", "aperture", "noise",
+)  # fmt: skip
+OUTPUT_DEFAULTS = {
+    "directory": "out",
+    "cube_fits": "cube.fits",
+    "cube_hdf5": "cube.h5",
+    "quicklook": "quicklook.png",
+    "summary": "summary.json",
+}
+DEFAULT_TELESCOPE = "MUSE-WFM"
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    """Read a run config and apply `key.path=value` overrides (values parsed as YAML)."""
+class RunSpec(NamedTuple):
+    """A checked run config: everything needed to build the run, nothing heavy loaded.
+
+    - `seed`: int; the galaxy uses `jax.random.key(seed)`, the noise `key(seed + 1)`.
+    - `galaxy`: normalised galaxy section (`source` is `"synthetic"` or `"file"`).
+    - `observation`: keyword arguments of [`rubix_eqx.Observation`][].
+    - `telescope`: the [`rubix_eqx.Telescope`][] (built: it is cheap and its checks name
+      the key path).
+    - `ssp`: a grid name (`"miles"`) or an HDF5 path.
+    - `pipeline`: keyword arguments of [`rubix_eqx.Pipeline`][] (besides telescope, ssp).
+    - `output`: `directory` and file names (`None` = not written).
+    """
+
+    seed: int
+    galaxy: dict
+    observation: dict
+    telescope: Any
+    ssp: str
+    pipeline: dict
+    output: dict
+
+
+def _parse_value(raw: str, item: str):
     import yaml
 
-    data = read_yaml(path)
-    data = dict(check_keys(data, TOP_KEYS, ""))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key.path=value.")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        node = data
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if not isinstance(child, Mapping):
-                child = {}
-            node[part] = dict(child)
-            node = node[part]
-        node[parts[-1]] = value
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})."
+        ) from None
+
+
+def apply_override(data: dict, item: str) -> dict:
+    """`data` with one `key.path=value` override applied (the value parsed as YAML).
+    Intermediate mappings are created as needed; a telescope given as a preset name (or
+    not given: the default preset) becomes `{preset: name}` so that its fields can be
+    overridden."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value.")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key in {key.strip()!r}.")
+    value = _parse_value(raw, item)
+    data = dict(data)
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if depth == 0 and part == "telescope" and (child is None or isinstance(child, str)):
+            child = {"preset": child or DEFAULT_TELESCOPE}
+        if child is None:
+            child = {}
+        if not isinstance(child, Mapping):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"--set {item!r}: `{where}` is {type(child).__name__} {child!r}, not a mapping."
+            )
+        node[part] = dict(child)
+        node = node[part]
+    node[parts[-1]] = value
     return data
 
 
-def build_galaxy(spec: Any, seed: int) -> Galaxy:
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a run config (YAML) and apply `key.path=value` overrides. The result is
+    still unchecked: pass it to [`check_config`][] (or `build_run`)."""
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    data = dict(check_keys(data, TOP_KEYS, ""))
+    for item in overrides:
+        data = apply_override(data, item)
+    return data
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def check_galaxy(spec: Any) -> dict:
     path = "galaxy"
-    spec = check_keys(spec, SYNTHETIC_KEYS, path, required=("source",))
-    choice(spec["source"], join(path, "source"), ("synthetic",))
-    params = {}
-    for key, value in spec.items():
-        if key == "source":
-            continue
-        if key == "n_stars":
-            params[key] = integer(value, join(path, key))
-        else:
-            params[key] = number(value, join(path, key))
-    galaxy, _ = synthetic_disk(jax.random.key(seed), **params)
-    return galaxy
+    if spec is None:
+        spec = {"source": "synthetic"}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: must be a mapping, got {type(spec).__name__}.")
+    source = choice(spec.get("source", "synthetic"), join(path, "source"), ("synthetic", "file"))
+    if source == "synthetic":
+        check_keys(spec, SYNTHETIC_KEYS, path)
+        out: dict[str, Any] = {"source": "synthetic"}
+        for key, value in spec.items():
+            if key == "source":
+                continue
+            where = join(path, key)
+            if key == "n_stars":
+                out[key] = integer(value, where)
+            elif key in POSITIVE_SYNTHETIC:
+                out[key] = number(value, where, positive=True)
+            elif key in NON_NEGATIVE_SYNTHETIC:
+                out[key] = number(value, where, non_negative=True)
+            elif key == "bulge_fraction":
+                out[key] = number(value, where, lo=0.0, hi=1.0)
+            else:
+                out[key] = number(value, where)
+        return out
+    check_keys(spec, FILE_KEYS, path, required=("path",))
+    loader = choice(spec.get("loader", "hdf5"), join(path, "loader"), LOADERS)
+    file = spec["path"]
+    if not isinstance(file, str | Path):
+        raise ConfigError(f"{path}.path: must be a file path, got {file!r}.")
+    if not Path(file).is_file():
+        raise ConfigError(f"{path}.path: file not found: {file}")
+    out = {"source": "file", "path": str(file), "loader": loader}
+    for key in ("subhalo_id", "group_id"):
+        if spec.get(key) is not None:
+            if loader == "hdf5":
+                raise ConfigError(f"{join(path, key)}: only for `loader: tng` or `loader: eagle`.")
+            minimum = 1 if (loader, key) == ("eagle", "group_id") else 0
+            out[key] = integer(spec[key], join(path, key), minimum=minimum)
+    if spec.get("catalog") is not None:
+        if loader != "tng":
+            raise ConfigError(f"{path}.catalog: only for `loader: tng` (the group catalogue).")
+        if not Path(spec["catalog"]).is_file():
+            raise ConfigError(f"{path}.catalog: file not found: {spec['catalog']}")
+        out["catalog"] = str(spec["catalog"])
+    if loader == "tng" and ("subhalo_id" in out or "group_id" in out) and "catalog" not in out:
+        raise ConfigError(
+            f"{path}.catalog: required with subhalo_id/group_id for `loader: tng` (the group "
+            "catalogue locates the particles); for an API cutout, drop subhalo_id/group_id."
+        )
+    if loader == "eagle" and "subhalo_id" in out and "group_id" not in out:
+        raise ConfigError(
+            f"{path}.group_id: required with subhalo_id for `loader: eagle` (GroupNumber)."
+        )
+    if spec.get("metallicity") is not None:
+        if loader != "eagle":
+            raise ConfigError(f"{path}.metallicity: only for `loader: eagle`.")
+        out["metallicity"] = choice(
+            spec["metallicity"], join(path, "metallicity"), ("smoothed", "particle")
+        )
+    out["centre"] = boolean(spec.get("centre", loader != "hdf5"), join(path, "centre"))
+    out["align"] = boolean(spec.get("align", False), join(path, "align"))
+    if out["align"] and not out["centre"]:
+        raise ConfigError(f"{path}.align: needs `centre: true` (the rotation is about the centre).")
+    if spec.get("radius") is not None:
+        out["radius"] = number(spec["radius"], join(path, "radius"), positive=True)
+    return out
 
 
-def build_observation(spec: Any) -> Observation:
+def check_observation(spec: Any) -> dict:
     path = "observation"
-    keys = ("redshift", "distance", "inclination", "position_angle", "ra", "dec")
-    spec = check_keys(spec, keys, path)
+    spec = check_keys({} if spec is None else spec, OBSERVATION_KEYS, path)
     kw = {k: number(v, join(path, k)) for k, v in spec.items() if v is not None}
-    if "redshift" in kw and kw["redshift"] < 0:
-        raise ConfigError(f"observation.redshift: must be >= 0, got {kw['redshift']:g}.")
     if "distance" in kw and not kw["distance"] > 0:
-        raise ConfigError(f"observation.distance: must be > 0, got {kw['distance']:g}.")
+        raise ConfigError(f"{path}.distance: must be > 0 (Mpc), got {kw['distance']:g}.")
+    if "redshift" in kw:
+        if kw["redshift"] < 0:
+            raise ConfigError(f"{path}.redshift: must be >= 0, got {kw['redshift']:g}.")
+        if kw["redshift"] == 0 and "distance" not in kw:
+            raise ConfigError(
+                f"{path}.redshift: must be > 0 unless `{path}.distance` (Mpc) is given, got 0."
+            )
+    elif "distance" in kw:
+        kw["redshift"] = 0.0  # a nearby galaxy: spectra at rest unless a redshift is given
     if "inclination" in kw and not 0 <= kw["inclination"] <= 180:
-        raise ConfigError(f"observation.inclination: must lie in [0, 180], got {kw['inclination']:g}.")
-    return Observation(**kw)
+        raise ConfigError(
+            f"{path}.inclination: must lie in [0, 180] degrees, got {kw['inclination']:g}."
+        )
+    if "ra" in kw and not 0 <= kw["ra"] < 360:
+        raise ConfigError(f"{path}.ra: must lie in [0, 360) degrees, got {kw['ra']:g}.")
+    if "dec" in kw and not -90 <= kw["dec"] <= 90:
+        raise ConfigError(f"{path}.dec: must lie in [-90, 90] degrees, got {kw['dec']:g}.")
+    return kw
 
 
-def build_telescope(spec: Any) -> Telescope:
+def check_telescope(spec: Any):
+    """The telescope a config's `telescope` section describes: a preset name; a mapping
+    with `preset` (or `file`) plus any preset fields overriding it (also accepted under
+    `overrides`); or a complete inline definition in the preset schema."""
+    from .telescope import presets, Telescope
+    from .telescope._presets import preset_path
+
     path = "telescope"
+    if spec is None:
+        spec = DEFAULT_TELESCOPE
     if isinstance(spec, str):
-        return Telescope.preset(spec)
-    spec = check_keys(spec, ("preset", "overrides", "file"), path)
-    overrides = check_keys(spec.get("overrides") or {}, Telescope.__dataclass_fields__.keys() | {"noise"}, join(path, "overrides"))
-    if "file" in spec:
-        return Telescope.from_yaml(spec["file"])
-    if "preset" not in spec:
-        raise ConfigError(f"{path}: give `preset` (a name) or `file` (a YAML path).")
-    return Telescope.preset(spec["preset"], **overrides)
+        spec = {"preset": spec}
+    check_keys(spec, TELESCOPE_KEYS + TELESCOPE_SCHEMA, path)
+    if "preset" in spec and "file" in spec:
+        raise ConfigError(f"{path}: give `preset` or `file`, not both.")
+    overrides = spec.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{path}.overrides: must be a mapping, got {type(overrides).__name__}.")
+    inline = {k: v for k, v in spec.items() if k in TELESCOPE_SCHEMA}
+    if "preset" in spec:
+        name = spec["preset"]
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}.preset: must be a preset name, got {name!r}.")
+        try:
+            base = read_yaml(preset_path(name))
+        except ValueError:
+            names = presets()
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                f"{path}.preset: unknown preset {name!r}.{hint} Available: {', '.join(names)}."
+            ) from None
+    elif "file" in spec:
+        if not Path(spec["file"]).is_file():
+            raise ConfigError(f"{path}.file: file not found: {spec['file']}")
+        base = read_yaml(spec["file"])
+    else:
+        base = {}
+    if not isinstance(base, Mapping):
+        raise ConfigError(f"{path}: the preset/file does not hold a mapping.")
+    merged = deep_merge(deep_merge(base, inline), overrides)
+    return Telescope.from_dict(merged, path=join(path, "overrides") if overrides else path)
 
 
-def build_pipeline(config: Mapping) -> tuple[Pipeline, Galaxy, Observation]:
-    """The pipeline, galaxy and observation a run config describes."""
-    seed = integer(config.get("seed", 0), "seed", minimum=0)
-    telescope = build_telescope(config.get("telescope", "MUSE-WFM"))
-    ssp_name = config.get("ssp", "miles")
-    ssp = SSPGrid.from_hdf5(ssp_name) if str(ssp_name).endswith((".h5", ".hdf5")) else SSPGrid.load(ssp_name)
-    keys = (
-        "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin",
-        "lsf", "allow_sharper_lsf", "psf", "aperture", "noise",
-    )  # fmt: skip
-    options = check_keys(config.get("pipeline") or {}, keys, "pipeline")
+def check_ssp(spec: Any) -> str:
+    if spec is None:
+        return "miles"
+    if not isinstance(spec, str):
+        raise ConfigError(f"ssp: must be a grid name (miles) or an HDF5 file path, got {spec!r}.")
+    if spec.endswith((".h5", ".hdf5")):
+        if not Path(spec).is_file():
+            raise ConfigError(f"ssp: file not found: {spec}")
+    elif spec.lower() not in ("miles", "e-miles", "emiles"):
+        raise ConfigError(
+            f"ssp: unknown grid {spec!r}; give `miles` or the path of an SSP HDF5 file."
+        )
+    return spec
+
+
+def check_pipeline(spec: Any) -> dict:
+    path = "pipeline"
+    options = check_keys({} if spec is None else spec, PIPELINE_KEYS, path)
     kw: dict[str, Any] = {}
     if "deposit" in options:
         kw["deposit"] = choice(options["deposit"], "pipeline.deposit", ("cic", "nearest"))
@@ -109,27 +304,141 @@ def build_pipeline(config: Mapping) -> tuple[Pipeline, Galaxy, Observation]:
     if "flux_unit" in options:
         kw["flux_unit"] = number(options["flux_unit"], "pipeline.flux_unit", positive=True)
     if "velocity_margin" in options:
-        kw["velocity_margin"] = number(options["velocity_margin"], "pipeline.velocity_margin", positive=True)
+        kw["velocity_margin"] = number(
+            options["velocity_margin"], "pipeline.velocity_margin", non_negative=True
+        )
     for key in ("chunk_size", "oversample"):
-        if key in options:
+        if options.get(key) is not None:
             kw[key] = integer(options[key], f"pipeline.{key}")
     for key in ("lsf", "allow_sharper_lsf", "psf", "aperture"):
         if key in options:
             kw[key] = boolean(options[key], f"pipeline.{key}")
-    if options.get("noise") is not None:
-        noise = options["noise"]
-        if noise == "telescope":
-            kw["noise"] = "telescope"
+    noise = options.get("noise")
+    if noise is not None:
+        if isinstance(noise, str):
+            kw["noise"] = choice(noise, "pipeline.noise", ("telescope",))
         else:
             spec = check_keys(noise, ("snr", "window"), "pipeline.noise", required=("snr",))
+            snr = number(spec["snr"], "pipeline.noise.snr", positive=True)
             window = spec.get("window")
-            if window is not None and (not isinstance(window, list) or len(window) != 2):
-                raise ConfigError("pipeline.noise.window: must be [start, stop] in Angstrom.")
-            kw["noise"] = Noise(
-                snr=number(spec["snr"], "pipeline.noise.snr", positive=True),
-                window=None if window is None else tuple(number(w, "pipeline.noise.window") for w in window),
+            if window is not None:
+                if not isinstance(window, list) or len(window) != 2:
+                    raise ConfigError(
+                        f"pipeline.noise.window: must be [start, stop] in Angstrom, got {window!r}."
+                    )
+                window = tuple(number(w, "pipeline.noise.window", positive=True) for w in window)
+                if not window[0] < window[1]:
+                    raise ConfigError(
+                        f"pipeline.noise.window: start must be < stop, got {list(window)}."
+                    )
+            kw["noise"] = {"snr": snr, "window": window}
+    return kw
+
+
+def check_output(spec: Any) -> dict:
+    path = "output"
+    spec = check_keys({} if spec is None else spec, tuple(OUTPUT_DEFAULTS), path)
+    out = dict(OUTPUT_DEFAULTS)
+    for key, value in spec.items():
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(
+                f"{join(path, key)}: must be a path (or null to skip), got {value!r}."
             )
-    pipeline = Pipeline(telescope, ssp, **kw)
-    galaxy = build_galaxy(config.get("galaxy", {"source": "synthetic"}), seed)
-    observation = build_observation(config.get("observation") or {})
-    return pipeline, galaxy, observation
+        out[key] = value
+    if out["directory"] is None:
+        raise ConfigError(f"{path}.directory: must be a path, got null.")
+    return out
+
+
+def check_config(config: Mapping) -> RunSpec:
+    """Check every section of a run config (as read by [`load_config`][]) without
+    loading SSP grids, galaxies or compiling anything. Raises `ConfigError` naming the
+    key path of the first problem."""
+    check_keys(config, TOP_KEYS, "")
+    return RunSpec(
+        seed=integer(config.get("seed", 0), "seed", minimum=0),
+        galaxy=check_galaxy(config.get("galaxy")),
+        observation=check_observation(config.get("observation")),
+        telescope=check_telescope(config.get("telescope")),
+        ssp=check_ssp(config.get("ssp")),
+        pipeline=check_pipeline(config.get("pipeline")),
+        output=check_output(config.get("output")),
+    )
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def build_ssp(name: str):
+    from .ssp import SSPGrid
+
+    return SSPGrid.from_hdf5(name) if name.endswith((".h5", ".hdf5")) else SSPGrid.load(name)
+
+
+def build_pipeline_from(spec: RunSpec, ssp):
+    from ._pipeline import Pipeline
+    from ._stages._noise import Noise
+
+    kw = dict(spec.pipeline)
+    if isinstance(kw.get("noise"), dict):
+        kw["noise"] = Noise(**kw["noise"])
+    return Pipeline(spec.telescope, ssp, **kw)
+
+
+def build_galaxy(spec: Mapping, seed: int):
+    """The galaxy of a checked `galaxy` section, and a dict describing its source."""
+    import jax
+
+    from . import galaxy as gal
+
+    if spec["source"] == "synthetic":
+        params = {k: v for k, v in spec.items() if k != "source"}
+        galaxy, _ = gal.synthetic_disk(jax.random.key(seed), **params)
+        return galaxy, {"source": "synthetic", **params}
+    loader, path = spec["loader"], spec["path"]
+    common = {"centre": spec["centre"], "align": spec["align"], "radius": spec.get("radius")}
+    if loader == "hdf5":
+        galaxy = gal.from_hdf5(path)
+        if common["centre"]:
+            galaxy = gal.centre(galaxy, radius=common["radius"])
+        if common["align"]:
+            galaxy = gal.face_on(galaxy, radius=common["radius"])
+        return galaxy, {
+            "loader": "hdf5",
+            "source": path,
+            "centred": common["centre"],
+            "aligned": common["align"],
+        }
+    if loader == "tng":
+        from .galaxy._tng import load_tng
+
+        return load_tng(
+            path,
+            spec.get("subhalo_id"),
+            group_id=spec.get("group_id"),
+            catalog=spec.get("catalog"),
+            **common,
+        )
+    from .galaxy._eagle import load_eagle
+
+    return load_eagle(
+        path,
+        spec.get("group_id"),
+        spec.get("subhalo_id"),
+        metallicity=spec.get("metallicity", "smoothed"),
+        **common,
+    )
+
+
+def build_observation(kwargs: Mapping):
+    from ._observation import Observation
+
+    return Observation(**kwargs)
+
+
+def build_pipeline(config: Mapping):
+    """The pipeline, galaxy and observation a run config describes (checked first)."""
+    spec = check_config(config)
+    pipeline = build_pipeline_from(spec, build_ssp(spec.ssp))
+    galaxy, _ = build_galaxy(spec.galaxy, spec.seed)
+    return pipeline, galaxy, build_observation(spec.observation)

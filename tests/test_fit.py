@@ -109,3 +109,25 @@ def test_whole_galaxy_parameters(ssp):
     assert float(fit.values["inclination"]) == pytest.approx(50.0, abs=2.0)
     assert float(fit.values["log_age_gradient"]) == pytest.approx(-0.1, rel=0.1)
     assert float(fit.values["metallicity_gradient"]) == pytest.approx(-0.1, rel=0.1)
+
+
+def test_fit_command_writes_maps(tmp_path):
+    """`rubix-eqx fit CUBE --out DIR` on a small E-MILES MUSE cube."""
+    pytest.importorskip("ppxf")
+    from astropy.io import fits
+
+    from rubix_eqx.cli import main
+
+    ssp = rx.SSPGrid.load("miles")
+    tel = rx.Telescope.preset("MUSE-WFM", n_x=2, n_y=2, spaxel_size=1.0, wavelength={"stop": 5600.0})
+    gal, _ = rx.galaxy.synthetic_disk(jax.random.key(0), 2000, dispersion=60.0)
+    pipe = rx.Pipeline(tel, ssp, allow_sharper_lsf=True, noise=rx.Noise(snr=40.0))
+    pipe(gal, rx.Observation(redshift=0.05, inclination=40.0), key=jax.random.key(1)).to_fits(
+        tmp_path / "cube.fits"
+    )
+    assert main(["fit", str(tmp_path / "cube.fits"), "--out", str(tmp_path / "fit")]) == 0
+    with fits.open(tmp_path / "fit" / "maps.fits") as hdul:
+        assert hdul["LOG_AGE"].data.shape == (2, 2)
+        assert np.all(np.isfinite(hdul["VELOCITY_ERR"].data))
+    assert (tmp_path / "fit" / "maps.png").stat().st_size > 10_000
+    assert (tmp_path / "fit" / "fit_summary.json").is_file()

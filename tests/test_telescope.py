@@ -305,7 +305,7 @@ def test_direct_construction_and_replace():
             {"wavelength": jnp.array([5000.0]), "lsf_fwhm": jnp.array([2.0])},
             r"Telescope\.wavelength` must be strictly increasing with >= 2",
         ),
-        ({"lsf_fwhm": jnp.zeros(11)}, r"Telescope\.lsf_fwhm` must be > 0"),
+        ({"lsf_fwhm": jnp.zeros(11)}, r"Telescope\.lsf_fwhm` must be finite and > 0"),
         ({"snr": 0.0}, r"Telescope\.snr` must be > 0"),
     ],
 )

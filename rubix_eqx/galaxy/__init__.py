@@ -1,12 +1,20 @@
 """Galaxies: the `Galaxy` pytree, synthetic galaxies with known truth, and loaders."""
 
+from ._align import (
+    centre as centre,
+    face_on as face_on,
+    shrinking_sphere_centre as shrinking_sphere_centre,
+)
+from ._eagle import from_eagle as from_eagle
 from ._galaxy import Galaxy as Galaxy
+from ._io import from_hdf5 as from_hdf5, hdf5_metadata as hdf5_metadata, to_hdf5 as to_hdf5
 from ._synthetic import (
-    DiskDraws as DiskDraws,
     disk_from_draws as disk_from_draws,
+    DiskDraws as DiskDraws,
     draw_disk as draw_disk,
     rotation_curve as rotation_curve,
     single_population as single_population,
     synthetic_disk as synthetic_disk,
     Truth as Truth,
 )
+from ._tng import from_tng as from_tng

@@ -7,6 +7,7 @@ from jaxtyping import Array, Float, jaxtyped
 
 from .._checks import require, require_finite, traced_check
 from .._typecheck import typechecker
+from .._units import C_KM_S
 
 
 @jaxtyped(typechecker=typechecker)
@@ -44,6 +45,12 @@ class Galaxy(eqx.Module):
                 )
         for name in ("position", "velocity", "mass", "age", "metallicity"):
             require_finite(f"Galaxy.{name}", getattr(self, name))
+        require(
+            "Galaxy.velocity",
+            self.velocity,
+            lambda a: np.broadcast_to(np.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S, a.shape),
+            "is not below the speed of light (299792.458 km/s)",
+        )
         require("Galaxy.mass", self.mass, lambda a: a < 0, "is negative")
         require("Galaxy.age", self.age, lambda a: a < 0, "is negative")
         require(
@@ -66,6 +73,13 @@ class Galaxy(eqx.Module):
         **Arguments:** as the attributes; `dtype` defaults to JAX's default float.
         """
         dtype = jnp.result_type(float) if dtype is None else dtype
+        expected_ndim = {"position": 2, "velocity": 2, "mass": 1, "age": 1, "metallicity": 1}
+        for name, x in zip(expected_ndim, (position, velocity, mass, age, metallicity)):
+            if np.ndim(x) != expected_ndim[name]:
+                shape = "(n, 3)" if expected_ndim[name] == 2 else "(n,)"
+                raise ValueError(
+                    f"`Galaxy.{name}` must have shape {shape}; got shape {np.shape(x)}."
+                )
         lengths = {
             name: np.shape(x)[0] if np.ndim(x) else 0
             for name, x in zip(
@@ -102,14 +116,14 @@ class Galaxy(eqx.Module):
         `__check_init__` cannot see values. Raises `EquinoxRuntimeError` naming the field."""
         rules = {
             "position": lambda a: ~jnp.isfinite(a),
-            "velocity": lambda a: ~jnp.isfinite(a),
+            "velocity": lambda a: ~jnp.isfinite(a) | (jnp.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S),
             "mass": lambda a: ~jnp.isfinite(a) | (a < 0),
             "age": lambda a: ~jnp.isfinite(a) | (a < 0),
             "metallicity": lambda a: ~jnp.isfinite(a) | (a <= 0),
         }
         problems = {
             "position": "NaN or infinite",
-            "velocity": "NaN or infinite",
+            "velocity": "NaN, infinite or not below the speed of light",
             "mass": "NaN, infinite or negative",
             "age": "NaN, infinite or negative",
             "metallicity": "NaN, infinite or not positive",

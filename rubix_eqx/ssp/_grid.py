@@ -48,7 +48,11 @@ class SSPGrid(eqx.Module):
             require(f"SSPGrid.{name}", values, lambda a: a <= 0, "is not positive")
         require_finite("SSPGrid.flux", self.flux)
         require("SSPGrid.flux", self.flux, lambda a: a < 0, "is negative")
-        require("SSPGrid.fwhm", self.fwhm, lambda a: ~(a > 0), "is not positive")
+        require("SSPGrid.fwhm", self.fwhm, lambda a: ~(np.isfinite(a) & (a > 0)), "is not positive")
+        require_finite("SSPGrid.remaining_mass_fraction", self.remaining_mass_fraction)
+        require(
+            "SSPGrid.remaining_mass_fraction", self.remaining_mass_fraction, lambda a: a < 0, "is negative"
+        )
 
     @property
     def n_templates(self) -> int:

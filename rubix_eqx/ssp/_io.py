@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import TypeCheckError
 
 from .._atomic import atomic_path
+from .._checks import format_version
 from ._grid import SSPGrid
 
 
@@ -54,7 +55,7 @@ def read_ssp_hdf5(path: str | Path) -> SSPGrid:
             raise ValueError(
                 f"{path}: attribute `format` is {f.attrs.get('format')!r}, expected {FORMAT!r}."
             )
-        version = int(f.attrs.get("format_version", -1))
+        version = format_version(path, f.attrs)
         if version != FORMAT_VERSION:
             raise ValueError(
                 f"{path}: `format_version` {version} is not supported (this version reads "
@@ -67,11 +68,14 @@ def read_ssp_hdf5(path: str | Path) -> SSPGrid:
             dset = f[name]
             assert isinstance(dset, h5py.Dataset)
             got = dset.attrs.get("units")
+            got = got.decode() if isinstance(got, bytes) else got
             if got != unit:
                 raise ValueError(
                     f"{path}: dataset `{name}` has units {got!r}; expected {unit!r}."
                 )
-            arrays[name] = jnp.asarray(dset[...])
+            if dset.dtype.kind not in "iuf":
+                raise ValueError(f"{path}: dataset `{name}` must be numeric; got dtype {dset.dtype}.")
+            arrays[name] = jnp.asarray(dset[...], jnp.float32 if dset.dtype.kind in "iu" else None)
         meta = {k: str(f.attrs.get(k, "")) for k in ("name", "citation", "licence")}
     try:
         return SSPGrid(**arrays, **meta)

@@ -82,7 +82,7 @@ class Telescope(eqx.Module):
     references: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __check_init__(self):
-        if not self.spaxel_size > 0:
+        if not (np.isfinite(self.spaxel_size) and self.spaxel_size > 0):
             raise ValueError(f"`Telescope.spaxel_size` must be > 0 arcsec; got {self.spaxel_size}.")
         for name in ("n_x", "n_y"):
             if getattr(self, name) < 1:
@@ -98,14 +98,18 @@ class Telescope(eqx.Module):
             raise ValueError(f"`Telescope.sampling` must be one of {SAMPLINGS}; got {self.sampling!r}.")
         wave = concrete(self.wavelength)
         if wave is not None:
+            if not np.all(np.isfinite(wave)):
+                raise ValueError("`Telescope.wavelength` must be finite everywhere.")
             if wave.size < 2 or not np.all(np.diff(wave) > 0):
                 raise ValueError("`Telescope.wavelength` must be strictly increasing with >= 2 pixels.")
             if not wave[0] > 0:
                 raise ValueError(f"`Telescope.wavelength` must be positive; got {wave[0]}.")
         fwhm = concrete(self.lsf_fwhm)
-        if fwhm is not None and not np.all(fwhm > 0):
-            raise ValueError("`Telescope.lsf_fwhm` must be > 0 Angstrom at every pixel.")
-        if self.snr is not None and not self.snr > 0:
+        if fwhm is not None and not np.all(np.isfinite(fwhm) & (fwhm > 0)):
+            raise ValueError("`Telescope.lsf_fwhm` must be finite and > 0 Angstrom at every pixel.")
+        if self.aperture_diameter is not None and not np.isfinite(self.aperture_diameter):
+            raise ValueError(f"`Telescope.aperture_diameter` must be finite; got {self.aperture_diameter}.")
+        if self.snr is not None and not (np.isfinite(self.snr) and self.snr > 0):
             raise ValueError(f"`Telescope.snr` must be > 0; got {self.snr}.")
 
     @property

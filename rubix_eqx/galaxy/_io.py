@@ -1,0 +1,291 @@
+"""Galaxies in HDF5: our documented, versioned layout (docs/loaders.md).
+
+Layout (format `rubix_eqx.galaxy`, version 1):
+
+- root attributes `format = "rubix_eqx.galaxy"`, `format_version = 1`, plus any
+  metadata attributes (strings, numbers, booleans or numeric arrays);
+- group `particles` with datasets `position` (n, 3) [kpc], `velocity` (n, 3) [km/s],
+  `mass` (n,) [Msun], `age` (n,) [Gyr], `metallicity` (n,) [Z]; each with a string
+  attribute `units` holding exactly the unit in brackets.
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import h5py
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import TypeCheckError
+
+from .._checks import format_version
+from .._atomic import atomic_path
+from ._galaxy import Galaxy
+
+
+FORMAT = "rubix_eqx.galaxy"
+FORMAT_VERSION = 1
+UNITS = {"position": "kpc", "velocity": "km/s", "mass": "Msun", "age": "Gyr", "metallicity": "Z"}
+SHAPES = {"position": 2, "velocity": 2, "mass": 1, "age": 1, "metallicity": 1}
+
+
+def _metadata_value(key: str, value: Any):
+    if isinstance(value, str | bool | int | float | np.integer | np.floating):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype.kind in "biuf":
+        return arr
+    raise TypeError(
+        f"`to_hdf5(..., {key}=...)`: metadata must be a string, number, boolean or numeric "
+        f"array; got {type(value).__name__}."
+    )
+
+
+def to_hdf5(galaxy: Galaxy, path: str | Path, **metadata) -> None:
+    """Write `galaxy` in the `rubix_eqx.galaxy` HDF5 layout (version 1), atomically.
+
+    **Arguments:**
+
+    - `galaxy`: a [`rubix_eqx.Galaxy`][].
+    - `path`: the file to write.
+    - `**metadata`: root attributes to store beside the particles, e.g.
+      `snapshot_redshift=0.1, source="TNG50-1 snap 91 subhalo 12"`. `None` values are
+      skipped.
+    """
+    for reserved in ("format", "format_version"):
+        if reserved in metadata:
+            raise ValueError(f"`to_hdf5(..., {reserved}=...)`: {reserved!r} is reserved.")
+    attrs = {k: _metadata_value(k, v) for k, v in metadata.items() if v is not None}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        group = f.create_group("particles")
+        for name, unit in UNITS.items():
+            dset = group.create_dataset(name, data=np.asarray(getattr(galaxy, name)))
+            dset.attrs["units"] = unit
+
+
+def _open(path: str | Path) -> tuple[Path, h5py.File]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Galaxy file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
+    fmt = f.attrs.get("format")
+    if fmt != FORMAT:
+        f.close()
+        hint = ""
+        if "PartType4" in f or fmt is None:
+            hint = " (a simulation snapshot? use `rx.galaxy.from_tng` or `rx.galaxy.from_eagle`)"
+        raise ValueError(f"{path}: attribute `format` is {fmt!r}, expected {FORMAT!r}{hint}.")
+    try:
+        version = format_version(path, f.attrs)
+    except ValueError:
+        f.close()
+        raise
+    if version is None or version != FORMAT_VERSION:
+        f.close()
+        if version is None:
+            problem = "has no `format_version`"
+        else:
+            newer = int(version) > FORMAT_VERSION
+            problem = (
+                f"has `format_version` {int(version)}, {'newer' if newer else 'older'} than this "
+                f"rubix_eqx reads ({FORMAT_VERSION}): "
+                + ("upgrade rubix_eqx" if newer else "rewrite it with a matching version")
+            )
+        raise ValueError(f"{path}: galaxy file {problem}.")
+    return path, f
+
+
+def from_hdf5(path: str | Path) -> Galaxy:
+    """Read a galaxy written by [`rubix_eqx.galaxy.to_hdf5`][] (layout in
+    docs/loaders.md). Arrays keep their stored dtype (under JAX's x64 setting).
+
+    Raises `ValueError` naming the problem for a wrong `format`, an older or newer
+    `format_version`, a missing dataset, wrong `units` or inconsistent shapes.
+    """
+    path, f = _open(path)
+    with f:
+        if "particles" not in f or not isinstance(f["particles"], h5py.Group):
+            raise ValueError(f"{path}: missing group `particles`.")
+        group = f["particles"]
+        assert isinstance(group, h5py.Group)
+        arrays = {}
+        for name, unit in UNITS.items():
+            dset = group.get(name)
+            if not isinstance(dset, h5py.Dataset):
+                raise ValueError(f"{path}: missing dataset `particles/{name}` [{unit}].")
+            got = dset.attrs.get("units")
+            got = got.decode() if isinstance(got, bytes) else got
+            if got != unit:
+                raise ValueError(
+                    f"{path}: dataset `particles/{name}` has units {got!r}; expected {unit!r}."
+                )
+            if dset.ndim != SHAPES[name] or (SHAPES[name] == 2 and dset.shape[1] != 3):
+                want = "(n, 3)" if SHAPES[name] == 2 else "(n,)"
+                raise ValueError(
+                    f"{path}: dataset `particles/{name}` has shape {dset.shape}; expected {want}."
+                )
+            arrays[name] = dset[()]
+    lengths = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{path}: particle datasets have different lengths: {lengths}.")
+    try:
+        return Galaxy(**{name: jnp.asarray(a) for name, a in arrays.items()})
+    except (ValueError, TypeCheckError) as e:
+        raise ValueError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def hdf5_metadata(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a galaxy file (including `format` and `format_version`)."""
+    path, f = _open(path)
+    with f:
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+# --- helpers shared by the simulation loaders (_tng.py, _eagle.py) ---------------------
+
+logger_name = "rubix_eqx"
+CHUNK = re.compile(r"^(?P<base>.*)\.(?P<index>\d+)\.(?P<ext>hdf5|h5)$")
+
+
+def chunk_files(
+    path: str | Path, header: str = "Header", count_key: str = "NumFilesPerSnapshot"
+) -> list[Path]:
+    """All files of a snapshot or catalogue split into chunks `<base>.<i>.hdf5`: the
+    siblings of `path` listed by its header's `count_key` (one file if it is 1 or absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Simulation file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            n_files = (
+                int(np.asarray(f[header].attrs.get(count_key, 1)).item()) if header in f else 1
+            )
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
+    if n_files <= 1:
+        return [path]
+    match = CHUNK.match(path.name)
+    if match is None:
+        raise ValueError(
+            f"{path}: header says the output is split into {n_files} files, but the name is "
+            "not of the form <base>.<i>.hdf5, so the other chunks cannot be found."
+        )
+    files = [path.with_name(f"{match['base']}.{i}.{match['ext']}") for i in range(n_files)]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path}: missing chunk files of this output: {', '.join(missing[:3])}."
+        )
+    return files
+
+
+def attr(attrs, name: str, default=None) -> Any:
+    """A header attribute as a Python scalar (h5py returns NumPy scalars or 1-arrays)."""
+    if name not in attrs:
+        return default
+    value = np.asarray(attrs[name])
+    return value.item() if value.size == 1 else value
+
+
+def sim_cosmology(attrs_list, default: tuple[float, float], default_name: str, path: Path):
+    """A flat, radiation-free ΛCDM `Cosmology` from `HubbleParam` and `Omega0` of the first
+    attribute set that has them (Header, then Parameters), else `default` (h, Ω_m).
+
+    **Returns:** `(cosmology, h, description)`.
+    """
+    from ..cosmology import Cosmology
+
+    for attrs in attrs_list:
+        h, omega_m = attr(attrs, "HubbleParam"), attr(attrs, "Omega0")
+        if h is not None and omega_m is not None:
+            omega_l = attr(attrs, "OmegaLambda")
+            if omega_l is not None and abs(omega_m + omega_l - 1) > 1e-3:
+                raise ValueError(
+                    f"{path}: Omega0 + OmegaLambda = {omega_m + omega_l:.4f}; only flat "
+                    "cosmologies are supported."
+                )
+            source = f"file header (h = {h:g}, Omega0 = {omega_m:g})"
+            break
+    else:
+        h, omega_m = default
+        source = f"{default_name} default (h = {h:g}, Omega0 = {omega_m:g}); not in the file"
+    cosmology = Cosmology(
+        h0=100.0 * float(h), omega_m=float(omega_m), t_cmb=0.0, n_eff=0.0, m_nu=0.0
+    )
+    return cosmology, float(h), source
+
+
+def stellar_ages(a_form: np.ndarray, a_snap: float, cosmology) -> np.ndarray:
+    """Ages (Gyr) at the snapshot epoch: t(a_snap) − t(a_form), cosmic times from
+    [`rubix_eqx.cosmology.scale_factor_to_cosmic_time`][] (in JAX's default float)."""
+    from ..cosmology import scale_factor_to_cosmic_time
+
+    dtype = jnp.result_type(float)
+    if np.any(a_form > a_snap * (1 + 1e-6)):
+        raise ValueError(
+            f"{int(np.sum(a_form > a_snap))} stars formed after the snapshot (scale factor "
+            f"> {a_snap:g}): wrong header `Time`/`ExpansionFactor`?"
+        )
+    t_snap = scale_factor_to_cosmic_time(jnp.asarray(a_snap, dtype), cosmology)
+    t_form = scale_factor_to_cosmic_time(jnp.asarray(np.minimum(a_form, a_snap), dtype), cosmology)
+    return np.maximum(np.asarray(t_snap - t_form, np.float64), 0.0)
+
+
+def finish_galaxy(
+    position,
+    velocity,
+    mass,
+    age,
+    metallicity,
+    *,
+    centre: bool,
+    align: bool,
+    radius,
+    box,
+    info: dict,
+) -> Galaxy:
+    """A `Galaxy` from physical-unit NumPy arrays, optionally centred and aligned face-on.
+    Non-positive metallicities are raised to `Z_FLOOR` (counted in `info`)."""
+    import logging
+
+    from ._align import centre as centre_galaxy, face_on
+
+    n = mass.shape[0]
+    if n == 0:
+        raise ValueError("No star particles selected.")
+    low = metallicity <= 0
+    info["n_zero_metallicity"] = int(low.sum())
+    if low.any():
+        logging.getLogger(logger_name).warning(
+            "%d of %d star particles have metallicity <= 0; set to Z = %g.",
+            int(low.sum()),
+            n,
+            Z_FLOOR,
+        )
+        metallicity = np.where(low, Z_FLOOR, metallicity)
+    dtype = jnp.result_type(float)
+    galaxy = Galaxy(**{
+        name: jnp.asarray(value, dtype)
+        for name, value in zip(
+            ("position", "velocity", "mass", "age", "metallicity"),
+            (position, velocity, mass, age, metallicity),
+        )
+    })  # fmt: skip
+    if centre:
+        galaxy = centre_galaxy(galaxy, radius=radius, box=box)
+    if align:
+        if not centre:
+            raise ValueError("`align=True` needs `centre=True` (the rotation is about the centre).")
+        galaxy = face_on(galaxy, radius=radius)
+    info["centred"], info["aligned"] = bool(centre), bool(align)
+    return galaxy
+
+
+Z_FLOOR = 1e-8

@@ -1,0 +1,12 @@
+"""Cube files: MUSE-like FITS with a 3-D WCS, and HDF5 with every field (exact).
+
+Writes are atomic (a temporary file beside the target, then a rename).
+"""
+
+from ._fits import (
+    cube_wcs as cube_wcs,
+    read_cube_fits as read_cube_fits,
+    write_cube_fits as write_cube_fits,
+)
+from ._hdf5 import read_cube_hdf5 as read_cube_hdf5, write_cube_hdf5 as write_cube_hdf5
+from ._read import read_cube as read_cube, read_metadata as read_metadata

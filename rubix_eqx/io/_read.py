@@ -1,0 +1,46 @@
+"""Format-sniffing readers for cube files (FITS or HDF5)."""
+
+from pathlib import Path
+
+from .._cube import Cube
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == HDF5_SIGNATURE
+
+
+def read_cube(path: str | Path) -> Cube:
+    """Read a cube file written by [`rubix_eqx.Cube.to_fits`][] or
+    [`rubix_eqx.Cube.to_hdf5`][] (the format is recognised from the file's contents).
+
+    **Returns:** a [`rubix_eqx.Cube`][].
+    """
+    from ._fits import read_cube_fits
+    from ._hdf5 import read_cube_hdf5
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Cube file not found: {path}")
+    return read_cube_hdf5(path) if _is_hdf5(path) else read_cube_fits(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Provenance of a cube file as a dict: for HDF5 its root attributes plus the run
+    config (`"run_config"`, YAML text); for FITS the primary header's keywords."""
+    from ._hdf5 import hdf5_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Cube file not found: {path}")
+    if _is_hdf5(path):
+        return hdf5_metadata(path)
+    from astropy.io import fits
+
+    header = fits.getheader(path, 0)
+    return {
+        key: header[key] for key in header if key not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "")
+    }

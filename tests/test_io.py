@@ -1,0 +1,183 @@
+"""Cube files: FITS layout and WCS checked with astropy; exact HDF5 round trips."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import rubix_eqx.io  # noqa: F401  (rx.io)
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from .cases import observation, random_galaxy, tiny_ssp, tiny_telescope
+
+
+RA, DEC = 150.0, 30.0  # cos(Dec) != 1: RA offsets are checked in true angle
+
+
+@pytest.fixture(scope="module")
+def setup():
+    import rubix_eqx as rx
+
+    ssp = tiny_ssp()
+    tel = tiny_telescope().replace(n_x=6, n_y=8)  # non-square: axis order is checked
+    # high S/N: STAT is non-zero, yet the one-particle centroids below stay exact to 1e-5
+    pipe = rx.Pipeline(tel, ssp, psf=False, noise=rx.Noise(snr=1e5))
+    obs = observation(inclination=0.0, position_angle=0.0)
+    obs = rx.Observation(redshift=obs.redshift, inclination=obs.inclination,
+                         position_angle=obs.position_angle, ra=RA, dec=DEC)  # fmt: skip
+    cube = pipe(random_galaxy(1, 300, size_kpc=1.0), obs, key=jax.random.key(2))
+    return rx, ssp, tel, pipe, obs, cube
+
+
+def synthetic_cube(rx, wavelength, sampling, n_x=5, n_y=4):
+    rng = np.random.default_rng(0)
+    flux = rng.uniform(0, 1, (n_x, n_y, wavelength.size)).astype(np.float32)
+    zero = jnp.asarray(0)
+    return rx.Cube(
+        flux=jnp.asarray(flux),
+        variance=jnp.asarray(flux**2),
+        wavelength=jnp.asarray(wavelength),
+        mask=jnp.asarray(rng.uniform(size=(n_x, n_y)) > 0.3),
+        diagnostics=rx.Diagnostics(zero, zero, jnp.asarray(0.0), zero, jnp.asarray(0.0), zero),
+        redshift=jnp.asarray(0.05),
+        spaxel_size=0.2,
+        ra=10.0,
+        dec=-45.0,
+        flux_unit=1e-20,
+        wavelength_sampling=sampling,
+        telescope="synthetic",
+    )
+
+
+def test_fits_layout_units_and_provenance(setup, tmp_path):
+    rx, ssp, tel, pipe, obs, cube = setup
+    path = tmp_path / "cube.fits"
+    cube.to_fits(path, ssp=ssp, observation=obs)
+    with fits.open(path) as hdus:
+        assert [h.name for h in hdus] == ["PRIMARY", "DATA", "STAT", "MASK"]
+        data, stat, mask = hdus["DATA"], hdus["STAT"], hdus["MASK"]
+        n_x, n_y, n_wave = cube.shape
+        assert (data.header["NAXIS1"], data.header["NAXIS2"], data.header["NAXIS3"]) == (
+            n_x,
+            n_y,
+            n_wave,
+        )
+        assert data.data.shape == (n_wave, n_y, n_x)
+        np.testing.assert_array_equal(data.data, np.asarray(cube.flux).transpose(2, 1, 0))
+        np.testing.assert_array_equal(stat.data, np.asarray(cube.variance).transpose(2, 1, 0))
+        np.testing.assert_array_equal(mask.data.T.astype(bool), np.asarray(cube.mask))
+        assert data.header["BUNIT"] == "10**(-20)*erg/s/cm**2/Angstrom"
+        assert stat.header["BUNIT"] == "10**(-40)*erg**2/s**2/cm**4/Angstrom**2"
+        import astropy.units as u
+
+        assert u.Unit(data.header["BUNIT"], format="fits") == 1e-20 * u.erg / u.s / u.cm**2 / u.AA
+        p = hdus[0].header
+        assert p["PROGRAM"] == "rubix_eqx" and p["PROGVER"] == rx.__version__
+        assert p["TELESCOP"] == "tiny" and p["SSPNAME"] == ssp.name
+        assert p["REDSHIFT"] == pytest.approx(0.05) and (p["RA"], p["DEC"]) == (RA, DEC)
+        assert (p["INCLIN"], p["POSANG"]) == (0.0, 0.0) and len(p["DATE"]) == 19
+        assert p["NPARTIC"] == 300 and p["NOUTSIDE"] == int(cube.diagnostics.n_outside)
+        assert p["OUTFRAC"] == pytest.approx(float(cube.diagnostics.outside_mass_fraction))
+    back = rx.io.read_cube(path)
+    for name in ("flux", "variance", "mask"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(cube, name))
+    np.testing.assert_allclose(back.wavelength, cube.wavelength, atol=1e-9)
+    assert (back.spaxel_size, back.ra, back.dec, back.flux_unit, back.telescope) == (
+        cube.spaxel_size, RA, DEC, 1e-20, "tiny",
+    )  # fmt: skip
+    assert eqx.tree_equal(back.diagnostics, cube.diagnostics, typematch=False)
+    assert rx.io.read_metadata(path)["SSPNAME"] == ssp.name
+
+
+@pytest.mark.parametrize("case", ["tiny-linear", "log", "MUSE-WFM", "MaNGA"])
+def test_spectral_wcs_reproduces_wavelengths(case, tmp_path):
+    import rubix_eqx as rx
+
+    if case == "tiny-linear":
+        wave, sampling, tol = np.asarray(tiny_telescope().wavelength), "linear", 1e-6
+    elif case == "log":
+        wave, sampling, tol = 10.0 ** (np.log10(4800.0) + 1e-4 * np.arange(900)), "log", 1e-6
+    else:  # presets hold float32 wavelengths: MUSE's 1.25 Å grid is exact in float32
+        tel = rx.Telescope.preset(case)
+        wave, sampling = np.asarray(tel.wavelength), tel.sampling
+        tol = 1e-6 if case == "MUSE-WFM" else 1e-3  # MaNGA log grid: float32 rounding
+    cube = synthetic_cube(rx, wave, sampling)
+    path = tmp_path / "cube.fits"
+    cube.to_fits(path)
+    header = fits.getheader(path, "DATA")
+    assert header["CTYPE3"] == ("AWAV-LOG" if sampling == "log" else "AWAV")
+    spectral = WCS(header).spectral
+    got = spectral.pixel_to_world(np.arange(wave.size)).to_value("Angstrom")
+    assert np.max(np.abs(got - wave.astype(np.float64))) <= tol
+    np.testing.assert_allclose(rx.io.read_cube(path).wavelength, wave, rtol=0, atol=tol)
+
+
+def test_fits_rejects_irregular_wavelengths(tmp_path):
+    import rubix_eqx as rx
+
+    wave = np.sort(np.random.default_rng(1).uniform(5000, 6000, 50))
+    with pytest.raises(ValueError, match="not linear-sampled"):
+        synthetic_cube(rx, wave, "linear").to_fits(tmp_path / "c.fits")
+    assert not (tmp_path / "c.fits").exists() and not list(tmp_path.iterdir())  # atomic: no debris
+
+
+def test_celestial_wcs_places_galaxy_on_sky(setup, tmp_path):
+    """A particle at the galaxy centre lands on CRVAL; one 0.5 kpc along the galaxy's +x
+    (PA = 0: North) and +y (East) lands at the right angle and direction (d_A)."""
+    rx, ssp, tel, pipe, obs, _ = setup
+    d_a = float(obs.angular_diameter_distance())  # Mpc
+    offset_kpc = 0.5
+    sep_deg = np.degrees(offset_kpc / (d_a * 1e3))
+    centre = SkyCoord(RA, DEC, unit="deg")
+    for where, position_angle in (
+        ((0.0, 0.0), None),
+        ((offset_kpc, 0.0), 0.0),
+        ((0.0, offset_kpc), 90.0),
+    ):
+        n = 300  # as the fixture's galaxy: no recompilation; all but one particle massless
+        galaxy = rx.Galaxy.from_arrays(
+            position=np.tile([where[0], where[1], 0.0], (n, 1)), velocity=np.zeros((n, 3)),
+            mass=np.r_[1e6, np.zeros(n - 1)], age=np.full(n, 5.0), metallicity=np.full(n, 0.019),
+            dtype=jnp.float64,
+        )  # fmt: skip
+        cube = pipe(galaxy, obs, key=jax.random.key(0))
+        cube.to_fits(tmp_path / "one.fits")
+        with fits.open(tmp_path / "one.fits") as hdus:
+            image = hdus["DATA"].data.sum(0)  # (n_y, n_x)
+            wcs = WCS(hdus["DATA"].header).celestial
+        yy, xx = np.indices(image.shape)
+        x, y = (image * xx).sum() / image.sum(), (image * yy).sum() / image.sum()  # CIC centroid
+        sky = wcs.pixel_to_world(x, y)
+        if position_angle is None:
+            assert centre.separation(sky).arcsec < 1e-4
+        else:
+            assert centre.separation(sky).deg == pytest.approx(sep_deg, rel=1e-4)
+            assert centre.position_angle(sky).deg == pytest.approx(position_angle, abs=1e-2)
+
+
+def test_hdf5_round_trip_is_exact(setup, tmp_path):
+    rx, ssp, tel, pipe, obs, cube = setup
+    config = {
+        "seed": 3,
+        "telescope": {"preset": "MUSE-WFM", "n_x": 6},
+        "observation": {"redshift": 0.05},
+    }
+    cube.to_hdf5(tmp_path / "cube.h5", ssp=ssp, observation=obs, config=config)
+    back = rx.io.read_cube(tmp_path / "cube.h5")
+    assert eqx.tree_equal(back, cube)
+    assert back.flux.dtype == cube.flux.dtype and back.wavelength.dtype == cube.wavelength.dtype
+    meta = rx.io.read_metadata(tmp_path / "cube.h5")
+    import yaml
+
+    assert yaml.safe_load(meta["run_config"]) == config
+    assert (
+        meta["ssp_name"] == ssp.name and meta["inclination"] == 0.0 and meta["format_version"] == 1
+    )
+    import h5py
+
+    with h5py.File(tmp_path / "cube.h5", "a") as f:
+        f.attrs["format_version"] = 7
+    with pytest.raises(ValueError, match="`format_version` 7 is not supported"):
+        rx.io.read_cube_hdf5(tmp_path / "cube.h5")
