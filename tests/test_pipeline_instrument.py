@@ -1,11 +1,12 @@
 """The instrument stages inside the pipeline: LSF placement, errors, noise, gradients."""
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.special import erf
 
 import rubix_eqx as rx
 
@@ -26,6 +27,7 @@ def brute_force_lsf(wave, flux, sigma):
                             [wave[-1] + (wave[-1] - wave[-2]) / 2]])  # fmt: skip
     # kernel[k, m]: fraction of input pixel m's flux landing in output pixel k
     centres = 0.5 * (edges[1:] + edges[:-1])
+    erf = np.vectorize(math.erf)
     s = np.sqrt(sigma**2 - np.diff(edges) ** 2 / 12)[None, :] * np.sqrt(2)
     upper = erf((edges[1:, None] - centres[None, :]) / s)
     lower = erf((edges[:-1, None] - centres[None, :]) / s)

@@ -11,7 +11,7 @@ from .._cube import Cube
 from .._observation import Observation
 from .._pipeline import Pipeline
 from ..galaxy import DiskDraws, disk_from_draws, Galaxy, Truth
-from ._spaxels import _bounds, _from_unit, _to_unit, SOLVERS
+from ._spaxels import _bounds, _from_unit, _to_unit, SOLVERS, standard_errors
 
 
 class ParticleFit(eqx.Module):
@@ -36,13 +36,8 @@ def _weighted_residual(cube: Cube):
     return lambda model: ((model - cube.flux) * weight).reshape(-1)
 
 
-def _errors(jac_fn, theta):
-    jmat = jax.jacfwd(jac_fn)(theta)
-    norm = jnp.linalg.norm(jmat, axis=0)
-    norm = jnp.where(norm > 0, norm, 1)
-    scaled = jmat / norm[None, :]
-    cov = jnp.linalg.inv(scaled.T @ scaled) / (norm[:, None] * norm[None, :])
-    return jnp.sqrt(jnp.clip(jnp.diag(cov), 0, None))
+def _errors(residual_fn, theta):
+    return standard_errors(jax.jacfwd(residual_fn)(theta))
 
 
 @eqx.filter_jit

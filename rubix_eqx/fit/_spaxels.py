@@ -60,6 +60,17 @@ def _bounds(ssp: SSPGrid):
     return (la[0], la[-1]), (lz[0], lz[-1])
 
 
+def standard_errors(jac: Float[Array, "m p"]) -> Float[Array, " p"]:
+    """1σ errors sqrt(diag (JᵀJ)⁻¹) of whitened residuals; columns are scaled to unit norm
+    for conditioning; non-finite values (singular J) become 0."""
+    norm = jnp.linalg.norm(jac, axis=0)
+    norm = jnp.where(norm > 0, norm, 1)
+    scaled = jac / norm[None, :]
+    cov = jnp.linalg.inv(scaled.T @ scaled) / (norm[:, None] * norm[None, :])
+    err = jnp.sqrt(jnp.clip(jnp.diag(cov), 0, None))
+    return jnp.where(jnp.isfinite(err), err, 0)
+
+
 def _to_unit(x, lo, hi):
     t = jnp.clip((x - lo) / (hi - lo), 1e-4, 1 - 1e-4)
     return jnp.log(t / (1 - t))
@@ -115,12 +126,16 @@ def fit_spaxels(
         raise ValueError("`fit_spaxels`: `cube.variance` must be > 0 inside the mask (make the cube with noise).")
     if observation is None:
         observation = Observation(redshift=cube.redshift, ra=cube.ra, dec=cube.dec)
+    # Solve in the default float precision (float64 when x64 is on: optimistix wants one
+    # dtype throughout).
+    dtype = jnp.promote_types(cube.flux.dtype, jnp.result_type(float))
     if pipeline is None:
-        pipeline = Pipeline(telescope, ssp, allow_sharper_lsf=True, dtype=cube.flux.dtype)
+        pipeline = Pipeline(telescope, ssp, allow_sharper_lsf=True, dtype=dtype)
+    dtype = pipeline.grid.templates.dtype
     model = SpectrumModel(pipeline, observation)
     n_x, n_y, n_wave = cube.flux.shape
-    flux = cube.flux.reshape(n_x * n_y, n_wave)
-    var = jnp.where(cube.variance > 0, cube.variance, jnp.inf).reshape(n_x * n_y, n_wave)
+    flux = cube.flux.reshape(n_x * n_y, n_wave).astype(dtype)
+    var = jnp.where(cube.variance > 0, cube.variance, jnp.inf).reshape(n_x * n_y, n_wave).astype(dtype)
     snr = jnp.median(flux / jnp.sqrt(var), axis=1)
     active = (snr >= min_snr) & cube.mask.reshape(-1)
     start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
@@ -195,14 +210,7 @@ def _solve(model, ssp, flux, var, start, active, solver, max_steps):
             ok = sol.result == optx.RESULTS.successful
             theta = jax.tree.map(lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp))
             jac = jax.jacfwd(lambda t: residual_physical(t, (d, v)))(theta)
-            jmat = jnp.stack(jac, axis=1)  # (n_wave, 5)
-            # Covariance (JᵀJ)⁻¹ with columns scaled to unit norm (conditioning).
-            norm = jnp.linalg.norm(jmat, axis=0)
-            norm = jnp.where(norm > 0, norm, 1)
-            scaled = jmat / norm[None, :]
-            cov = jnp.linalg.inv(scaled.T @ scaled) / (norm[:, None] * norm[None, :])
-            err = jnp.sqrt(jnp.clip(jnp.diag(cov), 0, None))
-            err = jnp.where(jnp.isfinite(err), err, 0)
+            err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
             r = residual_physical(theta, (d, v))
             chi2 = jnp.sum(r**2) / (r.shape[0] - 5)
             status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
