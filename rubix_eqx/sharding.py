@@ -19,6 +19,7 @@ See docs/scaling.md for one GPU, a multi-GPU node and a SLURM cluster.
 """
 
 import os
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ._checks import format_version
 from .galaxy import Galaxy
 
 
@@ -258,10 +260,16 @@ def load_sharded_galaxy(path: str | os.PathLike, mesh: Mesh | None = None, *, dt
     """
     mesh = particle_mesh() if mesh is None else mesh
     dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    with h5py.File(path, "r") as f:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Galaxy file not found: {path}")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{os.fspath(path)}: not a readable HDF5 file ({e}).") from None
+    with handle as f:
         if (
             f.attrs.get("format") != FORMAT
-            or int(f.attrs.get("format_version", -1)) != FORMAT_VERSION
+            or format_version(os.fspath(path), f.attrs) != FORMAT_VERSION
         ):
             raise ValueError(
                 f"{os.fspath(path)!r} is not a `{FORMAT}` file of format_version {FORMAT_VERSION} "

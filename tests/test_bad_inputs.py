@@ -867,31 +867,17 @@ def test_ssp_write_failure_leaves_no_partial_file(ssp, ssp_file, tmp_path, monke
 # Galaxy HDF5 files (layout `rubix_eqx.galaxy` v1), if a reader exists.
 
 
-SHARDING_NOT_HDF5 = (
-    "BUG: sharding.load_sharded_galaxy lets h5py's bare OSError through for truncated / "
-    "non-HDF5 files (no path, no hint)"
-)
-BAD_VERSION = (
-    'BUG: a non-integer `format_version` raises a bare "invalid literal for int()" without '
-    "the file or attribute name"
-)
-
-
-def _galaxy_readers(sharding_bug=None, from_hdf5_bug=None):
-    """The galaxy-file readers that exist, as params (optionally marked strict xfail)."""
+def _galaxy_readers():
+    """The galaxy-file readers that exist, as params."""
     readers = []
     try:
         import rubix_eqx.sharding as sharding
     except ImportError:
         sharding = None
     if sharding is not None and hasattr(sharding, "load_sharded_galaxy"):
-        marks = [pytest.mark.xfail(strict=True, reason=sharding_bug)] if sharding_bug else []
-        readers.append(
-            pytest.param(sharding.load_sharded_galaxy, id="load_sharded_galaxy", marks=marks)
-        )
+        readers.append(pytest.param(sharding.load_sharded_galaxy, id="load_sharded_galaxy"))
     if hasattr(rx.galaxy, "from_hdf5"):
-        marks = [pytest.mark.xfail(strict=True, reason=from_hdf5_bug)] if from_hdf5_bug else []
-        readers.append(pytest.param(rx.galaxy.from_hdf5, id="galaxy.from_hdf5", marks=marks))
+        readers.append(pytest.param(rx.galaxy.from_hdf5, id="galaxy.from_hdf5"))
     return readers or [
         pytest.param(None, id="no-reader", marks=pytest.mark.skip(reason="no galaxy HDF5 reader"))
     ]
@@ -972,7 +958,7 @@ def test_galaxy_hdf5_good_and_empty_files_read(reader, tmp_path):
     assert float(np.sum(np.asarray(reader(tmp_path / "empty.h5").mass))) == 0.0
 
 
-@pytest.mark.parametrize("reader", _galaxy_readers(sharding_bug=SHARDING_NOT_HDF5))
+@pytest.mark.parametrize("reader", _galaxy_readers())
 @pytest.mark.parametrize("content", ["truncated", "text", "empty"])
 def test_galaxy_hdf5_not_hdf5_names_the_file(reader, tmp_path, content):
     good = tmp_path / "good.h5"
@@ -987,7 +973,7 @@ def test_galaxy_hdf5_not_hdf5_names_the_file(reader, tmp_path, content):
 
 
 @pytest.mark.parametrize(
-    "reader", _galaxy_readers(sharding_bug=BAD_VERSION)
+    "reader", _galaxy_readers()
 )
 def test_galaxy_hdf5_non_integer_version(reader, tmp_path):
     _write_galaxy(tmp_path / "galaxy.h5", version="one")
