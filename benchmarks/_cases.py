@@ -103,14 +103,20 @@ def make_setup(n_x=40, n_y=40, n_wave=None, engine=None, core=False):
     """SSP grid, MUSE-WFM telescope, pipeline (see `pipeline_kwargs`) and the
     observation used by every case."""
     ssp = rx.SSPGrid.load("miles")
-    overrides = {} if n_wave is None or n_wave >= 3681 else {"wavelength": {"stop": n_wave_stop(n_wave)}}
+    overrides = (
+        {} if n_wave is None or n_wave >= 3681 else {"wavelength": {"stop": n_wave_stop(n_wave)}}
+    )
     tel = rx.Telescope.preset("MUSE-WFM", n_x=n_x, n_y=n_y, **overrides)
     pipe = rx.Pipeline(tel, ssp, **pipeline_kwargs(engine, core))
     obs = rx.Observation(redshift=REDSHIFT, inclination=INCLINATION, position_angle=POSITION_ANGLE)
     return ssp, tel, pipe, obs
 
 
-CACHE = Path(os.environ.get("RUBIX_EQX_BENCH_CACHE", Path(tempfile.gettempdir()) / "rubix_eqx_bench_galaxies"))
+CACHE = Path(
+    os.environ.get(
+        "RUBIX_EQX_BENCH_CACHE", Path(tempfile.gettempdir()) / "rubix_eqx_bench_galaxies"
+    )
+)
 FIELDS = ("position", "velocity", "mass", "age", "metallicity")
 
 
@@ -138,7 +144,10 @@ def make_galaxy(n: int) -> rx.Galaxy:
             arrays = _draw(jax.random.key(0), n, 1e10)
         else:
             sizes = [GEN_CHUNK] * (n // GEN_CHUNK) + ([n % GEN_CHUNK] if n % GEN_CHUNK else [])
-            pieces = [_draw(jax.random.fold_in(jax.random.key(0), i), m, 1e10 * m / n) for i, m in enumerate(sizes)]
+            pieces = [
+                _draw(jax.random.fold_in(jax.random.key(0), i), m, 1e10 * m / n)
+                for i, m in enumerate(sizes)
+            ]
             arrays = {f: np.concatenate([p.pop(f) for p in pieces]) for f in FIELDS}
             del pieces
         tmp = CACHE / f"disk_{n}_{tag}.tmp{os.getpid()}"
@@ -199,7 +208,12 @@ def aot(fn, *args):
         ma = compiled.memory_analysis()
         info["memory_analysis"] = {
             k: int(getattr(ma, k))
-            for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes")
+            for k in (
+                "temp_size_in_bytes",
+                "argument_size_in_bytes",
+                "output_size_in_bytes",
+                "alias_size_in_bytes",
+            )
         }
     except Exception as e:  # noqa: BLE001 (backend without memory analysis)
         info["memory_analysis"] = {"error": repr(e)}
@@ -281,8 +295,21 @@ def child_forward(spec: dict) -> dict:
     seconds then abandoned (peak RSS only; for sizes whose run would exceed the
     time limit). mode "compile": compile-only memory analysis on abstract inputs."""
     n, mode = int(spec["n"]), spec.get("mode", "time")
-    _, tel, pipe, obs = make_setup(spec.get("n_x", 40), spec.get("n_y", 40), spec.get("n_wave"), spec.get("engine"), spec.get("core", False))
-    res = {"n": n, "n_x": tel.n_x, "n_y": tel.n_y, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "mode": mode}
+    _, tel, pipe, obs = make_setup(
+        spec.get("n_x", 40),
+        spec.get("n_y", 40),
+        spec.get("n_wave"),
+        spec.get("engine"),
+        spec.get("core", False),
+    )
+    res = {
+        "n": n,
+        "n_x": tel.n_x,
+        "n_y": tel.n_y,
+        "n_wave": tel.n_wave,
+        "n_work": pipe.grid.n_work,
+        "mode": mode,
+    }
     res["engine_used"] = engine_used(pipe, n)
     res["particle_bytes"] = n * 9 * 4  # position, velocity (3 each), mass, age, Z in float32
     if mode == "compile":
@@ -317,7 +344,9 @@ def child_forward(spec: dict) -> dict:
         res["ru_maxrss_mb"] = maxrss_mb()
         res["rss_truncated"] = not done.is_set()
         return res
-    timing = time_calls({"forward": call}, float(spec["budget"]), bool(spec.get("warmup", True)))["forward"]
+    timing = time_calls({"forward": call}, float(spec["budget"]), bool(spec.get("warmup", True)))[
+        "forward"
+    ]
     res.update(timing)
     res.update(rates(n, tel.n_wave, pipe.grid.n_work, timing["median_s"]))
     res["peak_rss_mb"] = hwm_mb()
@@ -327,7 +356,9 @@ def child_forward(spec: dict) -> dict:
 
         logging.getLogger("rubix_eqx").setLevel(logging.ERROR)
         pipe(gal, obs).flux.block_until_ready()
-        res["public_call_median_s"] = statistics.median(_run(lambda: pipe(gal, obs).flux) for _ in range(5))
+        res["public_call_median_s"] = statistics.median(
+            _run(lambda: pipe(gal, obs).flux) for _ in range(5)
+        )
     return res
 
 
@@ -338,7 +369,13 @@ def child_grad(spec: dict) -> dict:
     checks its gradients are finite."""
     n, mode = int(spec["n"]), spec.get("mode", "time")
     _, tel, pipe, obs = make_setup(engine=spec.get("engine"), core=spec.get("core", False))
-    res = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "mode": mode, "engine_used": engine_used(pipe, n)}
+    res = {
+        "n": n,
+        "n_wave": tel.n_wave,
+        "n_work": pipe.grid.n_work,
+        "mode": mode,
+        "engine_used": engine_used(pipe, n),
+    }
     if mode == "compile":
         gal = abstract_galaxy(n)
         params = {"age": gal.age, "metallicity": gal.metallicity}
@@ -404,7 +441,13 @@ def child_reference(spec: dict) -> dict:
     reference = lambda: ref.reference_cube_working_grid(**kwargs)  # noqa: E731
     t = time_calls({"engine": fwd, "reference": reference}, float(spec["budget"]), True)
     cube, expected = np.asarray(fwd()), reference()
-    res = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "compile": info, "engine_used": engine_used(pipe, n)}
+    res = {
+        "n": n,
+        "n_wave": tel.n_wave,
+        "n_work": pipe.grid.n_work,
+        "compile": info,
+        "engine_used": engine_used(pipe, n),
+    }
     res["engine"], res["reference"] = t["engine"], t["reference"]
     res["engine"].update(rates(n, tel.n_wave, pipe.grid.n_work, t["engine"]["median_s"]))
     res["reference"].update(rates(n, tel.n_wave, pipe.grid.n_work, t["reference"]["median_s"]))
@@ -435,7 +478,13 @@ def child_roofline(spec: dict) -> dict:
     gal = make_galaxy(n)
     fwd, info = aot(forward_fn, pipe, gal, obs)
     e = time_calls({"forward": fwd}, float(spec["budget"]), True)["forward"]
-    res["engine"] = {"n": n, "n_wave": tel.n_wave, "n_work": pipe.grid.n_work, "engine_used": engine_used(pipe, n), **e}
+    res["engine"] = {
+        "n": n,
+        "n_wave": tel.n_wave,
+        "n_work": pipe.grid.n_work,
+        "engine_used": engine_used(pipe, n),
+        **e,
+    }
     res["engine"].update(rates(n, tel.n_wave, pipe.grid.n_work, e["median_s"]))
     upd = res["engine"]["particle_lambda_per_s"]
     res["flop_per_update"] = FLOP_PER_UPDATE
@@ -462,7 +511,14 @@ def child_profile(spec: dict) -> dict:
     grid = pipe.grid
     n_sp = tel.n_x * tel.n_y
     used = engine_used(pipe, n)
-    out = {"n": n, "n_work": grid.n_work, "n_wave": tel.n_wave, "engine_used": used, "pieces": {}, "errors": {}}
+    out = {
+        "n": n,
+        "n_work": grid.n_work,
+        "n_wave": tel.n_wave,
+        "engine_used": used,
+        "pieces": {},
+        "errors": {},
+    }
     chunk_direct = engine.auto_chunk_size(n, grid.n_work)
     out["chunk_size_direct"] = chunk_direct
 
@@ -478,7 +534,9 @@ def child_profile(spec: dict) -> dict:
             s = grid.spectra(c.template_index, c.template_weight, shift_of(c), c.fraction)
             return acc + (s * c.amplitude[:, None]).sum(0), None
 
-        return jax.lax.scan(step, jnp.zeros(grid.n_work, grid.templates.dtype), chunks(terms, chunk_direct))[0]
+        return jax.lax.scan(
+            step, jnp.zeros(grid.n_work, grid.templates.dtype), chunks(terms, chunk_direct)
+        )[0]
 
     def gather_only(terms, grid):
         width = grid.n_work + 1
@@ -487,20 +545,29 @@ def child_profile(spec: dict) -> dict:
             offset = grid.read_offset(shift_of(c)) if hasattr(grid, "read_offset") else shift_of(c)
 
             def one(index, o):
-                return sum(jax.lax.dynamic_slice(grid.templates, (index[k], o), (1, width))[0] for k in range(4))
+                return sum(
+                    jax.lax.dynamic_slice(grid.templates, (index[k], o), (1, width))[0]
+                    for k in range(4)
+                )
 
             return acc + jax.vmap(one)(c.template_index, offset).sum(0), None
 
-        return jax.lax.scan(step, jnp.zeros(width, grid.templates.dtype), chunks(terms, chunk_direct))[0]
+        return jax.lax.scan(
+            step, jnp.zeros(width, grid.templates.dtype), chunks(terms, chunk_direct)
+        )[0]
 
     def deposit_scatter_only(terms, grid):
         row = grid.templates[0, : grid.n_work]
 
         def step(cube, c):
-            contrib = (c.spaxel_weight[:, :, None] * (c.amplitude[:, None] * row)[:, None, :]).reshape(-1, grid.n_work)
+            contrib = (
+                c.spaxel_weight[:, :, None] * (c.amplitude[:, None] * row)[:, None, :]
+            ).reshape(-1, grid.n_work)
             return cube.at[c.spaxel_index.reshape(-1)].add(contrib), None
 
-        return jax.lax.scan(step, jnp.zeros((n_sp, grid.n_work), grid.templates.dtype), chunks(terms, chunk_direct))[0]
+        return jax.lax.scan(
+            step, jnp.zeros((n_sp, grid.n_work), grid.templates.dtype), chunks(terms, chunk_direct)
+        )[0]
 
     calls = {}
 
@@ -524,34 +591,71 @@ def child_profile(spec: dict) -> dict:
             systemic = jnp.log1p(obs.redshift.astype(grid.templates.dtype)) / grid.log_step
             hist_args = (systemic, n_shift)
             out["histogram_columns"] = grid.templates.shape[0] * n_shift
-            out["histogram_matmul_flop"] = 2 * n_sp * grid.templates.shape[0] * n_shift * grid.n_work
+            out["histogram_matmul_flop"] = (
+                2 * n_sp * grid.templates.shape[0] * n_shift * grid.n_work
+            )
         except Exception as e:  # noqa: BLE001
             out["errors"]["histogram setup"] = repr(e)[:300]
         if hist_args is not None:
             systemic, n_shift = hist_args
-            add("histogram_cube (deposit scan + basis + matmul)", lambda: aot(
-                lambda t, gr, sy: engine.histogram_cube(t, gr, n_sp, 4096, sy, n_shift), terms, grid, systemic)[0])
+            add(
+                "histogram_cube (deposit scan + basis + matmul)",
+                lambda: aot(
+                    lambda t, gr, sy: engine.histogram_cube(t, gr, n_sp, 4096, sy, n_shift),
+                    terms,
+                    grid,
+                    systemic,
+                )[0],
+            )
             one_chunk = jax.tree.map(lambda x: x[:4096], terms)
-            add("  histogram_cube on 4096 particles (≈ basis + matmul)", lambda: aot(
-                lambda t, gr, sy: engine.histogram_cube(t, gr, n_sp, 4096, sy, n_shift), one_chunk, grid, systemic)[0])
+            add(
+                "  histogram_cube on 4096 particles (≈ basis + matmul)",
+                lambda: aot(
+                    lambda t, gr, sy: engine.histogram_cube(t, gr, n_sp, 4096, sy, n_shift),
+                    one_chunk,
+                    grid,
+                    systemic,
+                )[0],
+            )
         if spec.get("direct", True):
-            add(f"direct_cube (chunk {chunk_direct})", lambda: aot(
-                lambda t, gr: engine.direct_cube(t, gr, n_sp, chunk_direct), terms, grid)[0])
-            add("  spectra only (4-row gather + FMA + lerp)", lambda: aot(spectra_only, terms, grid)[0])
+            add(
+                f"direct_cube (chunk {chunk_direct})",
+                lambda: aot(
+                    lambda t, gr: engine.direct_cube(t, gr, n_sp, chunk_direct), terms, grid
+                )[0],
+            )
+            add(
+                "  spectra only (4-row gather + FMA + lerp)",
+                lambda: aot(spectra_only, terms, grid)[0],
+            )
             add("    gather only (4 dynamic_slice rows)", lambda: aot(gather_only, terms, grid)[0])
-            add("  deposit x4 + scatter-add only", lambda: aot(deposit_scatter_only, terms, grid)[0])
+            add(
+                "  deposit x4 + scatter-add only", lambda: aot(deposit_scatter_only, terms, grid)[0]
+            )
         work = jnp.ones((n_sp, grid.n_work), grid.templates.dtype)
         if getattr(pipe, "lsf", None) is not None:
-            add("lsf (broadening on the lattice)", lambda: aot(lambda p, w, o: p.lsf(w, o.redshift), pipe, work, obs)[0])
-        add("to_telescope (rebin to telescope pixels)", lambda: aot(lambda gr, w: gr.to_telescope(w), grid, work)[0])
+            add(
+                "lsf (broadening on the lattice)",
+                lambda: aot(lambda p, w, o: p.lsf(w, o.redshift), pipe, work, obs)[0],
+            )
+        add(
+            "to_telescope (rebin to telescope pixels)",
+            lambda: aot(lambda gr, w: gr.to_telescope(w), grid, work)[0],
+        )
         if getattr(pipe, "psf", None) is not None:
             flux = jnp.ones((tel.n_x, tel.n_y, tel.n_wave), grid.templates.dtype)
             add("psf (every λ slice)", lambda: aot(lambda p, f: p.psf(f), pipe, flux)[0])
     add(f"forward total ({used} engine)", lambda: aot(forward_fn, pipe, gal, obs)[0])
     if calls:
-        timed = time_calls(calls, float(spec["budget"]), True)  # interleaved: every piece sees the same load
+        timed = time_calls(
+            calls, float(spec["budget"]), True
+        )  # interleaved: every piece sees the same load
         for name, t in timed.items():
-            out["pieces"][name] = {"median_s": t["median_s"], "min_s": t["min_s"], "n_runs": t["n_runs"]}
+            out["pieces"][name] = {
+                "median_s": t["median_s"],
+                "min_s": t["min_s"],
+                "n_runs": t["n_runs"],
+            }
     return out
 
 
@@ -578,7 +682,9 @@ def child_main(spec_json: str) -> None:
     res["package_hash"] = package_hash()
     try:
         res["pipeline_kwargs"] = pipeline_kwargs(spec.get("engine"), spec.get("core", False))
-        res["stages"] = stages(make_setup(40, 40, None, spec.get("engine"), spec.get("core", False))[2])
+        res["stages"] = stages(
+            make_setup(40, 40, None, spec.get("engine"), spec.get("core", False))[2]
+        )
     except Exception as e:  # noqa: BLE001
         res["stages"] = repr(e)[:200]
     res["loadavg_end"] = os.getloadavg()

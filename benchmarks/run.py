@@ -121,7 +121,7 @@ def machine_info() -> dict:
         "dtype": "float32",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "rubix_eqx": version,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "loadavg_start": os.getloadavg(),
     }
 
@@ -137,7 +137,9 @@ def make_snapshot() -> Path:
     imports first, so that one run measures one version even while the working tree
     is being edited. The presets go where a wheel puts them."""
     root = Path(tempfile.mkdtemp(prefix="rubix_eqx_bench_"))
-    shutil.copytree(REPO / "rubix_eqx", root / "rubix_eqx", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "rubix_eqx", root / "rubix_eqx", ignore=shutil.ignore_patterns("__pycache__")
+    )
     presets = root / "rubix_eqx" / "telescope" / "presets"
     if not presets.exists():
         shutil.copytree(REPO / "configs" / "telescopes", presets)
@@ -163,7 +165,12 @@ def run_child(spec: dict, timeout: float) -> dict:
             res["spec"] = spec
             res["process_wall_s"] = time.perf_counter() - t0
             return res
-    return {"ok": False, "error": f"no result (exit {proc.returncode})", "stderr": proc.stderr[-3000:], "spec": spec}
+    return {
+        "ok": False,
+        "error": f"no result (exit {proc.returncode})",
+        "stderr": proc.stderr[-3000:],
+        "spec": spec,
+    }
 
 
 def _timeout(cfg, predicted):
@@ -183,7 +190,9 @@ def engine_at(cfg, n, engine=None, **setup) -> str:
     from _cases import engine_used
 
     try:
-        return engine_used(_pipeline(engine or cfg.get("engine"), cfg.get("core", False), **setup), n)
+        return engine_used(
+            _pipeline(engine or cfg.get("engine"), cfg.get("core", False), **setup), n
+        )
     except Exception:  # noqa: BLE001
         return "?"
 
@@ -197,7 +206,11 @@ def predict(last, n, engine, seconds):
 
 def _spec(cfg, **kw):
     """A child spec; `engine` only when --engine was given (else the package default)."""
-    return ({"engine": cfg["engine"]} if cfg.get("engine") else {}) | {"core": cfg.get("core", False)} | kw
+    return (
+        ({"engine": cfg["engine"]} if cfg.get("engine") else {})
+        | {"core": cfg.get("core", False)}
+        | kw
+    )
 
 
 def _log(msg):
@@ -239,7 +252,9 @@ def case_forward_vs_nspaxel(cfg):
     rows = []
     for side in cfg["n_spaxel"]:
         _log(f"  forward n_x=n_y={side}")
-        spec = _spec(cfg, kind="forward", n=cfg["sweep_n"], n_x=side, n_y=side, budget=cfg["budget"])
+        spec = _spec(
+            cfg, kind="forward", n=cfg["sweep_n"], n_x=side, n_y=side, budget=cfg["budget"]
+        )
         rows.append(run_child(spec, _timeout(cfg, None)))
     return {"results": rows}
 
@@ -247,7 +262,9 @@ def case_forward_vs_nspaxel(cfg):
 def case_grad_vs_n(cfg):
     rows, last = [], None
     for n in cfg["grad_n"]:
-        predicted = predict(last, n, engine_at(cfg, n), lambda r: r["grad"]["median_s"] + r["forward"]["median_s"])
+        predicted = predict(
+            last, n, engine_at(cfg, n), lambda r: r["grad"]["median_s"] + r["forward"]["median_s"]
+        )
         spec = _spec(cfg, kind="grad", n=n, budget=cfg["budget"])
         if predicted is not None and predicted > cfg["max_run"]:
             spec["mode"] = "compile"
@@ -264,14 +281,20 @@ def case_grad_vs_n(cfg):
 
 
 def case_reference(cfg):
-    _log(f"  reference N={cfg['reference_n']} (core pipeline: the reference has no LSF/PSF/aperture)")
+    _log(
+        f"  reference N={cfg['reference_n']} (core pipeline: the reference has no LSF/PSF/aperture)"
+    )
     spec = _spec(cfg, kind="reference", n=cfg["reference_n"], budget=cfg["budget"]) | {"core": True}
     return {"results": [run_child(spec, 900)]}
 
 
 def case_roofline(cfg):
     _log(f"  roofline (matmul 2048^3, triad, engine N={cfg['roofline_n']:.0e})")
-    return {"results": [run_child(_spec(cfg, kind="roofline", n=cfg["roofline_n"], budget=cfg["budget"]), 900)]}
+    return {
+        "results": [
+            run_child(_spec(cfg, kind="roofline", n=cfg["roofline_n"], budget=cfg["budget"]), 900)
+        ]
+    }
 
 
 def case_profile(cfg):
@@ -323,7 +346,14 @@ def case_engines(cfg):
             predicted = predict(last, n, engine, lambda r: r["median_s"])
             spec = _spec(cfg, kind="forward", n=n, budget=cfg["budget"], engine=engine)
             if predicted is not None and predicted > cfg["max_run"]:
-                rows.append({"ok": False, "n": n, "spec": spec, "error": f"skipped: predicted {predicted:.0f} s"})
+                rows.append(
+                    {
+                        "ok": False,
+                        "n": n,
+                        "spec": spec,
+                        "error": f"skipped: predicted {predicted:.0f} s",
+                    }
+                )
                 continue
             spec["warmup"] = predicted is None or predicted <= cfg["warmup_max"]
             _log(f"  engine={engine} N={n:.0e} predicted={predicted}")
@@ -364,7 +394,10 @@ def _f(x, fmt="{:.3g}", none="—"):
 
 
 def _table(headers, rows):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h)
+        for i, h in enumerate(headers)
+    ]
     line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(headers), "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"]
     out += [line(r) for r in rows]
@@ -384,7 +417,15 @@ def table_forward(rows, key):
         if not r.get("ok"):
             spec = r.get("spec", {})
             kv = [] if key == "N" else [spec.get({"n_wave": "n_wave", "n_x=n_y": "n_x"}[key], "?")]
-            body.append([*kv, f"{spec.get('n', 0):.0e}", spec.get("engine", "—"), *["—"] * 10, r.get("error", "")[:60]])
+            body.append(
+                [
+                    *kv,
+                    f"{spec.get('n', 0):.0e}",
+                    spec.get("engine", "—"),
+                    *["—"] * 10,
+                    r.get("error", "")[:60],
+                ]
+            )
             continue
         note = ""
         if r.get("mode") == "probe":
@@ -463,7 +504,13 @@ def table_roofline(rows):
          f"= {100 * r['fraction_of_matmul']:.2f}% of matmul"],
     ]  # fmt: skip
     if e.get("engine_used", "direct") == "direct":
-        body.append(["template reads (4 rows × 4 B per work bin)", "", f"{r['engine_template_read_gb_s']:.1f} GB/s"])
+        body.append(
+            [
+                "template reads (4 rows × 4 B per work bin)",
+                "",
+                f"{r['engine_template_read_gb_s']:.1f} GB/s",
+            ]
+        )
     return _table(["kernel", "median s", "rate"], body)
 
 
@@ -471,7 +518,9 @@ def table_profile(rows):
     r = rows[0]
     if not r.get("ok"):
         return f"failed: {r.get('error')}"
-    total = next((p["median_s"] for k, p in r["pieces"].items() if k.startswith("forward total")), None)
+    total = next(
+        (p["median_s"] for k, p in r["pieces"].items() if k.startswith("forward total")), None
+    )
     body = [[name, _f(p["median_s"], "{:.4g}"), p["n_runs"], _f(None if not total else 100 * p["median_s"] / total, "{:.0f}%")]
             for name, p in r["pieces"].items()]  # fmt: skip
     text = (f"N={r['n']:.0e}, n_work={r['n_work']}, default engine at this N: {r.get('engine_used')}, "
@@ -483,7 +532,16 @@ def table_profile(rows):
 
 
 def table_memory(rows):
-    headers = ["N", "engine", "particle arrays MB", "fwd temp MB", "fwd args MB", "grad temp MB", "fwd peak RSS MB", "RSS before run MB"]
+    headers = [
+        "N",
+        "engine",
+        "particle arrays MB",
+        "fwd temp MB",
+        "fwd args MB",
+        "grad temp MB",
+        "fwd peak RSS MB",
+        "RSS before run MB",
+    ]
     body = [[f"{r['n']:.0e}", r.get("engine_used") or "?", _f(_mb(r["particle_bytes"]), "{:.1f}"), _f(_mb(r["forward_temp_bytes"]), "{:.1f}"),
              _f(_mb(r["forward_argument_bytes"]), "{:.1f}"), _f(_mb(r["grad_temp_bytes"]), "{:.1f}"),
              _f(r["forward_peak_rss_mb"], "{:.0f}") + (" (truncated run)" if r["rss_truncated"] else ""),
@@ -520,21 +578,36 @@ def summary(done, out) -> tuple[dict, str]:
                      f"{rate:.3g} particle·λ/s = {rate / TARGET_UPDATES_PER_S:.3f} x the 3e9 target")  # fmt: skip
     else:
         lines.append("forward N=1e6: not measured in this run (use the full run)")
-    best = max((r for r in fwd.values() if "particle_lambda_per_s" in r), key=lambda r: r["particle_lambda_per_s"], default=None)
+    best = max(
+        (r for r in fwd.values() if "particle_lambda_per_s" in r),
+        key=lambda r: r["particle_lambda_per_s"],
+        default=None,
+    )
     if best:
         s["best_particle_lambda_per_s"] = {"n": best["n"], "value": best["particle_lambda_per_s"]}
-        lines.append(f"best forward rate: {best['particle_lambda_per_s']:.3g} particle·λ/s at N={best['n']:.0e}")
+        lines.append(
+            f"best forward rate: {best['particle_lambda_per_s']:.3g} particle·λ/s at N={best['n']:.0e}"
+        )
     grads = [r for r in _results(done, "grad_vs_n", out) if r.get("ok") and "grad" in r]
     if grads:
         s["grad_over_forward"] = {str(r["n"]): r["ratio_grad_over_forward"] for r in grads}
-        lines.append("grad/forward time: " + ", ".join(f"N={r['n']:.0e}: {r['ratio_grad_over_forward']:.2f}" for r in grads))
+        lines.append(
+            "grad/forward time: "
+            + ", ".join(f"N={r['n']:.0e}: {r['ratio_grad_over_forward']:.2f}" for r in grads)
+        )
     f7 = fwd.get(10**7)
     if f7:
         peak_b = f7["peak_rss_mb"] * 2**20
         s["peak_rss_1e7"] = {"mb": f7["peak_rss_mb"], "fraction_of_4GB_target": peak_b / TARGET_PEAK_BYTES,
                              "truncated": f7.get("rss_truncated", False)}  # fmt: skip
-        trunc = " (run abandoned after the probe window; buffers are allocated up front)" if f7.get("rss_truncated") else ""
-        lines.append(f"peak RSS forward N=1e7: {f7['peak_rss_mb']:.0f} MB = {peak_b / TARGET_PEAK_BYTES:.2f} x the 4 GB target{trunc}")
+        trunc = (
+            " (run abandoned after the probe window; buffers are allocated up front)"
+            if f7.get("rss_truncated")
+            else ""
+        )
+        lines.append(
+            f"peak RSS forward N=1e7: {f7['peak_rss_mb']:.0f} MB = {peak_b / TARGET_PEAK_BYTES:.2f} x the 4 GB target{trunc}"
+        )
     refs = [r for r in _results(done, "reference", out) if r.get("ok")]
     if refs:
         r = refs[0]
@@ -561,7 +634,11 @@ def summary(done, out) -> tuple[dict, str]:
     for n, t_rubix in RUBIX.items():
         r = fwd.get(n)
         if r and "median_s" in r:
-            rub[str(n)] = {"rubix_s": t_rubix, "rubix_eqx_s": r["median_s"], "speedup": t_rubix / r["median_s"]}
+            rub[str(n)] = {
+                "rubix_s": t_rubix,
+                "rubix_eqx_s": r["median_s"],
+                "speedup": t_rubix / r["median_s"],
+            }
             lines.append(f"vs RUBIX (astro-rubix 0.0.5, MUSE 25x25x3721, similar 2-core machine; measured by the "
                          f"project, issue #5) at N={n:.0e}: {t_rubix} s vs {r['median_s']:.3g} s "
                          f"(40x40x3681) = {t_rubix / r['median_s']:.1f}x faster")  # fmt: skip
@@ -591,19 +668,37 @@ def summary(done, out) -> tuple[dict, str]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (< 2 min)")
-    ap.add_argument("--cases", help="comma-separated subset of: " + ", ".join(ALL_CASES)
-                    + " (default: all; with --quick all but profile and engines)")
+    ap.add_argument(
+        "--cases",
+        help="comma-separated subset of: "
+        + ", ".join(ALL_CASES)
+        + " (default: all; with --quick all but profile and engines)",
+    )
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--budget", type=float, help="seconds of timed runs per size")
-    ap.add_argument("--max-run", type=float, help="do not time sizes predicted slower than this (s)")
-    ap.add_argument("--probe-s", type=float, help="seconds to watch an untimed forward for its peak RSS")
-    ap.add_argument("--engine", choices=("auto", "direct", "histogram"),
-                    help="force Pipeline(engine=...) (default: the package default)")
-    ap.add_argument("--core", action="store_true",
-                    help="pipelines without the LSF, PSF and aperture stages (particle sum + rebin only)")
-    ap.add_argument("--no-snapshot", action="store_true", help="children import the working tree directly")
+    ap.add_argument(
+        "--max-run", type=float, help="do not time sizes predicted slower than this (s)"
+    )
+    ap.add_argument(
+        "--probe-s", type=float, help="seconds to watch an untimed forward for its peak RSS"
+    )
+    ap.add_argument(
+        "--engine",
+        choices=("auto", "direct", "histogram"),
+        help="force Pipeline(engine=...) (default: the package default)",
+    )
+    ap.add_argument(
+        "--core",
+        action="store_true",
+        help="pipelines without the LSF, PSF and aperture stages (particle sum + rebin only)",
+    )
+    ap.add_argument(
+        "--no-snapshot", action="store_true", help="children import the working tree directly"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -654,8 +749,10 @@ def main(argv=None):
     total = time.perf_counter() - t_start
     summ.update(machine=info, quick=args.quick, cases_run=list(done), wall_s=total)
     (out / "summary.json").write_text(json.dumps(summ, indent=1, default=str))
-    print(f"\n## summary  (total {total:.0f} s; load average at start {info['loadavg_start']}; "
-          f"package {info['package_hash']})\n")
+    print(
+        f"\n## summary  (total {total:.0f} s; load average at start {info['loadavg_start']}; "
+        f"package {info['package_hash']})\n"
+    )
     print(text, flush=True)
     if SNAPSHOT is not None:
         shutil.rmtree(SNAPSHOT, ignore_errors=True)

@@ -12,7 +12,8 @@ Two exact evaluations of the same sum, on the observed ln λ lattice of
   H (n_spaxel, n_template·n_shift) @ B (n_template·n_shift, n_work), where B holds every
   template at every shift. Cost ∝ N · 32 + n_spaxel · n_template · n_shift · n_work, so
   independent of N for large N. Shifts are counted from the systemic redshift; the number
-  of shift bins comes from `Pipeline(velocity_margin=...)`. The deposit has a custom
+  of shift bins covers the galaxy's largest line-of-sight speed rounded up to 100 km/s
+  (`Pipeline.speed_bound`; `velocity_margin` when the velocities are traced). The deposit has a custom
   JVP (forward and reverse mode both work, as optimistix needs) whose tangent is
   checkpointed, so reverse mode recomputes the 32 indices per particle rather than
   storing them.
@@ -84,7 +85,9 @@ class Chunks(eqx.Module):
             take = lambda f: jnp.broadcast_to(jnp.asarray(f), (self.size,) + jnp.shape(f))
             return jax.tree.map(take, self.fill), jnp.zeros(self.size, bool)
         start = jnp.minimum(i * self.size, self.n - self.size)
-        window = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, self.size), self.particles)
+        window = jax.tree.map(
+            lambda x: jax.lax.dynamic_slice_in_dim(x, start, self.size), self.particles
+        )
         valid = start + jnp.arange(self.size) >= i * self.size
         return window, valid
 
@@ -146,12 +149,17 @@ def _histogram_entries(c: ParticleTerms, first_shift, n_templates: int, n_shift:
     """Flat histogram indices and values of a chunk: (chunk · 32,) each."""
     r = c.shift - first_shift
     index = (
-        (c.spaxel_index[:, :, None, None] * n_templates + c.template_index[:, None, :, None]) * n_shift
+        (c.spaxel_index[:, :, None, None] * n_templates + c.template_index[:, None, :, None])
+        * n_shift
         + r[:, None, None, None]
         + jnp.arange(2)[None, None, None, :]
     )
     split = jnp.stack([1 - c.fraction, c.fraction], axis=1) * c.amplitude[:, None]
-    value = c.spaxel_weight[:, :, None, None] * c.template_weight[:, None, :, None] * split[:, None, None, :]
+    value = (
+        c.spaxel_weight[:, :, None, None]
+        * c.template_weight[:, None, :, None]
+        * split[:, None, None, :]
+    )
     return index.reshape(-1), value.reshape(-1)
 
 
@@ -213,7 +221,9 @@ _MATMUL_FLOPS_PER_SECOND = 6e10
 _HISTOGRAM_MAX_BYTES = 1.5e9
 
 
-def choose_engine(n_particles: int, n_spaxels: int, n_templates: int, n_shift: int, n_work: int) -> str:
+def choose_engine(
+    n_particles: int, n_spaxels: int, n_templates: int, n_shift: int, n_work: int
+) -> str:
     """`"histogram"` where its cost model beats the direct engine's and its histogram
     and shifted-template basis fit in `_HISTOGRAM_MAX_BYTES`; else `"direct"`."""
     columns = n_templates * n_shift

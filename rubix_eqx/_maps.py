@@ -11,7 +11,7 @@ from ._stages._orient import Orient
 from ._units import dimming_constant
 from .galaxy import Galaxy
 from .galaxy._synthetic import SOLAR_METALLICITY
-from .ssp import SSPGrid, ssp_weights
+from .ssp import ssp_weights, SSPGrid
 from .telescope import Telescope
 
 
@@ -48,7 +48,9 @@ def band_luminosity(ssp: SSPGrid, rest_low, rest_high) -> Float[Array, " n_templ
     """∫ S dλ (L☉ per M☉) of every template over rest wavelengths [low, high] Å."""
     wave = ssp.wavelength
     mid = 0.5 * (wave[1:] + wave[:-1])
-    edges = jnp.concatenate([wave[:1] - (mid[:1] - wave[:1]), mid, wave[-1:] + (wave[-1:] - mid[-1:])])
+    edges = jnp.concatenate(
+        [wave[:1] - (mid[:1] - wave[:1]), mid, wave[-1:] + (wave[-1:] - mid[-1:])]
+    )
     flux = ssp.flux.reshape(ssp.n_templates, -1) * jnp.diff(edges)[None, :]
     zero = jnp.zeros((flux.shape[0], 1), flux.dtype)
     cumulative = jnp.concatenate([zero, jnp.cumsum(flux, axis=1)], axis=1)
@@ -71,7 +73,9 @@ def truth_maps(
     scored against. Light weights are each particle's flux over the telescope's
     wavelength range (rest range at the observation's redshift, interpolated SSP)."""
     if weighting not in ("light", "mass"):
-        raise ValueError(f"`truth_maps(weighting=...)` must be 'light' or 'mass'; got {weighting!r}.")
+        raise ValueError(
+            f"`truth_maps(weighting=...)` must be 'light' or 'mass'; got {weighting!r}."
+        )
     deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
     position, v_los = Orient()(galaxy, observation)
     dtype = position.dtype
@@ -85,7 +89,12 @@ def truth_maps(
         band = band_luminosity(ssp, first / (1 + z), last / (1 + z))
         sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
         d_l = observation.luminosity_distance().astype(dtype)
-        weight = galaxy.mass * jnp.sum(sw.weight * band[sw.index], 1) * dimming_constant(flux_unit) / d_l**2
+        weight = (
+            galaxy.mass
+            * jnp.sum(sw.weight * band[sw.index], 1)
+            * dimming_constant(flux_unit)
+            / d_l**2
+        )
     else:
         weight = galaxy.mass
     n_spaxels = telescope.n_x * telescope.n_y

@@ -121,7 +121,9 @@ class Observation(eqx.Module):
             z = eqx.error_if(
                 z, ~(z > 0), "`Observation.redshift` must be > 0 without a `distance`."
             )
-            return eqx.tree_at(lambda o: (o.redshift, o.inclination, o.position_angle), self, (z, inc, pa))
+            return eqx.tree_at(
+                lambda o: (o.redshift, o.inclination, o.position_angle), self, (z, inc, pa)
+            )
         distance = eqx.error_if(
             self.distance,
             ~(jnp.isfinite(self.distance) & (self.distance > 0)),

@@ -27,7 +27,7 @@ from ._stages._aperture import Aperture
 from ._stages._deposit import Deposit, sky_pixels
 from ._stages._lsf import LSF
 from ._stages._noise import Noise
-from ._stages._orient import Orient
+from ._stages._orient import Orient, rotation_matrix
 from ._stages._psf import PSFConvolution
 from ._units import C_KM_S, dimming_constant
 from .galaxy import Galaxy
@@ -118,8 +118,9 @@ class Pipeline(eqx.Module):
         - `oversample`: working ln λ lattice finer than the finest telescope pixel by
           this factor (1 is exact for the model; see docs/physics.md).
         - `velocity_margin`: km/s; the largest line-of-sight speed expected. Used to check
-          that the SSP grid covers the telescope range, and to size the velocity axis of
-          the histogram engine (which raises an error for faster particles).
+          that the SSP grid covers the telescope range, and as the upper bound of the
+          histogram engine's velocity axis (an error for faster particles; with concrete
+          velocities the axis is sized from the galaxy itself, see `speed_bound`).
         - `engine`: `"direct"`, `"histogram"` or `"auto"` (the faster for the sizes, by a
           cost model measured on CPU; see `rubix_eqx._engine`). Both are exact.
         - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
@@ -129,7 +130,9 @@ class Pipeline(eqx.Module):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"`Pipeline(chunk_size=...)` must be >= 1; got {chunk_size}.")
         if not 0 <= velocity_margin < C_KM_S:
-            raise ValueError(f"`Pipeline(velocity_margin=...)` must lie in [0, c); got {velocity_margin}.")
+            raise ValueError(
+                f"`Pipeline(velocity_margin=...)` must lie in [0, c); got {velocity_margin}."
+            )
         self.telescope = telescope
         self.ssp = ssp
         grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
@@ -145,7 +148,9 @@ class Pipeline(eqx.Module):
         self.psf = psf if isinstance(psf, PSFConvolution) else None
         if isinstance(noise, str):
             if noise != "telescope":
-                raise ValueError(f"`Pipeline(noise=...)` must be a Noise, 'telescope' or None; got {noise!r}.")
+                raise ValueError(
+                    f"`Pipeline(noise=...)` must be a Noise, 'telescope' or None; got {noise!r}."
+                )
             noise = Noise.from_telescope(telescope)
         if noise is not None:
             noise.check(telescope.wavelength)
@@ -159,18 +164,38 @@ class Pipeline(eqx.Module):
         self.chunk_size = chunk_size
         self.velocity_margin = float(velocity_margin)
         if engine not in ("auto", "direct", "histogram"):
-            raise ValueError(f"`Pipeline(engine=...)` must be 'auto', 'direct' or 'histogram'; got {engine!r}.")
+            raise ValueError(
+                f"`Pipeline(engine=...)` must be 'auto', 'direct' or 'histogram'; got {engine!r}."
+            )
         self.engine = engine
 
-    def engine_for(self, n_particles: int) -> str:
-        """The engine used for a galaxy of `n_particles`."""
+    def engine_for(self, n_particles: int, speed_bound: float | None = None) -> str:
+        """The engine used for a galaxy of `n_particles` whose line-of-sight speeds are
+        below `speed_bound` km/s (default `velocity_margin`)."""
         if self.engine != "auto":
             return self.engine
         tel = self.telescope
+        bound = self.velocity_margin if speed_bound is None else speed_bound
         return choose_engine(
             n_particles, tel.n_x * tel.n_y, self.grid.templates.shape[0],
-            n_shift_bins(self.grid, self.velocity_margin), self.grid.n_work,
+            n_shift_bins(self.grid, bound), self.grid.n_work,
         )  # fmt: skip
+
+    def speed_bound(self, galaxy: Galaxy, observation: Observation) -> float:
+        """The line-of-sight speed (km/s) the histogram engine's velocity axis must cover:
+        the galaxy's largest |v_los| rounded up to 100 km/s when the values are concrete
+        (fewer shift bins, a smaller matrix product), else `velocity_margin`. Calls with
+        the same bound share one compilation."""
+        try:
+            velocity = np.asarray(galaxy.velocity, np.float64)
+            angles = np.asarray([observation.inclination, observation.position_angle], np.float64)
+        except Exception:  # traced, or not addressable from this process
+            return self.velocity_margin
+        if velocity.size == 0:
+            return min(self.velocity_margin, 100.0)
+        rot = np.asarray(rotation_matrix(*angles), np.float64)
+        fastest = float(np.max(np.abs(velocity @ rot[2])))
+        return min(self.velocity_margin, 100.0 * math.ceil((fastest + 1.0) / 100.0))
 
     def covered_range(self, redshift: float) -> tuple[float, float]:
         """The observed wavelength range (Å) whose lattice the SSP grid covers at
@@ -217,11 +242,13 @@ class Pipeline(eqx.Module):
                 self.lsf.check(float(redshift))
         if self.noise is not None and key is None:
             raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
-        cube = _forward(self, galaxy, observation, key)
+        cube = _forward(self, galaxy, observation, key, self.speed_bound(galaxy, observation))
         _report(cube.diagnostics)
         return cube
 
-    def particle_terms(self, galaxy: Galaxy, observation: Observation) -> tuple[ParticleTerms, dict]:
+    def particle_terms(
+        self, galaxy: Galaxy, observation: Observation
+    ) -> tuple[ParticleTerms, dict]:
         """Per-particle deposit, template and Doppler terms, plus diagnostics arrays."""
         tel = self.telescope
         position, v_los = self.orient(galaxy, observation)
@@ -272,19 +299,22 @@ def crop_to_coverage(
             f"leaves fewer than 2 pixels of telescope {telescope.name!r}."
         )
     keep_j = jnp.asarray(np.nonzero(keep)[0])
-    return telescope.replace(wavelength=telescope.wavelength[keep_j], lsf_fwhm=telescope.lsf_fwhm[keep_j])
+    return telescope.replace(
+        wavelength=telescope.wavelength[keep_j], lsf_fwhm=telescope.lsf_fwhm[keep_j]
+    )
 
 
 def _particle_sums(
-    galaxy: Galaxy, pipeline: Pipeline, observation: Observation
+    galaxy: Galaxy, pipeline: Pipeline, observation: Observation, speed_bound: float
 ) -> tuple[Array, dict[str, Array]]:
     """The work cube of these particles and the diagnostic sums (per device if the
-    particles are sharded)."""
+    particles are sharded); line-of-sight speeds must stay below `speed_bound` km/s for
+    the histogram engine."""
     tel = pipeline.telescope
     galaxy = galaxy.checked()
     n_spaxels = tel.n_x * tel.n_y
     grid = pipeline.grid
-    engine = pipeline.engine_for(galaxy.n_particles)
+    engine = pipeline.engine_for(galaxy.n_particles, speed_bound)
     if engine == "histogram":
         chunk = pipeline.chunk_size or 4096
     else:
@@ -311,11 +341,11 @@ def _particle_sums(
 
     if engine == "histogram":
         systemic = jnp.log1p(observation.redshift.astype(grid.templates.dtype)) / grid.log_step
-        n_shift = n_shift_bins(grid, pipeline.velocity_margin)
+        n_shift = n_shift_bins(grid, speed_bound)
         work, sums = histogram_cube(chunks, terms_fn, grid, n_spaxels, systemic, n_shift)
         work = eqx.error_if(
             work,
-            sums["max_speed"] > pipeline.velocity_margin,
+            sums["max_speed"] > speed_bound,
             "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
             "raise the margin, or use engine='direct'.",
         )
@@ -327,14 +357,19 @@ def _particle_sums(
 
 @eqx.filter_jit
 def _forward(
-    pipeline: Pipeline, galaxy: Galaxy, observation: Observation, key: PRNGKeyArray | None
+    pipeline: Pipeline,
+    galaxy: Galaxy,
+    observation: Observation,
+    key: PRNGKeyArray | None,
+    speed_bound: float | None = None,
 ) -> Cube:
     tel = pipeline.telescope
     observation = observation.checked()
     grid = pipeline.grid
     # A sum over particles: on each device for its own particles when they are sharded
     # (rubix_eqx.sharding), then one all-reduce of the work cube and the diagnostic sums.
-    work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation)
+    bound = pipeline.velocity_margin if speed_bound is None else speed_bound
+    work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation, bound)
     n_lsf_clipped = jnp.asarray(0)
     if pipeline.lsf is not None:
         work = pipeline.lsf(work, observation.redshift)
@@ -383,7 +418,10 @@ def diagnostics(galaxy: Galaxy, sums: dict[str, Array], n_lsf_clipped) -> Diagno
 
 def _report(diag: Diagnostics) -> None:
     """Log clipping, and warn when nothing falls in the field (eager calls only)."""
-    values = [concrete(x) for x in (diag.n_particles, diag.n_clipped, diag.clipped_mass_fraction, diag.n_outside)]
+    values = [
+        concrete(x)
+        for x in (diag.n_particles, diag.n_clipped, diag.clipped_mass_fraction, diag.n_outside)
+    ]
     if any(v is None for v in values):
         return
     n, n_clipped, clipped_fraction, n_outside = values

@@ -30,7 +30,6 @@ from .ssp import SSPGrid
 PAD = 2  # zero bins before the rest templates (and n_work + PAD after: reads never clamp)
 
 
-
 class SpectralGrid(eqx.Module):
     """Templates on the ln λ lattice and the rebin operator onto the telescope grid.
 
@@ -58,13 +57,20 @@ class SpectralGrid(eqx.Module):
 
     @classmethod
     def build(
-        cls, ssp: SSPGrid, telescope_wavelength, oversample: int = 1, margin: int = 0, dtype=jnp.float32
+        cls,
+        ssp: SSPGrid,
+        telescope_wavelength,
+        oversample: int = 1,
+        margin: int = 0,
+        dtype=jnp.float32,
     ) -> "SpectralGrid":
         """Resample `ssp` onto the lattice matching `telescope_wavelength` (Å), extended
         by `margin` bins beyond both ends (room for the LSF to spread flux into the
         range from outside it)."""
         if oversample < 1 or margin < 0:
-            raise ValueError(f"`SpectralGrid.build`: need oversample >= 1 and margin >= 0; got {oversample}, {margin}.")
+            raise ValueError(
+                f"`SpectralGrid.build`: need oversample >= 1 and margin >= 0; got {oversample}, {margin}."
+            )
         tel_edges = pixel_edges(np.asarray(telescope_wavelength, np.float64))
         log_step = float(np.min(np.diff(np.log(tel_edges)))) / oversample
         u0 = float(np.log(tel_edges[0])) - margin * log_step
@@ -138,7 +144,10 @@ class SpectralGrid(eqx.Module):
 
         def one(index, weight, start, t):
             rows = jnp.stack(
-                [jax.lax.dynamic_slice(self.templates, (index[k], start), (1, width))[0] for k in range(4)]
+                [
+                    jax.lax.dynamic_slice(self.templates, (index[k], start), (1, width))[0]
+                    for k in range(4)
+                ]
             )
             window = weight @ rows
             return (1 - t) * window[1:] + t * window[:-1]
@@ -147,7 +156,9 @@ class SpectralGrid(eqx.Module):
 
     def to_telescope(self, integrated: Float[Array, "... n_work"]) -> Float[Array, "... n_wave"]:
         """Flux density on the telescope grid (per Å) from observed-lattice integrated flux."""
-        padded = jnp.pad(integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, self.rebin_weight.shape[1])])
+        padded = jnp.pad(
+            integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, self.rebin_weight.shape[1])]
+        )
         index = self.rebin_start[:, None] + jnp.arange(self.rebin_weight.shape[1])[None, :]
         weight = self.rebin_weight.reshape((1,) * (integrated.ndim - 1) + self.rebin_weight.shape)
         return jnp.sum(padded[..., index] * weight, axis=-1)

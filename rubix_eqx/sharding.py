@@ -19,8 +19,8 @@ See docs/scaling.md for one GPU, a multi-GPU node and a SLURM cluster.
 """
 
 import os
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx

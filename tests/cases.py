@@ -20,8 +20,7 @@ def tiny_ssp(flat: bool = False, metal_slope: float = 0.0) -> rx.SSPGrid:
         for j, z in enumerate(metallicity):
             continuum = 1e-3 / a * (wave / 5000.0) ** (0.5 * np.log10(a) + 1.0 + metal_slope * j)
             lines = sum(
-                (0.2 + 0.05 * j + 0.02 * i)
-                * np.exp(-0.5 * ((wave - c) / (1.5 + 0.3 * i)) ** 2)
+                (0.2 + 0.05 * j + 0.02 * i) * np.exp(-0.5 * ((wave - c) / (1.5 + 0.3 * i)) ** 2)
                 for c in (3934.0, 4861.0, 5175.0, 5270.0, 5890.0)
             )
             flux[i, j] = continuum * (1 - lines) if not flat else 1e-3

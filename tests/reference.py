@@ -107,9 +107,7 @@ def deposit_weights(px, py, n_x, n_y, deposit="cic"):
 
 def _particles(p):
     """Per particle in the field: (flux scale / flux_unit, Doppler D, ssp, deposit)."""
-    pos, vel = orient(
-        p["position"], p["velocity"], p["inclination"], p["position_angle"]
-    )
+    pos, vel = orient(p["position"], p["velocity"], p["inclination"], p["position_angle"])
     kpc_to_arcsec = ARCSEC_PER_RAD / (p["d_a"] * 1000.0)
     px = pos[:, 0] * kpc_to_arcsec / p["spaxel_size"] + p["n_x"] / 2
     py = pos[:, 1] * kpc_to_arcsec / p["spaxel_size"] + p["n_y"] / 2
@@ -123,9 +121,7 @@ def _particles(p):
         dep = deposit_weights(px[n], py[n], p["n_x"], p["n_y"], p["deposit"])
         if not dep:
             continue
-        ssp = ssp_weights(
-            p["age"][n], p["metallicity"][n], p["ssp_age"], p["ssp_metallicity"]
-        )
+        ssp = ssp_weights(p["age"][n], p["metallicity"][n], p["ssp_age"], p["ssp_metallicity"])
         out.append((scale[n], doppler[n], ssp, dep))
     return out
 

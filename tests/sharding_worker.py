@@ -65,8 +65,6 @@ def collectives(hlo: str) -> list[dict]:
     return found
 
 
-
-
 def rel_err(x, y) -> float:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     return float(np.max(np.abs(x - y)) / np.max(np.abs(y)))

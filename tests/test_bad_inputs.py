@@ -972,9 +972,7 @@ def test_galaxy_hdf5_not_hdf5_names_the_file(reader, tmp_path, content):
         reader(path)
 
 
-@pytest.mark.parametrize(
-    "reader", _galaxy_readers()
-)
+@pytest.mark.parametrize("reader", _galaxy_readers())
 def test_galaxy_hdf5_non_integer_version(reader, tmp_path):
     _write_galaxy(tmp_path / "galaxy.h5", version="one")
     with pytest.raises(ValueError, match=r"galaxy\.h5.*format_version"):
@@ -1137,10 +1135,7 @@ BROKEN_WCS = [
 
 @pytest.mark.parametrize(
     "edit",
-    [
-        pytest.param(c[1], id=c[0])
-        for c in BROKEN_WCS
-    ],
+    [pytest.param(c[1], id=c[0]) for c in BROKEN_WCS],
 )
 def test_fits_broken_wcs(fits_file, edit):
     io_module = _cube_io()
@@ -1222,10 +1217,7 @@ CUBE_HDF5_BUGS = [
 
 @pytest.mark.parametrize(
     "edit",
-    [
-        pytest.param(c[1], id=c[0])
-        for c in CUBE_HDF5_BUGS
-    ],
+    [pytest.param(c[1], id=c[0]) for c in CUBE_HDF5_BUGS],
 )
 def test_cube_hdf5_incomplete(cube, tmp_path, edit):
     io_module = _cube_io()

@@ -64,9 +64,7 @@ def test_invariants():
     # Without radiation every distance is exactly ∝ 1/h0.
     fast = cosmology.Cosmology(h0=140.0, omega_m=0.3, t_cmb=0.0, n_eff=0.0, m_nu=0.0)
     d_fast = cosmology.luminosity_distance(Z, fast)
-    assert (
-        max_rel_err(2 * d_fast, cosmology.luminosity_distance(Z, NO_RADIATION)) < 1e-14
-    )
+    assert max_rel_err(2 * d_fast, cosmology.luminosity_distance(Z, NO_RADIATION)) < 1e-14
 
 
 @needs_x64
@@ -74,9 +72,7 @@ def test_grad_matches_finite_differences():
     z = jnp.array([0.05, 0.5, 2.0])
     grad = jax.vmap(jax.grad(cosmology.luminosity_distance))(z)
     h = 1e-5 * z
-    fd = (
-        cosmology.luminosity_distance(z + h) - cosmology.luminosity_distance(z - h)
-    ) / (2 * h)
+    fd = (cosmology.luminosity_distance(z + h) - cosmology.luminosity_distance(z - h)) / (2 * h)
     assert max_rel_err(grad, fd) < 1e-6
     # d d_L/dz at z = 0 is the Hubble distance c/H0.
     hubble_distance = 299792.458 / cosmology.PLANCK18.h0

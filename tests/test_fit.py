@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 
 from .cases import observation, tiny_ssp, tiny_telescope
@@ -21,12 +20,16 @@ def test_particle_recovery_from_a_grid_of_starts(ssp):
     tel = tiny_telescope(n=1)
     obs = observation(inclination=0.0)
     truth = rx.galaxy.single_population(1, age=3.0, metallicity=0.012, dtype=jnp.float64)
-    cube = rx.Pipeline(tel, ssp, noise=rx.Noise(snr=100.0), dtype=jnp.float64)(truth, obs, key=jax.random.key(3))
+    cube = rx.Pipeline(tel, ssp, noise=rx.Noise(snr=100.0), dtype=jnp.float64)(
+        truth, obs, key=jax.random.key(3)
+    )
     model = rx.Pipeline(tel, ssp, dtype=jnp.float64)
     hits = []
     for age0 in (0.6, 2.0, 9.0):
         for z0 in (0.005, 0.015, 0.028):
-            start = eqx.tree_at(lambda g: (g.age, g.metallicity), truth, (jnp.array([age0]), jnp.array([z0])))
+            start = eqx.tree_at(
+                lambda g: (g.age, g.metallicity), truth, (jnp.array([age0]), jnp.array([z0]))
+            )
             fit = rx.fit.fit_particles(cube, model, start, obs)
             d_age = abs(float(jnp.log10(fit.age[0] / 3.0)))
             d_z = abs(float(jnp.log10(fit.metallicity[0] / 0.012)))
@@ -40,13 +43,17 @@ def miles_disk_cube():
     """A small E-MILES cube (4×4 spaxels of 0.6″, 4800–6500 Å) of a composite disk."""
     pytest.importorskip("ppxf")
     ssp = rx.SSPGrid.load("miles")
-    tel = rx.Telescope.preset("MUSE-WFM", n_x=4, n_y=4, spaxel_size=0.6, wavelength={"stop": 6500.0})
+    tel = rx.Telescope.preset(
+        "MUSE-WFM", n_x=4, n_y=4, spaxel_size=0.6, wavelength={"stop": 6500.0}
+    )
     gal, _ = rx.galaxy.synthetic_disk(
         jax.random.key(0), 20_000, dispersion=60.0, bulge_fraction=0.0, dtype=jnp.float64
     )
     obs = observation(inclination=50.0, position_angle=20.0)
     pipe = rx.Pipeline(tel, ssp, allow_sharper_lsf=True, dtype=jnp.float64)
-    noisy = rx.Pipeline(tel, ssp, allow_sharper_lsf=True, noise=rx.Noise(snr=50.0), dtype=jnp.float64)
+    noisy = rx.Pipeline(
+        tel, ssp, allow_sharper_lsf=True, noise=rx.Noise(snr=50.0), dtype=jnp.float64
+    )
     return ssp, tel, gal, obs, pipe, noisy(gal, obs, key=jax.random.key(1))
 
 
@@ -67,7 +74,9 @@ def test_spaxel_maps_recover_truth(miles_disk_cube):
     # Gaussian's peak velocity differs from the light-weighted mean by several km/s.
     # Over a 20×20 map the median is 2.8 km/s (docs/fitting.md).
     assert np.median(np.abs(d("velocity"))) < 10.0
-    assert np.median(np.abs(d("dispersion")) / np.asarray(truth.dispersion)[ok]) < 0.15  # idem: 4 % over 20×20
+    assert (
+        np.median(np.abs(d("dispersion")) / np.asarray(truth.dispersion)[ok]) < 0.15
+    )  # idem: 4 % over 20×20
     assert np.median(np.asarray(fit.chi2)[ok]) == pytest.approx(1.0, abs=0.1)
     assert np.all(np.asarray(fit.velocity_err)[ok] > 0)
     masked = rx.fit.fit_spaxels(cube, ssp, tel, obs, pipeline=pipe, min_snr=1e6)
@@ -115,11 +124,12 @@ def test_fit_command_writes_maps(tmp_path):
     """`rubix-eqx fit CUBE --out DIR` on a small E-MILES MUSE cube."""
     pytest.importorskip("ppxf")
     from astropy.io import fits
-
     from rubix_eqx.cli import main
 
     ssp = rx.SSPGrid.load("miles")
-    tel = rx.Telescope.preset("MUSE-WFM", n_x=2, n_y=2, spaxel_size=1.0, wavelength={"stop": 5600.0})
+    tel = rx.Telescope.preset(
+        "MUSE-WFM", n_x=2, n_y=2, spaxel_size=1.0, wavelength={"stop": 5600.0}
+    )
     gal, _ = rx.galaxy.synthetic_disk(jax.random.key(0), 2000, dispersion=60.0)
     pipe = rx.Pipeline(tel, ssp, allow_sharper_lsf=True, noise=rx.Noise(snr=40.0))
     pipe(gal, rx.Observation(redshift=0.05, inclination=40.0), key=jax.random.key(1)).to_fits(

@@ -59,7 +59,9 @@ def galaxy():
 @pytest.mark.parametrize("engine", ["direct", "histogram"])
 @pytest.mark.parametrize("deposit", ["cic", "nearest"])
 def test_matches_numpy_reference(deposit, engine, galaxy, ssp):
-    pipeline = rx.Pipeline(tiny_telescope(), ssp, deposit=deposit, engine=engine, lsf=False, dtype=jnp.float64)
+    pipeline = rx.Pipeline(
+        tiny_telescope(), ssp, deposit=deposit, engine=engine, lsf=False, dtype=jnp.float64
+    )
     obs = observation()
     cube = np.asarray(pipeline(galaxy, obs).flux)
     expected = ref.reference_cube_working_grid(
@@ -99,42 +101,28 @@ def test_single_particle_on_node(ssp, pipe):
         1, age=2.0, metallicity=0.019, total_mass=1e6,
         position=(0.5 * kpc_per_spaxel, 1.5 * kpc_per_spaxel, 0.0), dtype=jnp.float64,
     )  # fmt: skip
-    cube = np.asarray(
-        pipe(gal, observation(inclination=0.0, position_angle=-90.0)).flux
-    )
+    cube = np.asarray(pipe(gal, observation(inclination=0.0, position_angle=-90.0)).flux)
     spectrum = cube[N_X // 2, N_Y // 2 + 1]
     assert spectrum.sum() == pytest.approx(cube.sum(), rel=1e-5)  # d_A: ours vs astropy
     edges = ref.pixel_edges(np.asarray(pipe.telescope.wavelength))
     rest_edges = edges / (1 + Z_OBS)
     template = np.asarray(ssp.flux)[1, 1]
-    rest_integral = ref.rebin(
-        ref.pixel_edges(np.asarray(ssp.wavelength)), template, rest_edges
-    )
+    rest_integral = ref.rebin(ref.pixel_edges(np.asarray(ssp.wavelength)), template, rest_edges)
     d_l = astropy.cosmology.Planck18.luminosity_distance(Z_OBS).value * ref.MPC_CM
     expected = (
-        1e6
-        * np.sum(rest_integral * np.diff(rest_edges))
-        * ref.L_SUN
-        / (4 * np.pi * d_l**2)
-        / 1e-20
+        1e6 * np.sum(rest_integral * np.diff(rest_edges)) * ref.L_SUN / (4 * np.pi * d_l**2) / 1e-20
     )
     assert np.sum(spectrum * np.diff(edges)) == pytest.approx(expected, rel=1e-4)
     # and the shape is the template's, redshifted (to the lattice resolution)
-    model = ref.rebin(
-        ref.pixel_edges(np.asarray(ssp.wavelength)) * (1 + Z_OBS), template, edges
-    )
+    model = ref.rebin(ref.pixel_edges(np.asarray(ssp.wavelength)) * (1 + Z_OBS), template, edges)
     model *= expected / np.sum(model * np.diff(edges))
-    assert (
-        np.max(np.abs(spectrum - model)) < 0.05 * model.mean()
-    )  # lattice: see test below
+    assert np.max(np.abs(spectrum - model)) < 0.05 * model.mean()  # lattice: see test below
 
 
 def line_centroid(wave, spectrum, centre, half_width=12.0):
     """Centroid of the flux deficit of an absorption line around `centre` (Å)."""
     window = np.abs(wave - centre) < half_width
-    continuum = np.interp(
-        wave[window], wave[window][[0, -1]], spectrum[window][[0, -1]]
-    )
+    continuum = np.interp(wave[window], wave[window][[0, -1]], spectrum[window][[0, -1]])
     deficit = continuum - spectrum[window]
     return np.sum(wave[window] * deficit) / np.sum(deficit)
 
@@ -192,9 +180,7 @@ def test_total_flux_invariances(galaxy, pipe, pipe_nearest):
     ]
     np.testing.assert_allclose(totals, totals[0], rtol=1e-10)
     nearest = float(
-        pipe_nearest(
-            compact, observation(inclination=85.0, position_angle=140.0)
-        ).flux.sum()
+        pipe_nearest(compact, observation(inclination=85.0, position_angle=140.0)).flux.sum()
     )
     assert nearest == pytest.approx(totals[0], rel=1e-10)
 
@@ -239,9 +225,7 @@ def test_clipped_particles_are_reported(pipe, galaxy, caplog):
 
 
 def test_empty_galaxy_gives_zero_cube(pipe):
-    empty = rx.Galaxy.from_arrays(
-        np.zeros((0, 3)), np.zeros((0, 3)), [], [], [], dtype=jnp.float64
-    )
+    empty = rx.Galaxy.from_arrays(np.zeros((0, 3)), np.zeros((0, 3)), [], [], [], dtype=jnp.float64)
     cube = pipe(empty, observation())
     assert cube.flux.shape == (N_X, N_Y, pipe.telescope.n_wave)
     assert float(jnp.abs(cube.flux).max()) == 0.0

@@ -4,7 +4,6 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 
 from .cases import observation, random_galaxy, tiny_ssp, tiny_telescope

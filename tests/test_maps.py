@@ -4,7 +4,6 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 
 from .cases import observation, random_galaxy, tiny_ssp, tiny_telescope
@@ -27,9 +26,18 @@ def test_light_weighted_flux_matches_cube(setup):
 
 def test_moments_of_two_populations_in_one_spaxel(setup):
     ssp, tel, _ = setup
-    young = rx.galaxy.single_population(1, age=1.0, metallicity=0.01, velocity=(0, 0, 100.0), dtype=jnp.float64)
-    old = rx.galaxy.single_population(3, age=8.0, metallicity=0.02, velocity=(0, 0, -50.0), dtype=jnp.float64)
-    both = rx.Galaxy(*(jnp.concatenate([getattr(young, f), getattr(old, f)]) for f in ("position", "velocity", "mass", "age", "metallicity")))
+    young = rx.galaxy.single_population(
+        1, age=1.0, metallicity=0.01, velocity=(0, 0, 100.0), dtype=jnp.float64
+    )
+    old = rx.galaxy.single_population(
+        3, age=8.0, metallicity=0.02, velocity=(0, 0, -50.0), dtype=jnp.float64
+    )
+    both = rx.Galaxy(
+        *(
+            jnp.concatenate([getattr(young, f), getattr(old, f)])
+            for f in ("position", "velocity", "mass", "age", "metallicity")
+        )
+    )
     obs = observation(inclination=0.0)
     maps = rx.truth_maps(both, obs, tel, ssp, weighting="mass", deposit="nearest")
     ix, iy = np.argwhere(np.asarray(maps.mask))[0]
@@ -37,9 +45,13 @@ def test_moments_of_two_populations_in_one_spaxel(setup):
     w = np.array([1e6, 1e6 / 3 * 3]) / 2e6  # equal total mass in each population
     v = np.array([100.0, -50.0])
     assert float(maps.velocity[ix, iy]) == pytest.approx(np.sum(w * v))
-    assert float(maps.dispersion[ix, iy]) == pytest.approx(np.sqrt(np.sum(w * (v - np.sum(w * v)) ** 2)))
+    assert float(maps.dispersion[ix, iy]) == pytest.approx(
+        np.sqrt(np.sum(w * (v - np.sum(w * v)) ** 2))
+    )
     assert float(maps.log_age[ix, iy]) == pytest.approx(np.sum(w * np.log10([1e9, 8e9])))
-    assert float(maps.metallicity[ix, iy]) == pytest.approx(np.sum(w * np.log10(np.array([0.01, 0.02]) / 0.019)))
+    assert float(maps.metallicity[ix, iy]) == pytest.approx(
+        np.sum(w * np.log10(np.array([0.01, 0.02]) / 0.019))
+    )
     light = rx.truth_maps(both, obs, tel, ssp, deposit="nearest")
     assert float(light.log_age[ix, iy]) < float(maps.log_age[ix, iy])  # young stars outshine
 

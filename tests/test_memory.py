@@ -6,7 +6,6 @@ the compiled program, without running it)."""
 import jax
 import jax.numpy as jnp
 import pytest
-
 import rubix_eqx as rx
 from rubix_eqx._pipeline import _forward
 

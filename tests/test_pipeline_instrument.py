@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 
 from . import reference as ref
@@ -44,10 +43,16 @@ def test_lsf_on_the_lattice_matches_broadening_the_final_cube(ssp, v):
     voxel at |V| ≤ 500 km/s. (The lattice's own error is measured in test_forward.)"""
     tel = tiny_telescope(start=4900.0, stop=5900.0, step=1.0, n=2, lsf_fwhm=4.0)
     fine = tiny_telescope(start=4899.625, stop=5900.375, step=0.25, n=2, lsf_fwhm=4.0)
-    gal = rx.galaxy.single_population(1, age=2.0, metallicity=0.019, velocity=(0, 0, v), dtype=jnp.float64)
+    gal = rx.galaxy.single_population(
+        1, age=2.0, metallicity=0.019, velocity=(0, 0, v), dtype=jnp.float64
+    )
     obs = observation(inclination=0.0, position_angle=0.0)
-    with_lsf = np.asarray(rx.Pipeline(tel, ssp, oversample=4, dtype=jnp.float64)(gal, obs).flux).sum((0, 1))
-    plain = np.asarray(rx.Pipeline(fine, ssp, lsf=False, dtype=jnp.float64)(gal, obs).flux).sum((0, 1))
+    with_lsf = np.asarray(
+        rx.Pipeline(tel, ssp, oversample=4, dtype=jnp.float64)(gal, obs).flux
+    ).sum((0, 1))
+    plain = np.asarray(rx.Pipeline(fine, ssp, lsf=False, dtype=jnp.float64)(gal, obs).flux).sum(
+        (0, 1)
+    )
     fine_wave, wave = np.asarray(fine.wavelength), np.asarray(tel.wavelength)
     sigma = np.sqrt(4.0**2 - (2.5 * (1 + float(obs.redshift))) ** 2) / 2.35482
     broadened = brute_force_lsf(fine_wave, plain, np.full(fine_wave.shape, sigma))
@@ -89,7 +94,9 @@ def test_aperture_masks_cube_and_variance(ssp):
     cube = pipe(random_galaxy(4, 200), observation(), key=jax.random.key(0))
     outside = ~np.asarray(cube.mask)
     assert outside.any() and (~outside).any()
-    assert np.all(np.asarray(cube.flux)[outside] == 0) and np.all(np.asarray(cube.variance)[outside] == 0)
+    assert np.all(np.asarray(cube.flux)[outside] == 0) and np.all(
+        np.asarray(cube.variance)[outside] == 0
+    )
 
 
 @pytest.mark.parametrize("psf", [rx.PSF("gaussian", 1.0), rx.PSF("moffat", 1.2, 3.0)])

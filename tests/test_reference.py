@@ -33,13 +33,9 @@ def make_ssp():
     flux = np.empty((3, 2, wave.size))
     for a in range(3):
         for z in range(2):
-            spec = (
-                1e-4 * (wave / 5000.0) ** (-2.0 + 1.5 * a) * (1.0 + 0.3 * z) / (1 + a)
-            )
+            spec = 1e-4 * (wave / 5000.0) ** (-2.0 + 1.5 * a) * (1.0 + 0.3 * z) / (1 + a)
             for lam in LINES:
-                spec *= 1.0 - (0.3 + 0.1 * z) * np.exp(
-                    -0.5 * ((wave - lam) / (3.0 + a)) ** 2
-                )
+                spec *= 1.0 - (0.3 + 0.1 * z) * np.exp(-0.5 * ((wave - lam) / (3.0 + a)) ** 2)
             flux[a, z] = spec
     return dict(ssp_age=ages, ssp_metallicity=zs, ssp_wavelength=wave, ssp_flux=flux)
 
@@ -68,12 +64,7 @@ def kpc_per_arcsec(d_a):
 def particles(n, seed=0, radius_pix=2.5, spaxel_size=0.5, d_a=85.0):
     rng = np.random.default_rng(seed)
     pos = rng.normal(size=(n, 3))
-    pos *= (
-        radius_pix
-        * spaxel_size
-        * kpc_per_arcsec(d_a)
-        / np.linalg.norm(pos, axis=1)[:, None]
-    )
+    pos *= radius_pix * spaxel_size * kpc_per_arcsec(d_a) / np.linalg.norm(pos, axis=1)[:, None]
     pos *= rng.uniform(0, 1, size=(n, 1))
     return dict(
         position=pos,
@@ -112,9 +103,7 @@ def test_rebin_conserves_flux_and_identity():
             )
         )
         out = rebin(a, f, b)
-        np.testing.assert_allclose(
-            np.sum(out * np.diff(b)), np.sum(f * np.diff(a)), rtol=1e-12
-        )
+        np.testing.assert_allclose(np.sum(out * np.diff(b)), np.sum(f * np.diff(a)), rtol=1e-12)
         np.testing.assert_allclose(out, brute_rebin(a, f, b), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(rebin(a, f, a), f, rtol=1e-10, atol=1e-12)
     # no coverage -> exactly zero; leading dimensions are broadcast
@@ -138,15 +127,13 @@ def test_ssp_weights():
 def test_deposit_weights():
     rng = np.random.default_rng(2)
     for px, py in rng.uniform(0.5, 9.5, size=(200, 2)):
-        assert sum(
-            w for *_, w in deposit_weights(px, py, 10, 10, "cic")
-        ) == pytest.approx(1.0, abs=1e-14)
+        assert sum(w for *_, w in deposit_weights(px, py, 10, 10, "cic")) == pytest.approx(
+            1.0, abs=1e-14
+        )
         assert deposit_weights(px, py, 10, 10, "nearest") == [(int(px), int(py), 1.0)]
     cells = [c for c in deposit_weights(3.5, 7.5, 10, 10, "cic") if c[2] != 0.0]
     assert cells == [(3, 7, 1.0)]
-    assert sum(
-        w for *_, w in deposit_weights(0.25, 5.5, 10, 10, "cic")
-    ) == pytest.approx(0.75)
+    assert sum(w for *_, w in deposit_weights(0.25, 5.5, 10, 10, "cic")) == pytest.approx(0.75)
     assert deposit_weights(-0.1, 5.0, 10, 10, "nearest") == []
 
 
@@ -161,9 +148,7 @@ def test_orient():
     x = np.random.default_rng(3).normal(size=(50, 3))
     np.testing.assert_allclose(orient(x, x, 0.0, -90.0)[0], x, atol=1e-15)
     p, v = orient(x, x, 37.0, 123.0)
-    np.testing.assert_allclose(
-        np.linalg.norm(p, axis=1), np.linalg.norm(x, axis=1), rtol=1e-13
-    )
+    np.testing.assert_allclose(np.linalg.norm(p, axis=1), np.linalg.norm(x, axis=1), rtol=1e-13)
 
 
 def single_particle(ix=5, iy=5, age=1.0, z=0.02, vel=(0.0, 0.0, 0.0), mass=1e6, **kw):
@@ -188,9 +173,7 @@ def test_single_particle_at_rest(deposit):
     scale = mass * LSUN / (4 * np.pi * (kw["d_l"] * MPC) ** 2) / 1e-20
     tel_e = pixel_edges(kw["telescope_wavelength"])
     expected = rebin(pixel_edges(kw["ssp_wavelength"]) * d, tmpl * scale / d, tel_e)
-    np.testing.assert_allclose(
-        cube[6, 3], expected, rtol=1e-9, atol=1e-12 * expected.max()
-    )
+    np.testing.assert_allclose(cube[6, 3], expected, rtol=1e-9, atol=1e-12 * expected.max())
     # total integrated flux = scale * integral of the template (full coverage)
     total = np.sum(cube * np.diff(tel_e))
     np.testing.assert_allclose(total, scale * np.sum(tmpl * 1.0), rtol=1e-10)
@@ -205,17 +188,14 @@ def test_single_particle_at_rest(deposit):
     # independent brute-force resampling on a coarse grid
     kw["telescope_wavelength"] = np.arange(3200.0, 9800.0, 20.0)
     spec = reference_cube_direct(**kw)[6, 3]
-    brute = brute_rebin(
-        se * d, tmpl * scale / d, pixel_edges(kw["telescope_wavelength"])
-    )
+    brute = brute_rebin(se * d, tmpl * scale / d, pixel_edges(kw["telescope_wavelength"]))
     np.testing.assert_allclose(spec, brute, rtol=1e-9, atol=1e-12 * brute.max())
 
 
 def test_total_flux_invariant_under_position_angle():
     kw = base_kwargs(inclination=55.0, **particles(100, seed=4))
     totals = [
-        reference_cube_direct(**dict(kw, position_angle=pa)).sum()
-        for pa in (0.0, 37.0, 123.0)
+        reference_cube_direct(**dict(kw, position_angle=pa)).sum() for pa in (0.0, 37.0, 123.0)
     ]
     np.testing.assert_allclose(totals, totals[0], rtol=1e-10)
 
@@ -247,9 +227,7 @@ def test_direct_and_working_grid_agree():
     rest_log = np.arange(np.log(2990.0), np.log(9020.0), dln)
     obs_log = np.arange(np.log(2950.0), np.log(9550.0), dln)
     a = reference_cube_direct(**kw)
-    b = reference_cube_working_grid(
-        **kw, rest_log_edges=rest_log, obs_log_edges=obs_log
-    )
+    b = reference_cube_working_grid(**kw, rest_log_edges=rest_log, obs_log_edges=obs_log)
     assert a.shape == b.shape == (10, 10, kw["telescope_wavelength"].size)
     width = np.diff(pixel_edges(kw["telescope_wavelength"]))
     np.testing.assert_allclose(np.sum(b * width), np.sum(a * width), rtol=1e-10)

@@ -15,7 +15,6 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import numpy as np
-
 import rubix_eqx as rx
 
 
@@ -31,7 +30,9 @@ def main():
 
     ssp = rx.SSPGrid.load("miles")
     tel = rx.Telescope.preset("MUSE-WFM", n_x=args.n_spaxels, n_y=args.n_spaxels, spaxel_size=0.6)
-    gal, _ = rx.galaxy.synthetic_disk(jax.random.key(0), args.n_stars, scale_length=2.0, dispersion=60.0)
+    gal, _ = rx.galaxy.synthetic_disk(
+        jax.random.key(0), args.n_stars, scale_length=2.0, dispersion=60.0
+    )
     obs = rx.Observation(redshift=0.05, inclination=50.0, position_angle=20.0)
     pipe = rx.Pipeline(tel, ssp, allow_sharper_lsf=True, noise=rx.Noise(snr=args.snr))
     cube = pipe(gal, obs, key=jax.random.key(1))
@@ -43,14 +44,18 @@ def main():
     truth = rx.truth_maps(gal, obs, tel, ssp)
     # statistical calibration: the same fit of the noiseless cube
     clean = rx.Pipeline(tel, ssp, allow_sharper_lsf=True)(gal, obs)
-    reference = rx.fit.fit_spaxels(eqx.tree_at(lambda c: c.flux, cube, clean.flux), ssp, tel, obs, rtol=1e-5, atol=1e-5)
+    reference = rx.fit.fit_spaxels(
+        eqx.tree_at(lambda c: c.flux, cube, clean.flux), ssp, tel, obs, rtol=1e-5, atol=1e-5
+    )
 
     ok = np.asarray(fit.converged) & np.asarray(reference.converged)
     rows = {}
     for name in ("log_age", "metallicity", "velocity", "dispersion"):
         diff = (np.asarray(getattr(fit.maps, name)) - np.asarray(getattr(truth, name)))[ok]
         err = np.asarray(getattr(fit, f"{name}_err"))[ok]
-        noise_only = (np.asarray(getattr(fit.maps, name)) - np.asarray(getattr(reference.maps, name)))[ok]
+        noise_only = (
+            np.asarray(getattr(fit.maps, name)) - np.asarray(getattr(reference.maps, name))
+        )[ok]
         rows[name] = dict(
             median_abs_error=float(np.median(np.abs(diff))),
             median_relative_error=float(np.median(np.abs(diff) / np.asarray(truth.dispersion)[ok])) if name == "dispersion" else None,

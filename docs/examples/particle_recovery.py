@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-
 import rubix_eqx as rx
 
 
@@ -58,7 +57,9 @@ def main():
     starts = [(a, z) for a in np.linspace(la[2], la[-3], 6) for z in np.linspace(lz[2], lz[-3], 4)]
     results = []
     for a0, z0 in starts:
-        start = eqx.tree_at(lambda g: (g.age, g.metallicity), truth, (jnp.array([10.0**a0]), jnp.array([10.0**z0])))
+        start = eqx.tree_at(
+            lambda g: (g.age, g.metallicity), truth, (jnp.array([10.0**a0]), jnp.array([10.0**z0]))
+        )
         fit = rx.fit.fit_particles(cube, model, start, obs)
         a1, z1 = float(jnp.log10(fit.age[0])), float(jnp.log10(fit.metallicity[0]))
         results.append(dict(start=[a0, z0], end=[a1, z1], converged=bool(fit.converged),
@@ -75,7 +76,9 @@ def main():
     ax.plot(ta, tz, "r*", ms=14, label="truth")
     ax.set_xlabel("log10(age / Gyr)")
     ax.set_ylabel("log10 Z")
-    ax.set_title(f"One particle, MUSE spaxel, S/N = {args.snr:g}: {sum(hits)}/{len(hits)} starts within 0.02 dex")
+    ax.set_title(
+        f"One particle, MUSE spaxel, S/N = {args.snr:g}: {sum(hits)}/{len(hits)} starts within 0.02 dex"
+    )
     ax.legend(loc="lower left")
     fig.savefig(out / "landscape.png", dpi=100)
     summary = dict(truth=[ta, tz], fraction_recovered=float(np.mean(hits)), fits=results)

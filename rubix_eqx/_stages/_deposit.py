@@ -30,7 +30,9 @@ class Deposit(eqx.Module):
 
     def __check_init__(self):
         if self.method not in ("cic", "nearest"):
-            raise ValueError(f"`Deposit(method=...)` must be 'cic' or 'nearest'; got {self.method!r}.")
+            raise ValueError(
+                f"`Deposit(method=...)` must be 'cic' or 'nearest'; got {self.method!r}."
+            )
 
     def __call__(
         self, px: Float[Array, " n"], py: Float[Array, " n"], n_x: int, n_y: int

@@ -17,8 +17,12 @@ def rotation_matrix(inclination, position_angle) -> Float[Array, "3 3"]:
     theta = jnp.deg2rad(position_angle) + jnp.pi / 2
     ci, si, ct, st = jnp.cos(inc), jnp.sin(inc), jnp.cos(theta), jnp.sin(theta)
     one, zero = jnp.ones_like(ci), jnp.zeros_like(ci)
-    tilt = jnp.stack([jnp.stack([one, zero, zero]), jnp.stack([zero, ci, -si]), jnp.stack([zero, si, ci])])
-    turn = jnp.stack([jnp.stack([ct, -st, zero]), jnp.stack([st, ct, zero]), jnp.stack([zero, zero, one])])
+    tilt = jnp.stack(
+        [jnp.stack([one, zero, zero]), jnp.stack([zero, ci, -si]), jnp.stack([zero, si, ci])]
+    )
+    turn = jnp.stack(
+        [jnp.stack([ct, -st, zero]), jnp.stack([st, ct, zero]), jnp.stack([zero, zero, one])]
+    )
     return turn @ tilt
 
 

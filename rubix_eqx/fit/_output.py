@@ -85,19 +85,29 @@ def cli_fit(args) -> int:
 
     parser = argparse.ArgumentParser(prog="rubix-eqx fit")
     parser.add_argument("--ssp", default="miles")
-    parser.add_argument("--telescope", default=None, help="preset for the LSF (default: the cube's)")
+    parser.add_argument(
+        "--telescope", default=None, help="preset for the LSF (default: the cube's)"
+    )
     parser.add_argument("--min-snr", type=float, default=3.0)
     parser.add_argument("--solver", default="levenberg_marquardt")
     options = parser.parse_args(getattr(args, "fit_args", []) or [])
     cube = io.read_cube(args.cube)
     out = Path(args.out or "fit")
-    ssp = SSPGrid.from_hdf5(options.ssp) if options.ssp.endswith((".h5", ".hdf5")) else SSPGrid.load(options.ssp)
+    ssp = (
+        SSPGrid.from_hdf5(options.ssp)
+        if options.ssp.endswith((".h5", ".hdf5"))
+        else SSPGrid.load(options.ssp)
+    )
     name = options.telescope or cube.telescope
     if name not in presets():
-        raise ValueError(f"Telescope {name!r} of the cube is not a preset: pass --telescope with one of {presets()}.")
+        raise ValueError(
+            f"Telescope {name!r} of the cube is not a preset: pass --telescope with one of {presets()}."
+        )
     preset = Telescope.preset(name)
     wave = np.asarray(cube.wavelength, np.float64)
-    lsf = np.interp(wave, np.asarray(preset.wavelength, np.float64), np.asarray(preset.lsf_fwhm, np.float64))
+    lsf = np.interp(
+        wave, np.asarray(preset.wavelength, np.float64), np.asarray(preset.lsf_fwhm, np.float64)
+    )
     telescope = preset.replace(
         spaxel_size=float(cube.spaxel_size), n_x=cube.shape[0], n_y=cube.shape[1],
         wavelength=jnp.asarray(wave, cube.flux.dtype), lsf_fwhm=jnp.asarray(lsf, cube.flux.dtype),
@@ -105,7 +115,9 @@ def cli_fit(args) -> int:
     )  # fmt: skip
     observation = Observation(redshift=float(cube.redshift), ra=cube.ra, dec=cube.dec)
     print(f"fitting {cube.shape[0]}x{cube.shape[1]} spaxels x {cube.shape[2]} wavelengths ...")
-    fit = fit_spaxels(cube, ssp, telescope, observation, solver=options.solver, min_snr=options.min_snr)
+    fit = fit_spaxels(
+        cube, ssp, telescope, observation, solver=options.solver, min_snr=options.min_snr
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_maps_fits(fit, out / "maps.fits", {"REDSHIFT": float(cube.redshift), "TELESCOP": name})
     plot_maps(fit, out / "maps.png", title=f"{name}, z = {float(cube.redshift):g}")
@@ -116,7 +128,9 @@ def cli_fit(args) -> int:
         "status_counts": {STATUS[k]: int(np.sum(status == k)) for k in STATUS},
         "median_reduced_chi2": float(np.median(np.asarray(fit.chi2)[ok])) if ok.any() else None,
         "median_errors": {
-            name: float(np.median(np.asarray(getattr(fit, f"{name}_err"))[ok])) if ok.any() else None
+            name: float(np.median(np.asarray(getattr(fit, f"{name}_err"))[ok]))
+            if ok.any()
+            else None
             for name, _ in MAPS
         },
     }

@@ -10,7 +10,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from .._cube import Cube
 from .._observation import Observation
 from .._pipeline import Pipeline
-from ..galaxy import DiskDraws, disk_from_draws, Galaxy, Truth
+from ..galaxy import disk_from_draws, DiskDraws, Galaxy, Truth
 from ._spaxels import _bounds, _from_unit, _to_unit, SOLVERS, standard_errors
 
 
@@ -32,7 +32,9 @@ class ParticleFit(eqx.Module):
 
 
 def _weighted_residual(cube: Cube):
-    weight = jnp.where(cube.variance > 0, 1 / jnp.sqrt(jnp.where(cube.variance > 0, cube.variance, 1)), 0)
+    weight = jnp.where(
+        cube.variance > 0, 1 / jnp.sqrt(jnp.where(cube.variance > 0, cube.variance, 1)), 0
+    )
     return lambda model: ((model - cube.flux) * weight).reshape(-1)
 
 
@@ -71,7 +73,10 @@ def fit_particles(
         return residual(model(_from_unit(p[:n], la_lo, la_hi), _from_unit(p[n:], lz_lo, lz_hi)))
 
     p0 = jnp.concatenate(
-        [_to_unit(jnp.log10(galaxy.age), la_lo, la_hi), _to_unit(jnp.log10(galaxy.metallicity), lz_lo, lz_hi)]
+        [
+            _to_unit(jnp.log10(galaxy.age), la_lo, la_hi),
+            _to_unit(jnp.log10(galaxy.metallicity), lz_lo, lz_hi),
+        ]
     )
     sol = optx.least_squares(fn, SOLVERS[solver](rtol, atol), p0, max_steps=max_steps, throw=False)
     n = galaxy.n_particles
@@ -137,7 +142,11 @@ def fit_galaxy(
 
     y0 = {name: jnp.asarray(initial(name)) for name in parameters}
     sol = optx.least_squares(
-        lambda y, args: residual(model(y)), SOLVERS[solver](rtol, atol), y0, max_steps=max_steps, throw=False
+        lambda y, args: residual(model(y)),
+        SOLVERS[solver](rtol, atol),
+        y0,
+        max_steps=max_steps,
+        throw=False,
     )
     flat, unravel = jax.flatten_util.ravel_pytree(sol.value)
     err = _errors(lambda t: residual(model(unravel(t))), flat)

@@ -22,7 +22,12 @@ SOLVERS = {
     "gauss_newton": lambda rtol, atol: optx.GaussNewton(rtol=rtol, atol=atol),
     "dogleg": lambda rtol, atol: optx.Dogleg(rtol=rtol, atol=atol),
 }
-STATUS = {0: "converged", 1: "masked: S/N below min_snr", 2: "solver did not converge", 3: "non-finite result"}
+STATUS = {
+    0: "converged",
+    1: "masked: S/N below min_snr",
+    2: "solver did not converge",
+    3: "non-finite result",
+}
 _VELOCITY_SCALE = 100.0  # km/s per unit of the solver's velocity parameter
 
 
@@ -120,10 +125,14 @@ def fit_spaxels(
     **Returns:** a [`rubix_eqx.fit.SpaxelFit`][]; never NaN (failures are flagged).
     """
     if solver not in SOLVERS:
-        raise ValueError(f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}.")
+        raise ValueError(
+            f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."
+        )
     variance = np.asarray(cube.variance)
     if not np.all(variance[np.asarray(cube.mask)] > 0):
-        raise ValueError("`fit_spaxels`: `cube.variance` must be > 0 inside the mask (make the cube with noise).")
+        raise ValueError(
+            "`fit_spaxels`: `cube.variance` must be > 0 inside the mask (make the cube with noise)."
+        )
     if observation is None:
         observation = Observation(redshift=cube.redshift, ra=cube.ra, dec=cube.dec)
     # Solve in the default float precision (float64 when x64 is on: optimistix wants one
@@ -135,7 +144,11 @@ def fit_spaxels(
     model = SpectrumModel(pipeline, observation)
     n_x, n_y, n_wave = cube.flux.shape
     flux = cube.flux.reshape(n_x * n_y, n_wave).astype(dtype)
-    var = jnp.where(cube.variance > 0, cube.variance, jnp.inf).reshape(n_x * n_y, n_wave).astype(dtype)
+    var = (
+        jnp.where(cube.variance > 0, cube.variance, jnp.inf)
+        .reshape(n_x * n_y, n_wave)
+        .astype(dtype)
+    )
     snr = jnp.median(flux / jnp.sqrt(var), axis=1)
     active = (snr >= min_snr) & cube.mask.reshape(-1)
     start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
@@ -145,6 +158,7 @@ def fit_spaxels(
 
 def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):
     """Best (age, Z on nodes and cell centres; velocity) per spaxel, amplitude linear."""
+
     def with_midpoints(nodes):
         mid = 0.5 * (nodes[1:] + nodes[:-1])
         return jnp.sort(jnp.concatenate([nodes, mid]))
@@ -208,7 +222,9 @@ def _solve(model, ssp, flux, var, start, active, solver, max_steps):
             theta = physical(sol.value, amp)
             finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
             ok = sol.result == optx.RESULTS.successful
-            theta = jax.tree.map(lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp))
+            theta = jax.tree.map(
+                lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp)
+            )
             jac = jax.jacfwd(lambda t: residual_physical(t, (d, v)))(theta)
             err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
             r = residual_physical(theta, (d, v))

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
+from .._observation import Observation
 from .._pipeline import Pipeline
 from .._units import C_KM_S, dimming_constant
-from .._observation import Observation
-from ..ssp import SSPGrid, ssp_weights
+from ..ssp import ssp_weights, SSPGrid
 
 
 class SpectrumModel(eqx.Module):
@@ -59,7 +59,9 @@ class SpectrumModel(eqx.Module):
         templates = np.asarray(grid.templates, np.float64)
         cols = np.arange(self.length) - self.pad - j_sys - grid.template_offset
         inside = (cols >= 0) & (cols < templates.shape[1])
-        window = np.where(inside[None, :], templates[:, np.clip(cols, 0, templates.shape[1] - 1)], 0.0)
+        window = np.where(
+            inside[None, :], templates[:, np.clip(cols, 0, templates.shape[1] - 1)], 0.0
+        )
         dtype = grid.templates.dtype
         complex_dtype = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         self.template_ft = jnp.asarray(np.fft.rfft(window, axis=1), complex_dtype)
@@ -76,7 +78,9 @@ class SpectrumModel(eqx.Module):
         grid = self.pipeline.grid
         dtype = grid.templates.dtype
         w = ssp_weights(self.ssp, jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,)))
-        mixed = jnp.einsum("k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]])
+        mixed = jnp.einsum(
+            "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
+        )
         nu = jnp.arange(self.template_ft.shape[1], dtype=dtype) / self.length
         shift = self.fraction + jnp.arctanh(velocity / C_KM_S) / grid.log_step
         sigma = dispersion / C_KM_S / grid.log_step

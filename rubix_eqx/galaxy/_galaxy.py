@@ -40,9 +40,7 @@ class Galaxy(eqx.Module):
         for name in ("position", "velocity", "age", "metallicity"):
             got = getattr(self, name).shape[0]
             if got != n:
-                raise ValueError(
-                    f"`Galaxy.{name}` has {got} particles but `Galaxy.mass` has {n}."
-                )
+                raise ValueError(f"`Galaxy.{name}` has {got} particles but `Galaxy.mass` has {n}.")
         for name in ("position", "velocity", "mass", "age", "metallicity"):
             require_finite(f"Galaxy.{name}", getattr(self, name))
         require(
@@ -65,9 +63,7 @@ class Galaxy(eqx.Module):
         return self.mass.shape[0]
 
     @classmethod
-    def from_arrays(
-        cls, position, velocity, mass, age, metallicity, dtype=None
-    ) -> "Galaxy":
+    def from_arrays(cls, position, velocity, mass, age, metallicity, dtype=None) -> "Galaxy":
         """Build a `Galaxy` from array-likes (NumPy, lists, JAX), cast to one float dtype.
 
         **Arguments:** as the attributes; `dtype` defaults to JAX's default float.
@@ -96,10 +92,7 @@ class Galaxy(eqx.Module):
 
         def as_array(name, x):
             arr = np.asarray(x)
-            if not (
-                np.issubdtype(arr.dtype, np.floating)
-                or np.issubdtype(arr.dtype, np.integer)
-            ):
+            if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise TypeError(f"`Galaxy.{name}` must be numeric; got dtype {arr.dtype}.")
             return jnp.asarray(arr, dtype=dtype)
 
@@ -116,7 +109,9 @@ class Galaxy(eqx.Module):
         `__check_init__` cannot see values. Raises `EquinoxRuntimeError` naming the field."""
         rules = {
             "position": lambda a: ~jnp.isfinite(a),
-            "velocity": lambda a: ~jnp.isfinite(a) | (jnp.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S),
+            "velocity": lambda a: (
+                ~jnp.isfinite(a) | (jnp.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S)
+            ),
             "mass": lambda a: ~jnp.isfinite(a) | (a < 0),
             "age": lambda a: ~jnp.isfinite(a) | (a < 0),
             "metallicity": lambda a: ~jnp.isfinite(a) | (a <= 0),

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import TypeCheckError
 
-from .._checks import format_version
 from .._atomic import atomic_path
+from .._checks import format_version
 from ._galaxy import Galaxy
 
 

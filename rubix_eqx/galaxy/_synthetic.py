@@ -158,7 +158,9 @@ def synthetic_disk(
         if not values[name] > 0:
             raise ValueError(f"`synthetic_disk({name}=...)` must be > 0; got {values[name]}.")
     if not 0 <= bulge_fraction <= 1:
-        raise ValueError(f"`synthetic_disk(bulge_fraction=...)` must lie in [0, 1]; got {bulge_fraction}.")
+        raise ValueError(
+            f"`synthetic_disk(bulge_fraction=...)` must lie in [0, 1]; got {bulge_fraction}."
+        )
     if n_stars < 1:
         raise ValueError(f"`synthetic_disk(n_stars=...)` must be >= 1; got {n_stars}.")
     truth = Truth(**{k: jnp.asarray(v, dtype) for k, v in values.items()})

@@ -186,7 +186,9 @@ SPECTRAL_UNITS = {"angstrom": 1.0, "nm": 10.0, "m": 1e10, "um": 1e4}
 def _wavelength(header, n: int, path="") -> tuple[np.ndarray, str]:
     ctype = str(header.get("CTYPE3", "AWAV")).strip()
     if ctype not in SPECTRAL_TYPES:
-        raise ValueError(f"{path}: spectral axis CTYPE3 = {ctype!r}; expected one of {SPECTRAL_TYPES}.")
+        raise ValueError(
+            f"{path}: spectral axis CTYPE3 = {ctype!r}; expected one of {SPECTRAL_TYPES}."
+        )
 
     def keyword(name, default=None):
         value = header.get(name, default)
@@ -204,7 +206,9 @@ def _wavelength(header, n: int, path="") -> tuple[np.ndarray, str]:
         raise ValueError(f"{path}: need CRVAL3 > 0 and CDELT3 > 0; got {crval}, {cdelt}.")
     unit = str(header.get("CUNIT3", "Angstrom")).strip().lower()
     if unit not in SPECTRAL_UNITS:
-        raise ValueError(f"{path}: unknown CUNIT3 {unit!r}; expected one of {list(SPECTRAL_UNITS)}.")
+        raise ValueError(
+            f"{path}: unknown CUNIT3 {unit!r}; expected one of {list(SPECTRAL_UNITS)}."
+        )
     scale = SPECTRAL_UNITS[unit]
     p = np.arange(1, n + 1, dtype=np.float64)
     if ctype.endswith("-LOG"):

@@ -20,8 +20,8 @@ import h5py
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import format_version
 from .._atomic import atomic_path
+from .._checks import format_version
 from .._cube import Cube, Diagnostics
 from ._provenance import config_text, provenance
 

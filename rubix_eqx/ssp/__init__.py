@@ -2,4 +2,4 @@
 
 from ._cache import cache_dir as cache_dir
 from ._grid import SSPGrid as SSPGrid
-from ._interpolate import SSPWeights as SSPWeights, ssp_weights as ssp_weights
+from ._interpolate import ssp_weights as ssp_weights, SSPWeights as SSPWeights

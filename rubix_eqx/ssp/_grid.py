@@ -51,7 +51,10 @@ class SSPGrid(eqx.Module):
         require("SSPGrid.fwhm", self.fwhm, lambda a: ~(np.isfinite(a) & (a > 0)), "is not positive")
         require_finite("SSPGrid.remaining_mass_fraction", self.remaining_mass_fraction)
         require(
-            "SSPGrid.remaining_mass_fraction", self.remaining_mass_fraction, lambda a: a < 0, "is negative"
+            "SSPGrid.remaining_mass_fraction",
+            self.remaining_mass_fraction,
+            lambda a: a < 0,
+            "is negative",
         )
 
     @property

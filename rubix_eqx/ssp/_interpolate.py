@@ -63,7 +63,5 @@ def ssp_weights(
         [ia * n_z + iz, (ia + 1) * n_z + iz, ia * n_z + iz + 1, (ia + 1) * n_z + iz + 1],
         axis=-1,
     )
-    weight = jnp.stack(
-        [(1 - ta) * (1 - tz), ta * (1 - tz), (1 - ta) * tz, ta * tz], axis=-1
-    )
+    weight = jnp.stack([(1 - ta) * (1 - tz), ta * (1 - tz), (1 - ta) * tz, ta * tz], axis=-1)
     return SSPWeights(index=index.astype(jnp.int32), weight=weight, clipped=clip_a | clip_z)

@@ -70,11 +70,11 @@ def read_ssp_hdf5(path: str | Path) -> SSPGrid:
             got = dset.attrs.get("units")
             got = got.decode() if isinstance(got, bytes) else got
             if got != unit:
-                raise ValueError(
-                    f"{path}: dataset `{name}` has units {got!r}; expected {unit!r}."
-                )
+                raise ValueError(f"{path}: dataset `{name}` has units {got!r}; expected {unit!r}.")
             if dset.dtype.kind not in "iuf":
-                raise ValueError(f"{path}: dataset `{name}` must be numeric; got dtype {dset.dtype}.")
+                raise ValueError(
+                    f"{path}: dataset `{name}` must be numeric; got dtype {dset.dtype}."
+                )
             arrays[name] = jnp.asarray(dset[...], jnp.float32 if dset.dtype.kind in "iu" else None)
         meta = {k: str(f.attrs.get(k, "")) for k in ("name", "citation", "licence")}
     try:

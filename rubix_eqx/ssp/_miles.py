@@ -22,7 +22,9 @@ from ._io import read_ssp_hdf5
 logger = logging.getLogger(__name__)
 
 CACHE_NAME = "emiles_un1.30_padova00_baseFe_v1.h5"
-FILE_PATTERN = re.compile(r"Eun1\.30Z([mp])(\d\.\d\d)T(\d+\.\d+)_iPp0\.00_baseFe_linear_FWHM_variable\.fits")
+FILE_PATTERN = re.compile(
+    r"Eun1\.30Z([mp])(\d\.\d\d)T(\d+\.\d+)_iPp0\.00_baseFe_linear_FWHM_variable\.fits"
+)
 MASS_TABLE = "Vazdekis2012_ssp_mass_Padova00_UN_baseFe_v10.0.txt"
 SOLAR_METALLICITY = 0.019  # Z☉ of the Padova (Girardi et al. 2000) isochrones used by MILES
 # Vazdekis et al. 2016 (MNRAS 463, 3409), Sect. 2: E-MILES resolution is FWHM 2.51 Å over
@@ -55,7 +57,10 @@ def ppxf_miles_dir() -> Path:
 
 
 def _licence_text(header) -> str:
-    lines = [str(c).lstrip("= ").strip().strip("'").lstrip("#").strip() for c in header.get("COMMENT", [])]
+    lines = [
+        str(c).lstrip("= ").strip().strip("'").lstrip("#").strip()
+        for c in header.get("COMMENT", [])
+    ]
     start = next((i for i, s in enumerate(lines) if "Copyright" in s), 0)
     stop = next((i for i, s in enumerate(lines) if "All other rights" in s), len(lines) - 1)
     return "\n".join(lines[start : stop + 1])
@@ -89,7 +94,9 @@ def convert_miles(source_dir: Path) -> SSPGrid:
     metals = sorted({m for _, m in files})
     missing = [(a, m) for a in ages for m in metals if (a, m) not in files]
     if missing:
-        raise FileNotFoundError(f"{source_dir}: E-MILES grid incomplete; missing (age, [M/H]) {missing[:5]}.")
+        raise FileNotFoundError(
+            f"{source_dir}: E-MILES grid incomplete; missing (age, [M/H]) {missing[:5]}."
+        )
 
     header = fits.getheader(files[(ages[0], metals[0])])
     n_pix = int(header["NAXIS1"])

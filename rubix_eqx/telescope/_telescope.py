@@ -11,9 +11,9 @@ from jaxtyping import Array, Float, jaxtyped
 
 from .._checks import concrete
 from .._config_checks import (
-    ConfigError,
     check_keys,
     choice,
+    ConfigError,
     deep_merge,
     integer,
     join,
@@ -86,29 +86,39 @@ class Telescope(eqx.Module):
             raise ValueError(f"`Telescope.spaxel_size` must be > 0 arcsec; got {self.spaxel_size}.")
         for name in ("n_x", "n_y"):
             if getattr(self, name) < 1:
-                raise ValueError(f"`Telescope.{name}` must be >= 1 spaxel; got {getattr(self, name)}.")
+                raise ValueError(
+                    f"`Telescope.{name}` must be >= 1 spaxel; got {getattr(self, name)}."
+                )
         if self.aperture not in APERTURES:
-            raise ValueError(f"`Telescope.aperture` must be one of {APERTURES}; got {self.aperture!r}.")
+            raise ValueError(
+                f"`Telescope.aperture` must be one of {APERTURES}; got {self.aperture!r}."
+            )
         if self.aperture != "square" and not (self.aperture_diameter or 0) > 0:
             raise ValueError(
                 f"`Telescope.aperture_diameter` must be > 0 arcsec for a {self.aperture!r} "
                 f"aperture; got {self.aperture_diameter}."
             )
         if self.sampling not in SAMPLINGS:
-            raise ValueError(f"`Telescope.sampling` must be one of {SAMPLINGS}; got {self.sampling!r}.")
+            raise ValueError(
+                f"`Telescope.sampling` must be one of {SAMPLINGS}; got {self.sampling!r}."
+            )
         wave = concrete(self.wavelength)
         if wave is not None:
             if not np.all(np.isfinite(wave)):
                 raise ValueError("`Telescope.wavelength` must be finite everywhere.")
             if wave.size < 2 or not np.all(np.diff(wave) > 0):
-                raise ValueError("`Telescope.wavelength` must be strictly increasing with >= 2 pixels.")
+                raise ValueError(
+                    "`Telescope.wavelength` must be strictly increasing with >= 2 pixels."
+                )
             if not wave[0] > 0:
                 raise ValueError(f"`Telescope.wavelength` must be positive; got {wave[0]}.")
         fwhm = concrete(self.lsf_fwhm)
         if fwhm is not None and not np.all(np.isfinite(fwhm) & (fwhm > 0)):
             raise ValueError("`Telescope.lsf_fwhm` must be finite and > 0 Angstrom at every pixel.")
         if self.aperture_diameter is not None and not np.isfinite(self.aperture_diameter):
-            raise ValueError(f"`Telescope.aperture_diameter` must be finite; got {self.aperture_diameter}.")
+            raise ValueError(
+                f"`Telescope.aperture_diameter` must be finite; got {self.aperture_diameter}."
+            )
         if self.snr is not None and not (np.isfinite(self.snr) and self.snr > 0):
             raise ValueError(f"`Telescope.snr` must be > 0; got {self.snr}.")
 
@@ -149,7 +159,12 @@ class Telescope(eqx.Module):
             "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
             "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise",
         )  # fmt: skip
-        check_keys(data, keys, path, required=("name", "spaxel_size", "n_x", "n_y", "wavelength", "lsf_fwhm"))
+        check_keys(
+            data,
+            keys,
+            path,
+            required=("name", "spaxel_size", "n_x", "n_y", "wavelength", "lsf_fwhm"),
+        )
         wave_spec = check_keys(
             data["wavelength"], ("start", "stop", "step", "sampling"), join(path, "wavelength"),
             required=("start", "stop", "step"),
@@ -163,12 +178,18 @@ class Telescope(eqx.Module):
         psf = None
         if data.get("psf") is not None:
             psf_path = join(path, "psf")
-            spec = check_keys(data["psf"], ("kind", "fwhm", "beta"), psf_path, required=("kind", "fwhm"))
+            spec = check_keys(
+                data["psf"], ("kind", "fwhm", "beta"), psf_path, required=("kind", "fwhm")
+            )
             kind = choice(spec["kind"], join(psf_path, "kind"), PSF_KINDS)
             beta = spec.get("beta")
             if kind == "moffat":
                 beta = number(beta, join(psf_path, "beta"), lo=1.0000001)
-            psf = PSF(kind=kind, fwhm=number(spec["fwhm"], join(psf_path, "fwhm"), positive=True), beta=beta)
+            psf = PSF(
+                kind=kind,
+                fwhm=number(spec["fwhm"], join(psf_path, "fwhm"), positive=True),
+                beta=beta,
+            )
         snr, window = None, None
         if data.get("noise") is not None:
             noise_path = join(path, "noise")
@@ -178,10 +199,14 @@ class Telescope(eqx.Module):
             if spec.get("window") is not None:
                 w = spec["window"]
                 if not isinstance(w, list | tuple) or len(w) != 2:
-                    raise ConfigError(f"{join(noise_path, 'window')}: must be [start, stop] in Angstrom.")
+                    raise ConfigError(
+                        f"{join(noise_path, 'window')}: must be [start, stop] in Angstrom."
+                    )
                 window = tuple(number(v, join(noise_path, "window")) for v in w)
                 if not window[0] < window[1]:
-                    raise ConfigError(f"{join(noise_path, 'window')}: start must be < stop; got {list(window)}.")
+                    raise ConfigError(
+                        f"{join(noise_path, 'window')}: start must be < stop; got {list(window)}."
+                    )
         refs = data.get("references") or ()
         return cls(
             name=str(data["name"]),
