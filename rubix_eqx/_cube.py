@@ -43,6 +43,11 @@ class Cube(eqx.Module):
     - `flux_unit`: e.g. 1e-20 (as MUSE cubes).
     - `wavelength_sampling`: `"linear"` or `"log"`.
     - `telescope`: the telescope's name.
+    - `lsf_fwhm`: the line-spread FWHM (Å) actually on the cube's pixels, per pixel, as
+      a Gaussian fit to the pixel values would measure it (the telescope's declared FWHM,
+      or more where the templates are broader; see docs/physics.md), or `None` (unknown,
+      e.g. a file without an LSF record).
+    - `medium`: `"air"` or `"vacuum"`, the medium of `wavelength`.
     """
 
     flux: Float[Array, "n_x n_y n_wave"]
@@ -57,6 +62,12 @@ class Cube(eqx.Module):
     flux_unit: float = eqx.field(static=True)
     wavelength_sampling: str = eqx.field(static=True)
     telescope: str = eqx.field(static=True)
+    lsf_fwhm: Float[Array, " n_wave"] | None = None
+    medium: str = eqx.field(static=True, default="air")
+
+    def __check_init__(self):
+        if self.medium not in ("air", "vacuum"):
+            raise ValueError(f"`Cube.medium` must be 'air' or 'vacuum'; got {self.medium!r}.")
 
     @property
     def unit(self) -> str:

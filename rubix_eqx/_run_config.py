@@ -44,7 +44,7 @@ OBSERVATION_KEYS = ("redshift", "distance", "inclination", "position_angle", "ra
 TELESCOPE_KEYS = ("preset", "file", "overrides")
 TELESCOPE_SCHEMA = (
     "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
-    "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise",
+    "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium",
 )  # fmt: skip
 PIPELINE_KEYS = (
     "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",

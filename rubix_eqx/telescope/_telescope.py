@@ -26,6 +26,7 @@ from .._typecheck import typechecker
 APERTURES = ("square", "hexagon", "circle")
 SAMPLINGS = ("linear", "log")
 PSF_KINDS = ("gaussian", "moffat")
+MEDIA = ("air", "vacuum")
 
 
 @jaxtyped(typechecker=typechecker)
@@ -64,6 +65,8 @@ class Telescope(eqx.Module):
     - `psf`: the [`rubix_eqx.PSF`][], or `None`.
     - `snr`: default continuum S/N per spaxel and pixel in `snr_window`, or `None`.
     - `snr_window`: (start, stop) Angstrom, observed.
+    - `medium`: `"air"` or `"vacuum"`, the medium of `wavelength` (MUSE, SAMI, CALIFA,
+      Hector, KCWI deliver air wavelengths; MaNGA vacuum). Templates are converted to it.
     """
 
     name: str = eqx.field(static=True)
@@ -80,6 +83,7 @@ class Telescope(eqx.Module):
     snr_window: tuple[float, float] | None = eqx.field(static=True, default=None)
     description: str = eqx.field(static=True, default="")
     references: tuple[str, ...] = eqx.field(static=True, default=())
+    medium: str = eqx.field(static=True, default="air")
 
     def __check_init__(self):
         if not (np.isfinite(self.spaxel_size) and self.spaxel_size > 0):
@@ -98,6 +102,8 @@ class Telescope(eqx.Module):
                 f"`Telescope.aperture_diameter` must be > 0 arcsec for a {self.aperture!r} "
                 f"aperture; got {self.aperture_diameter}."
             )
+        if self.medium not in MEDIA:
+            raise ValueError(f"`Telescope.medium` must be one of {MEDIA}; got {self.medium!r}.")
         if self.sampling not in SAMPLINGS:
             raise ValueError(
                 f"`Telescope.sampling` must be one of {SAMPLINGS}; got {self.sampling!r}."
@@ -157,7 +163,7 @@ class Telescope(eqx.Module):
         """A telescope from a mapping in the preset schema; errors name the key path."""
         keys = (
             "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
-            "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise",
+            "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium",
         )  # fmt: skip
         check_keys(
             data,
@@ -223,6 +229,7 @@ class Telescope(eqx.Module):
             snr_window=window,
             description=str(data.get("description", "")),
             references=tuple(str(r) for r in refs),
+            medium=choice(data.get("medium", "air"), join(path, "medium"), MEDIA),
         )
 
 
