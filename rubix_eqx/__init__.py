@@ -25,7 +25,11 @@ from ._spectral_grid import SpectralGrid as SpectralGrid
 from ._stages._aperture import Aperture as Aperture
 from ._stages._deposit import Deposit as Deposit
 from ._stages._lsf import LSF as LSF, ResolutionError as ResolutionError
-from ._stages._noise import Noise as Noise
+from ._stages._noise import (
+    AbstractNoise as AbstractNoise,
+    ExposureNoise as ExposureNoise,
+    Noise as Noise,
+)
 from ._stages._orient import Orient as Orient
 from ._stages._psf import PSFConvolution as PSFConvolution
 from .galaxy import Galaxy as Galaxy

@@ -1,10 +1,13 @@
 """Maps of light- or mass-weighted particle properties, deposited like the cube."""
 
+import logging
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
+from ._checks import concrete
 from ._observation import Observation
 from ._stages._deposit import Deposit, sky_pixels
 from ._stages._orient import Orient
@@ -12,7 +15,11 @@ from ._units import dimming_constant
 from .galaxy import Galaxy
 from .galaxy._synthetic import SOLAR_METALLICITY
 from .ssp import ssp_weights, SSPGrid
+from .ssp._interpolate import _safe_log10
 from .telescope import Telescope
+
+
+logger = logging.getLogger("rubix_eqx")
 
 
 class Maps(eqx.Module):
@@ -21,7 +28,7 @@ class Maps(eqx.Module):
     **Attributes:**
 
     - `log_age`: log10(age / yr).
-    - `metallicity`: [M/H] = log10(Z / 0.019).
+    - `metallicity`: [M/H] = log10(Z / Z☉), Z☉ = 0.019.
     - `velocity`: mean line-of-sight velocity, km/s (positive = receding).
     - `dispersion`: line-of-sight velocity dispersion, km/s.
     - `h3`, `h4`: Gauss–Hermite moments from the LOSVD's skewness and excess kurtosis in
@@ -30,7 +37,10 @@ class Maps(eqx.Module):
     - `flux`: weight per spaxel: for `weighting="light"` the flux integrated over the
       telescope's wavelength range in `flux_unit` erg s⁻¹ cm⁻²; for `"mass"`, M☉.
     - `mask`: spaxels with any weight (elsewhere the other maps are 0).
-    - `weighting`: `"light"` or `"mass"`.
+    - `weighting`: `"light"` or `"mass"` (`"fit"` for maps fitted to a cube).
+    - `n_clipped`, `clipped_mass_fraction`: particles whose age or Z lay outside the SSP
+      grid, averaged at the grid edge as in the cube (as `Cube.diagnostics`), and their
+      share of the mass; `None` for fitted maps.
     """
 
     log_age: Float[Array, "n_x n_y"]
@@ -42,6 +52,8 @@ class Maps(eqx.Module):
     flux: Float[Array, "n_x n_y"]
     mask: Bool[Array, "n_x n_y"]
     weighting: str = eqx.field(static=True)
+    n_clipped: Int[Array, ""] | None = None
+    clipped_mass_fraction: Float[Array, ""] | None = None
 
 
 def band_luminosity(ssp: SSPGrid, rest_low, rest_high) -> Float[Array, " n_template"]:
@@ -58,7 +70,6 @@ def band_luminosity(ssp: SSPGrid, rest_low, rest_high) -> Float[Array, " n_templ
     return at(cumulative, rest_high) - at(cumulative, rest_low)
 
 
-@eqx.filter_jit
 def truth_maps(
     galaxy: Galaxy,
     observation: Observation,
@@ -71,23 +82,55 @@ def truth_maps(
     """Light- (or mass-) weighted maps of the particles, on the cube's spaxels with the
     same orientation and deposit as [`rubix_eqx.Pipeline`][]: what fits of a cube are
     scored against. Light weights are each particle's flux over the telescope's
-    wavelength range (rest range at the observation's redshift, interpolated SSP)."""
+    wavelength range (rest range at the observation's redshift, interpolated SSP).
+
+    Ages and metallicities outside the SSP grid (e.g. the age-0 stars of simulation
+    snapshots, whose log age would be −∞) enter the age and [M/H] maps at the grid's
+    edge, exactly as the cube clips them; their number and mass fraction are returned in
+    `Maps.n_clipped` and `Maps.clipped_mass_fraction` and logged as a warning."""
     if weighting not in ("light", "mass"):
         raise ValueError(
             f"`truth_maps(weighting=...)` must be 'light' or 'mass'; got {weighting!r}."
         )
+    maps = _truth_maps(galaxy, observation, telescope, ssp, weighting, deposit, flux_unit)
+    _report(maps)
+    return maps
+
+
+def _report(maps: Maps) -> None:
+    """Log the clipping (eager calls only), as the cube does."""
+    n_clipped, fraction = concrete(maps.n_clipped), concrete(maps.clipped_mass_fraction)
+    if n_clipped is None or fraction is None or not n_clipped > 0:
+        return
+    logger.warning(
+        "truth_maps: %d particles (%.3g%% of the mass) lie outside the SSP grid in age or "
+        "metallicity; their age and [M/H] enter the maps at the grid edge (as in the cube).",
+        int(n_clipped), 100 * float(fraction),
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _truth_maps(
+    galaxy: Galaxy,
+    observation: Observation,
+    telescope: Telescope,
+    ssp: SSPGrid,
+    weighting: str,
+    deposit: Deposit | str,
+    flux_unit: float,
+) -> Maps:
     deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
     position, v_los = Orient()(galaxy, observation)
     dtype = position.dtype
     d_a = observation.angular_diameter_distance().astype(dtype)
     px, py = sky_pixels(position, d_a, telescope.spaxel_size, telescope.n_x, telescope.n_y)
     index, spatial, _ = deposit(px, py, telescope.n_x, telescope.n_y)
+    sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
     if weighting == "light":
         z = observation.redshift.astype(dtype)
         wave = telescope.wavelength.astype(dtype)
         first, last = wave[0] - (wave[1] - wave[0]) / 2, wave[-1] + (wave[-1] - wave[-2]) / 2
         band = band_luminosity(ssp, first / (1 + z), last / (1 + z))
-        sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
         d_l = observation.luminosity_distance().astype(dtype)
         weight = (
             galaxy.mass
@@ -111,8 +154,16 @@ def truth_maps(
     def mean(x):
         return jnp.where(has, spaxel_sum(x) / safe, 0)
 
-    log_age = mean(jnp.log10(galaxy.age) + 9)
-    metal = mean(jnp.log10(galaxy.metallicity / SOLAR_METALLICITY))
+    # Outside the grid, the cube uses the edge population: so do the maps (age 0 → the
+    # youngest node, not log 0 = −inf).
+    log_age_grid = jnp.log10(ssp.age).astype(galaxy.age.dtype)
+    log_z_grid = jnp.log10(ssp.metallicity).astype(galaxy.metallicity.dtype)
+    log_age_used = jnp.clip(_safe_log10(galaxy.age), log_age_grid[0], log_age_grid[-1])
+    log_z_used = jnp.clip(_safe_log10(galaxy.metallicity), log_z_grid[0], log_z_grid[-1])
+    log_age = mean(log_age_used + 9)
+    metal = mean(log_z_used - jnp.log10(SOLAR_METALLICITY))
+    total_mass = jnp.sum(galaxy.mass)
+    clipped_mass = jnp.sum(jnp.where(sw.clipped, galaxy.mass, 0))
     v_mean = mean(v_los)
     centred = v_los[:, None] - v_mean[index]  # (n, 4): deviation from each spaxel's mean
 
@@ -136,4 +187,6 @@ def truth_maps(
         flux=total.reshape(shape),
         mask=has.reshape(shape),
         weighting=weighting,
+        n_clipped=jnp.sum(sw.clipped).astype(jnp.int32),
+        clipped_mass_fraction=clipped_mass / jnp.where(total_mass > 0, total_mass, 1),
     )

@@ -21,12 +21,13 @@ from ._engine import (
     n_shift_bins,
     ParticleTerms,
 )
+from ._medium import convert as convert_medium
 from ._observation import Observation
 from ._spectral_grid import SpectralGrid
 from ._stages._aperture import Aperture
 from ._stages._deposit import Deposit, sky_pixels
 from ._stages._lsf import LSF
-from ._stages._noise import Noise
+from ._stages._noise import AbstractNoise, telescope_noise
 from ._stages._orient import Orient, rotation_matrix
 from ._stages._psf import PSFConvolution
 from ._units import C_KM_S, dimming_constant
@@ -72,7 +73,7 @@ class Pipeline(eqx.Module):
     deposit: Deposit
     lsf: LSF | None
     psf: PSFConvolution | None
-    noise: Noise | None
+    noise: AbstractNoise | None
     aperture: Aperture | None
     flux_unit: float = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
@@ -89,7 +90,7 @@ class Pipeline(eqx.Module):
         lsf: LSF | bool = True,
         allow_sharper_lsf: bool = False,
         psf: PSFConvolution | bool = True,
-        noise: Noise | str | None = None,
+        noise: AbstractNoise | str | None = None,
         aperture: Aperture | bool = True,
         flux_unit: float = 1e-20,
         chunk_size: int | None = None,
@@ -109,8 +110,10 @@ class Pipeline(eqx.Module):
           diagnostics); `False` for none; or an `LSF`.
         - `psf`: `True` (default) convolves with the telescope's PSF if it has one;
           `False` for none; or a `PSFConvolution` (e.g. wavelength-dependent).
-        - `noise`: `None` (default: noiseless), a [`rubix_eqx.Noise`][], or `"telescope"`
-          for the telescope's default S/N. Needs `key=` when called.
+        - `noise`: `None` (default: noiseless), a noise stage ([`rubix_eqx.ExposureNoise`][],
+          physical; [`rubix_eqx.Noise`][], constant S/N or given σ), or `"telescope"` for
+          the telescope's default: physical from its `detector` and `exposure` if it has
+          them, else its constant S/N. Needs `key=` when called.
         - `aperture`: `True` (default) masks spaxels outside a hexagonal or circular
           bundle footprint; `False` for none; or an `Aperture`.
         - `flux_unit`: the cube's unit in erg s⁻¹ cm⁻² Å⁻¹ (default 1e-20).
@@ -135,6 +138,7 @@ class Pipeline(eqx.Module):
             )
         self.telescope = telescope
         self.ssp = ssp
+        ssp = ssp_in_medium(ssp, telescope.medium)  # templates in the telescope's medium
         grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
         if lsf is True:
             # Extend the lattice by the LSF's half-width so flux spreads in from outside.
@@ -151,9 +155,9 @@ class Pipeline(eqx.Module):
                 raise ValueError(
                     f"`Pipeline(noise=...)` must be a Noise, 'telescope' or None; got {noise!r}."
                 )
-            noise = Noise.from_telescope(telescope)
+            noise = telescope_noise(telescope, flux_unit)
         if noise is not None:
-            noise.check(telescope.wavelength)
+            noise = noise.for_pipeline(telescope, flux_unit)
         self.noise = noise
         if aperture is True:
             aperture = Aperture.build(telescope) if telescope.aperture != "square" else None
@@ -279,29 +283,73 @@ class Pipeline(eqx.Module):
         return terms, {"clipped": weights.clipped, "outside": outside, "v_los": v_los}
 
 
+def ssp_in_medium(ssp: SSPGrid, medium: str) -> SSPGrid:
+    """`ssp` (air wavelengths, as E-MILES) with its wavelengths and FWHM converted to
+    `medium` ("air": unchanged; "vacuum": Morton 2000, see `rubix_eqx._medium`). A
+    vacuum telescope then sees rest vacuum wavelengths × (1+z), which is exact; an air
+    telescope sees rest air × (1+z), off by the dispersion of air over the redshift
+    (< 0.5 km/s for z ≤ 0.1), as every fitter that works in air assumes."""
+    if medium == "air":
+        return ssp
+    air = np.asarray(ssp.wavelength, np.float64)
+    target = convert_medium(air, "air", medium)
+    fwhm = np.asarray(ssp.fwhm, np.float64) * target / air
+    return eqx.tree_at(
+        lambda g: (g.wavelength, g.fwhm),
+        ssp,
+        (jnp.asarray(target, ssp.wavelength.dtype), jnp.asarray(fwhm, ssp.fwhm.dtype)),
+    )
+
+
 def crop_to_coverage(
-    telescope: Telescope, ssp: SSPGrid, redshift: float, velocity_margin: float = 1000.0
+    telescope: Telescope,
+    ssp: SSPGrid,
+    redshift: float,
+    velocity_margin: float = 1000.0,
+    *,
+    lsf: bool = True,
+    oversample: int = 1,
 ) -> Telescope:
     """`telescope` with its wavelength grid cut to the pixels that `ssp` covers at
     `redshift` for line-of-sight speeds up to ±`velocity_margin` km/s (whole pixels,
-    edges included). Raises [`rubix_eqx.CoverageError`][] if no pixel is left."""
+    edges included) — with `lsf=True` (default) also leaving room for the LSF kernel to
+    spread flux in from outside the range, so that `Pipeline(cropped, ssp, lsf=True,
+    oversample=oversample, velocity_margin=velocity_margin)` accepts it. Raises
+    [`rubix_eqx.CoverageError`][] if fewer than 2 pixels are left."""
     from ._rebin import pixel_edges
 
     beta = velocity_margin / C_KM_S
     d_plus = math.sqrt((1 + beta) / (1 - beta))
-    ssp_edges = pixel_edges(np.asarray(ssp.wavelength, np.float64))
+    medium_ssp = ssp_in_medium(ssp, telescope.medium)
+    ssp_edges = pixel_edges(np.asarray(medium_ssp.wavelength, np.float64))
     lo, hi = ssp_edges[0] * (1 + redshift) * d_plus, ssp_edges[-1] * (1 + redshift) / d_plus
-    edges = pixel_edges(np.asarray(telescope.wavelength, np.float64))
-    keep = (edges[:-1] >= lo) & (edges[1:] <= hi)
-    if keep.sum() < 2:
-        raise CoverageError(
-            f"At redshift {redshift:g} the SSP grid covers {lo:.1f}-{hi:.1f} Å observed, which "
-            f"leaves fewer than 2 pixels of telescope {telescope.name!r}."
-        )
-    keep_j = jnp.asarray(np.nonzero(keep)[0])
-    return telescope.replace(
-        wavelength=telescope.wavelength[keep_j], lsf_fwhm=telescope.lsf_fwhm[keep_j]
-    )
+    for _ in range(8):  # the lattice (and its LSF margin) follows the cropped grid
+        edges = pixel_edges(np.asarray(telescope.wavelength, np.float64))
+        keep = (edges[:-1] >= lo) & (edges[1:] <= hi)
+        if keep.sum() < 2:
+            raise CoverageError(
+                f"At redshift {redshift:g} the SSP grid covers {lo:.1f}-{hi:.1f} Å observed "
+                f"(with the velocity{' and LSF' if lsf else ''} margin), which leaves fewer "
+                f"than 2 pixels of telescope {telescope.name!r}."
+            )
+        if not keep.all():
+            keep_j = jnp.asarray(np.nonzero(keep)[0])
+            telescope = telescope.replace(
+                wavelength=telescope.wavelength[keep_j], lsf_fwhm=telescope.lsf_fwhm[keep_j]
+            )
+        if not lsf:
+            return telescope
+        pipe = Pipeline(
+            telescope, ssp, allow_sharper_lsf=True, psf=False, aperture=False,
+            oversample=oversample, velocity_margin=velocity_margin,
+        )  # fmt: skip
+        try:
+            pipe.check_coverage(float(redshift))
+            return telescope
+        except CoverageError:
+            covered = pipe.covered_range(float(redshift))
+            lo, hi = max(lo, covered[0]), min(hi, covered[1])
+    raise CoverageError(f"crop_to_coverage: no stable crop of telescope {telescope.name!r}.")
 
 
 def _particle_sums(
@@ -371,9 +419,12 @@ def _forward(
     bound = pipeline.velocity_margin if speed_bound is None else speed_bound
     work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation, bound)
     n_lsf_clipped = jnp.asarray(0)
+    lsf_fwhm = None
     if pipeline.lsf is not None:
         work = pipeline.lsf(work, observation.redshift)
         n_lsf_clipped = pipeline.lsf.n_clipped(observation.redshift)
+        applied = pipeline.lsf.applied_fwhm(observation.redshift)
+        lsf_fwhm = jnp.interp(tel.wavelength, pipeline.lsf.wavelength, applied)
     flux = grid.to_telescope(work).reshape(tel.n_x, tel.n_y, tel.n_wave)
     if pipeline.psf is not None:
         flux = pipeline.psf(flux)
@@ -400,6 +451,8 @@ def _forward(
         flux_unit=pipeline.flux_unit,
         wavelength_sampling=tel.sampling,
         telescope=tel.name,
+        lsf_fwhm=lsf_fwhm,
+        medium=tel.medium,
     )
 
 

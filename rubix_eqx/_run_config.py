@@ -44,12 +44,18 @@ OBSERVATION_KEYS = ("redshift", "distance", "inclination", "position_angle", "ra
 TELESCOPE_KEYS = ("preset", "file", "overrides")
 TELESCOPE_SCHEMA = (
     "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
-    "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium",
+    "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium", "detector",
+    "exposure",
 )  # fmt: skip
 PIPELINE_KEYS = (
     "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
     "allow_sharper_lsf", "psf", "aperture", "noise",
 )  # fmt: skip
+CONSTANT_NOISE_KEYS = ("snr", "window")
+PHYSICAL_NOISE_KEYS = (
+    "exposure_time", "n_exposures", "sky", "snr", "reference_sb", "reference_wavelength",
+)  # fmt: skip
+REFERENCE_KEYS = ("snr", "reference_sb", "reference_wavelength")
 OUTPUT_DEFAULTS = {
     "directory": "out",
     "cube_fits": "cube.fits",
@@ -318,21 +324,93 @@ def check_pipeline(spec: Any) -> dict:
         if isinstance(noise, str):
             kw["noise"] = choice(noise, "pipeline.noise", ("telescope",))
         else:
-            spec = check_keys(noise, ("snr", "window"), "pipeline.noise", required=("snr",))
-            snr = number(spec["snr"], "pipeline.noise.snr", positive=True)
-            window = spec.get("window")
-            if window is not None:
-                if not isinstance(window, list) or len(window) != 2:
-                    raise ConfigError(
-                        f"pipeline.noise.window: must be [start, stop] in Angstrom, got {window!r}."
-                    )
-                window = tuple(number(w, "pipeline.noise.window", positive=True) for w in window)
-                if not window[0] < window[1]:
-                    raise ConfigError(
-                        f"pipeline.noise.window: start must be < stop, got {list(window)}."
-                    )
-            kw["noise"] = {"snr": snr, "window": window}
+            kw["noise"] = check_noise(noise)
     return kw
+
+
+def is_physical_noise(spec: Any) -> bool:
+    """Whether a checked `pipeline.noise` value asks for the physical model."""
+    return spec == "telescope" or (
+        isinstance(spec, Mapping) and not set(spec) <= set(CONSTANT_NOISE_KEYS)
+    )
+
+
+def check_noise(spec: Any) -> dict:
+    """A `pipeline.noise` mapping: the constant S/N `{snr, window}`, or the physical model
+    with the telescope's detector and any of `exposure_time`, `n_exposures`, `sky`, or a
+    S/N `snr` at `reference_sb` and `reference_wavelength` replacing the preset's."""
+    path = "pipeline.noise"
+    spec = check_keys(spec, tuple(dict.fromkeys(CONSTANT_NOISE_KEYS + PHYSICAL_NOISE_KEYS)), path)
+    physical = [k for k in spec if k not in CONSTANT_NOISE_KEYS]
+    if not physical:
+        check_keys(spec, CONSTANT_NOISE_KEYS, path, required=("snr",))
+        snr = number(spec["snr"], join(path, "snr"), positive=True)
+        window = spec.get("window")
+        if window is not None:
+            if not isinstance(window, list) or len(window) != 2:
+                raise ConfigError(
+                    f"pipeline.noise.window: must be [start, stop] in Angstrom, got {window!r}."
+                )
+            window = tuple(number(w, "pipeline.noise.window", positive=True) for w in window)
+            if not window[0] < window[1]:
+                raise ConfigError(
+                    f"pipeline.noise.window: start must be < stop, got {list(window)}."
+                )
+        return {"snr": snr, "window": window}
+    if "window" in spec:
+        raise ConfigError(
+            f"{path}.window: only for the constant-S/N form {{snr, window}}; the physical form "
+            f"(here with {', '.join(physical)}) states its S/N with reference_sb and "
+            "reference_wavelength."
+        )
+    out: dict[str, Any] = {}
+    for key in ("exposure_time", "snr", "reference_sb", "reference_wavelength"):
+        if spec.get(key) is not None:
+            out[key] = number(spec[key], join(path, key), positive=True)
+    if spec.get("n_exposures") is not None:
+        out["n_exposures"] = integer(spec["n_exposures"], join(path, "n_exposures"))
+    if spec.get("sky") is not None:
+        from .telescope._telescope import curve_table
+
+        table, value = curve_table(spec["sky"], join(path, "sky"), None)
+        out["sky"] = float(value[0]) if table is None else (table.tolist(), value.tolist())
+    reference = [k for k in REFERENCE_KEYS if k in out]
+    if "exposure_time" in out and reference:
+        raise ConfigError(
+            f"{path}: give `exposure_time` or `snr` with `reference_sb` and "
+            f"`reference_wavelength`, not both; got exposure_time={out['exposure_time']:g} and "
+            + ", ".join(f"{k}={out[k]:g}" for k in reference)
+            + "."
+        )
+    if reference:
+        for key in REFERENCE_KEYS:
+            if key not in out:
+                raise ConfigError(
+                    f"{join(path, key)}: required with {', '.join(reference)} (a S/N is stated at "
+                    "a surface brightness in erg/s/cm2/Angstrom/arcsec2 and a wavelength in "
+                    "Angstrom)."
+                )
+    return out
+
+
+def check_noise_for(telescope, pipeline: Mapping) -> None:
+    """Build the physical noise stage of a checked `pipeline` section for `telescope` (cheap),
+    so that a missing `detector` or a reference wavelength off the grid is reported as
+    `pipeline.noise: ...` before anything is computed."""
+    from ._stages._noise import ExposureNoise, telescope_noise
+
+    spec = pipeline.get("noise")
+    if not is_physical_noise(spec):
+        return
+    flux_unit = pipeline.get("flux_unit", 1e-20)
+    try:
+        if spec == "telescope":
+            stage = telescope_noise(telescope, flux_unit)
+        else:
+            stage = ExposureNoise.from_telescope(telescope, flux_unit=flux_unit, **spec)
+        stage.for_pipeline(telescope, flux_unit)
+    except ValueError as e:
+        raise ConfigError(f"pipeline.noise: {e}") from None
 
 
 def check_output(spec: Any) -> dict:
@@ -355,7 +433,7 @@ def check_config(config: Mapping) -> RunSpec:
     loading SSP grids, galaxies or compiling anything. Raises `ConfigError` naming the
     key path of the first problem."""
     check_keys(config, TOP_KEYS, "")
-    return RunSpec(
+    spec = RunSpec(
         seed=integer(config.get("seed", 0), "seed", minimum=0),
         galaxy=check_galaxy(config.get("galaxy")),
         observation=check_observation(config.get("observation")),
@@ -364,6 +442,8 @@ def check_config(config: Mapping) -> RunSpec:
         pipeline=check_pipeline(config.get("pipeline")),
         output=check_output(config.get("output")),
     )
+    check_noise_for(spec.telescope, spec.pipeline)
+    return spec
 
 
 # --- building -------------------------------------------------------------------------------
@@ -377,11 +457,16 @@ def build_ssp(name: str):
 
 def build_pipeline_from(spec: RunSpec, ssp):
     from ._pipeline import Pipeline
-    from ._stages._noise import Noise
+    from ._stages._noise import ExposureNoise, Noise
 
     kw = dict(spec.pipeline)
-    if isinstance(kw.get("noise"), dict):
-        kw["noise"] = Noise(**kw["noise"])
+    noise = kw.get("noise")
+    if isinstance(noise, dict):
+        if is_physical_noise(noise):
+            flux_unit = kw.get("flux_unit", 1e-20)
+            kw["noise"] = ExposureNoise.from_telescope(spec.telescope, flux_unit=flux_unit, **noise)
+        else:
+            kw["noise"] = Noise(**noise)
     return Pipeline(spec.telescope, ssp, **kw)
 
 

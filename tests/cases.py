@@ -35,7 +35,7 @@ def tiny_ssp(flat: bool = False, metal_slope: float = 0.0) -> rx.SSPGrid:
 
 
 def tiny_telescope(
-    start=4800.0, stop=6000.0, step=2.0, n=N_X, lsf_fwhm=3.0, psf=None, **kw
+    start=4800.0, stop=6000.0, step=2.0, n=N_X, lsf_fwhm=5.0, psf=None, **kw
 ) -> rx.Telescope:
     wave = np.arange(start, stop + step / 2, step)
     return rx.Telescope(

@@ -46,16 +46,24 @@ def rebin(edges_in, flux_density_in, edges_out):
 
 
 def orient(position, velocity, inclination, position_angle):
-    """Rotate by inclination (about x) then by PA + 90 deg (about z); degrees."""
-    inc = np.deg2rad(inclination)
-    theta = np.deg2rad(position_angle + 90.0)
-    ci, si = np.cos(inc), np.sin(inc)
-    ct, st = np.cos(theta), np.sin(theta)
-    r_inc = np.array([[1.0, 0.0, 0.0], [0.0, ci, -si], [0.0, si, ci]])
-    r_pa = np.array([[ct, -st, 0.0], [st, ct, 0.0], [0.0, 0.0, 1.0]])
-    rot = r_pa @ r_inc
-    pos = np.asarray(position, dtype=np.float64) @ rot.T
-    vel = np.asarray(velocity, dtype=np.float64) @ rot.T
+    """Sky coordinates (x West, y North, z away from the observer) of galaxy-frame
+    vectors; degrees. Built from physical unit vectors in the right-handed sky basis
+    (East, North, away), not from the library's matrices: the line of nodes (galaxy +x)
+    points to PA (North through East), the galaxy's +z is tilted by the inclination from
+    the direction to the observer towards PA + 90°, and +y = z × x (right-handed)."""
+    inc, pa = np.deg2rad(inclination), np.deg2rad(position_angle)
+    east, north, away = np.eye(3)  # components in the (East, North, away) basis
+
+    def direction(angle):  # on the sky, from North through East
+        return np.cos(angle) * north + np.sin(angle) * east
+
+    x_axis = direction(pa)
+    z_axis = np.cos(inc) * -away + np.sin(inc) * direction(pa + np.pi / 2)
+    y_axis = np.cross(z_axis, x_axis)
+    to_ena = np.stack([x_axis, y_axis, z_axis], axis=1)  # galaxy -> (E, N, away)
+    to_sky = np.diag([-1.0, 1.0, 1.0]) @ to_ena  # (E, N, away) -> (West, North, away)
+    pos = np.asarray(position, dtype=np.float64) @ to_sky.T
+    vel = np.asarray(velocity, dtype=np.float64) @ to_sky.T
     return pos, vel
 
 

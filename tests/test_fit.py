@@ -97,7 +97,7 @@ def test_spaxel_fit_needs_variance(ssp):
 def test_whole_galaxy_parameters(ssp):
     """Age and [M/H] gradients and inclination through the full particle pipeline,
     from a start 30 % / 15° off, with the particles redrawn from fixed draws."""
-    tel = tiny_telescope(n=8, step=4.0)
+    tel = tiny_telescope(n=8, step=4.0, lsf_fwhm=8.0)
     key = jax.random.key(0)
     gal, truth = rx.galaxy.synthetic_disk(
         key, 2000, scale_length=1.0, log_age_centre=0.6, log_age_gradient=-0.1,

@@ -135,8 +135,9 @@ def test_doppler_shift_of_a_line(ssp):
     rest_line = 4861.0
     centroids = []
     for v in (0.0, 300.0):
+        # At inclination 0 the galaxy's +z points at the observer: v_z = -v recedes at v.
         gal = rx.galaxy.single_population(
-            1, age=2.0, metallicity=0.019, velocity=(0, 0, v), dtype=jnp.float64
+            1, age=2.0, metallicity=0.019, velocity=(0, 0, -v), dtype=jnp.float64
         )
         spectrum = np.asarray(pipeline(gal, obs).flux).sum(axis=(0, 1))
         centroids.append(

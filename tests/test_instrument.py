@@ -48,9 +48,20 @@ def telescope(
     )
 
 
-def asked_fwhm(tel: rx.Telescope, wave) -> np.ndarray:
+def floor_fwhm(tel: rx.Telescope, grid, wave) -> np.ndarray:
+    """FWHM (Å) that the templates (2.5 Å, 1 Å pixels) and the numerics bring on their
+    own: template σ, native and telescope pixels (1/12 each), two lattice rebinnings
+    (1/12 each) and the Doppler interpolation (1/6 lattice pixel²)."""
+    tel_step = float(np.diff(np.asarray(tel.wavelength))[0])
+    lattice = wave * grid.log_step
+    var = (SSP_FWHM * (1 + Z) / FWHM) ** 2 + ((1 + Z) ** 2 + tel_step**2) / 12 + lattice**2 / 3
+    return FWHM * np.sqrt(var)
+
+
+def asked_fwhm(tel: rx.Telescope, wave, grid) -> np.ndarray:
+    """The kernel's FWHM: what the telescope asks beyond the floor."""
     tel_fwhm = np.interp(wave, np.asarray(tel.wavelength), np.asarray(tel.lsf_fwhm))
-    return np.sqrt(tel_fwhm**2 - (SSP_FWHM * (1 + Z)) ** 2)
+    return np.sqrt(tel_fwhm**2 - floor_fwhm(tel, grid, wave) ** 2)
 
 
 # -- LSF ---------------------------------------------------------------------------
@@ -63,7 +74,7 @@ def ssp():
 
 @pytest.fixture(scope="module")
 def lsf_case(ssp):
-    tel = telescope()
+    tel = telescope(fwhm=(3.5, 6.0))
     grid = rx.SpectralGrid.build(ssp, tel.wavelength, dtype=jnp.float64)
     return tel, grid, LSF.build(tel, ssp, grid)
 
@@ -87,7 +98,7 @@ def test_lsf_delta_line_fwhm(lsf_case, where):
     lam = np.asarray(lsf.wavelength)
     mean = np.sum(out * lam) / out.sum()
     measured = FWHM * np.sqrt(np.sum(out * (lam - mean) ** 2) / out.sum())
-    assert abs(measured / asked_fwhm(tel, lam[k]) - 1) < 0.02  # measured: < 1e-7
+    assert abs(measured / asked_fwhm(tel, lam[k], grid) - 1) < 0.02  # measured: < 1e-7
 
 
 def test_lsf_matches_brute_force(lsf_case):
@@ -104,7 +115,7 @@ def test_lsf_matches_brute_force(lsf_case):
     for c in rng.uniform(centre[0], centre[-1], 40):
         density -= rng.uniform(0.1, 0.6) * np.exp(-0.5 * ((centre - c) / sigma_ssp) ** 2)
     source = density * np.diff(fine_edges)
-    sigma = asked_fwhm(tel, centre) / FWHM
+    sigma = asked_fwhm(tel, centre, grid) / FWHM
     edges = np.exp(grid.obs_log_edges)
     cdf = np.asarray(ndtr((edges[None, :] - centre[:, None]) / sigma[:, None]))
     expected = source @ np.diff(cdf, axis=1)
@@ -119,17 +130,20 @@ def test_lsf_resolution_error(ssp):
     grid = rx.SpectralGrid.build(ssp, tel.wavelength, dtype=jnp.float64)
     lsf = LSF.build(tel, ssp, grid)
     work = jnp.ones((1, grid.n_work))
-    # sharper (beyond 2 %) where FWHM_tel · 1.02 < 2.5 · (1+z)
+    # sharper (beyond 2 %) where FWHM_tel · 1.02 < the floor's FWHM
     wave = np.asarray(tel.wavelength)
-    crossing = np.interp(SSP_FWHM * (1 + Z) / 1.02, np.asarray(tel.lsf_fwhm), wave)
+    excess = np.asarray(tel.lsf_fwhm) * 1.02 - floor_fwhm(tel, grid, wave)
+    crossing = np.interp(0.0, excess, wave)
     lo, hi = lsf.sharper_range(Z)
     assert lo < wave[0] + 1 and abs(hi - crossing) < 1.0
     with pytest.raises(
-        ResolutionError, match=r"telescope 'sharp' LSF FWHM 2\.\d\d Å is sharper than the SSP"
+        ResolutionError, match=r"telescope 'sharp' LSF FWHM 2\.\d\d Å is sharper than the 3\.\d\d Å"
     ) as info:
         lsf.check(Z)
     message = str(info.value)
-    assert "2.62 Å (2.50 Å × (1+0.05))" in message and f"–{hi:.0f} Å" in message
+    reached = float(message.split("sharper than the ")[1].split(" Å")[0])
+    assert abs(reached - floor_fwhm(tel, grid, np.asarray([wave[0]]))[0]) < 0.02
+    assert "(1+0.05)" in message and f"–{hi:.0f} Å" in message
     assert "allow_sharper=True" in message
     with pytest.raises(ValueError, match="sharper"):
         lsf(work, jnp.asarray(Z))

@@ -33,7 +33,19 @@ def astropy_ages(a_form, a_snap, h, om):
     return cosmo.age(1 / a_snap - 1).value - cosmo.age(1 / a_form - 1).value
 
 
-def write_tng(path, t, a, *, chunk=None, n_files=1, header_cosmology=True, box=None, wind=()):
+def write_tng(
+    path,
+    t,
+    a,
+    *,
+    chunk=None,
+    n_files=1,
+    header_cosmology=True,
+    box=None,
+    wind=(),
+    initial_mass=True,
+    current_mass=True,
+):
     """A TNG snapshot chunk or cutout: PartType4 in ckpc/h, km/s sqrt(a), 1e10 Msun/h."""
     h = TNG["h"]
     sl = slice(None) if chunk is None else chunk
@@ -55,8 +67,10 @@ def write_tng(path, t, a, *, chunk=None, n_files=1, header_cosmology=True, box=N
         p4 = f.create_group("PartType4")
         p4["Coordinates"] = t["pos"][sl] * h / a
         p4["Velocities"] = t["vel"][sl] / np.sqrt(a)
-        p4["GFM_InitialMass"] = t["mass"][sl] * h / 1e10
-        p4["Masses"] = 0.6 * t["mass"][sl] * h / 1e10  # current mass: must not be used
+        if initial_mass:
+            p4["GFM_InitialMass"] = t["mass"][sl] * h / 1e10
+        if current_mass:
+            p4["Masses"] = 0.6 * t["mass"][sl] * h / 1e10  # current mass: only as a fallback
         p4["GFM_StellarFormationTime"] = a_form[sl]
         p4["GFM_Metallicity"] = t["Z"][sl]
 
@@ -82,6 +96,7 @@ def test_tng_cutout_units_and_ages(tmp_path):
     assert (
         info["snapshot_redshift"] == pytest.approx(0.25) and info["mass_field"] == "GFM_InitialMass"
     )
+    assert info["mass_is_initial"] is True and "mass_fallback" not in info
     # the public entry point centres by default: positions about the centre, v about systemic
     centred = rx.galaxy.from_tng(path)
     assert abs(float(jnp.average(centred.velocity[:, 0], weights=centred.mass))) < 100.0
@@ -139,7 +154,7 @@ def test_tng_snapshot_chunks_and_group_catalogue(tmp_path):
         rx.galaxy.from_tng(snap)
 
 
-def write_eagle(path, t, a, groups, subgroups):
+def write_eagle(path, t, a, groups, subgroups, initial_mass=True):
     """An EAGLE snapshot file: h-scaled comoving units with conversion attributes."""
     h = EAGLE["h"]
 
@@ -165,7 +180,8 @@ def write_eagle(path, t, a, groups, subgroups):
         p4 = f.create_group("PartType4")
         dataset(p4, "Coordinates", t["pos"] / 1e3 * h / a, 3.085678e24, 1.0, -1.0)  # h^-1 cMpc
         dataset(p4, "Velocity", t["vel"] / np.sqrt(a), 1e5, 0.5, 0.0)
-        dataset(p4, "InitialMass", t["mass"] * h / 1e10, 1.989e43, 0.0, -1.0)
+        if initial_mass:
+            dataset(p4, "InitialMass", t["mass"] * h / 1e10, 1.989e43, 0.0, -1.0)
         dataset(p4, "Mass", 0.6 * t["mass"] * h / 1e10, 1.989e43, 0.0, -1.0)
         dataset(p4, "StellarFormationTime", t["a_form"], 1.0, 0.0, 0.0)
         dataset(p4, "SmoothedMetallicity", t["Z"], 1.0, 0.0, 0.0)
@@ -191,12 +207,70 @@ def test_eagle_units_ages_and_selection(tmp_path):
     np.testing.assert_allclose(galaxy.metallicity, t["Z"], rtol=1e-12)  # smoothed by default
     np.testing.assert_allclose(galaxy.age, astropy_ages(t["a_form"], a, **EAGLE), rtol=1e-4)
     assert info["mass_field"] == "InitialMass" and info["snapshot_redshift"] == pytest.approx(0.1)
+    assert info["mass_is_initial"] is True and "mass_fallback" not in info
     central = rx.galaxy.from_eagle(path, 1, 0, centre=False, metallicity="particle")
     want = [i for i in range(12) if groups[i] == 1 and subs[i] == 0]
     np.testing.assert_allclose(central.metallicity, 2 * t["Z"][want], rtol=1e-12)
     assert rx.galaxy.from_eagle(path, 2, centre=False).n_particles == 4
     with pytest.raises(ValueError, match="`subgroup_number` needs `group_number`"):
         rx.galaxy.from_eagle(path, None, 0)
+
+
+def test_tng_without_initial_masses_warns_and_records(tmp_path, capsys):
+    """No `GFM_InitialMass`: the current `Masses` are used (too faint by the mass lost),
+    with a `MassFallbackWarning`, and recorded in the info and in converted files."""
+    import rubix_eqx as rx
+    from rubix_eqx.cli import main
+    from rubix_eqx.galaxy._tng import load_tng
+
+    a = 0.8
+    t = truth(20, 11, a_snap=a)
+    path = tmp_path / "cutout.hdf5"
+    write_tng(path, t, a, initial_mass=False)
+    message = (
+        r"cutout\.hdf5: no `PartType4/GFM_InitialMass` \(initial stellar mass\); using the "
+        r"current mass `Masses`"
+    )
+    with pytest.warns(rx.galaxy.MassFallbackWarning, match=message):
+        galaxy, info = load_tng(path, centre=False)
+    np.testing.assert_allclose(galaxy.mass, 0.6 * t["mass"], rtol=1e-12)  # current masses
+    assert info["mass_field"] == "Masses" and info["mass_is_initial"] is False
+    assert "current mass `Masses`" in info["mass_fallback"]
+    with pytest.warns(rx.galaxy.MassFallbackWarning):
+        rx.galaxy.from_tng(path)
+    out = tmp_path / "galaxy.h5"
+    with pytest.warns(rx.galaxy.MassFallbackWarning):
+        assert main(["convert", str(path), "--loader", "tng", "--out", str(out)]) == 0
+    assert "mass field Masses" in capsys.readouterr().out
+    meta = rx.galaxy.hdf5_metadata(out)
+    assert meta["mass_field"] == "Masses" and not meta["mass_is_initial"]
+    assert "current mass `Masses`" in meta["mass_fallback"]
+    # neither dataset: the header's MassTable entry is a fallback too
+    write_tng(path, t, a, initial_mass=False, current_mass=False)
+    with h5py.File(path, "a") as f:
+        f["Header"].attrs["MassTable"] = np.array([0, 0, 0, 0, 1e-4, 0])
+    with pytest.warns(rx.galaxy.MassFallbackWarning, match="`Header/MassTable`"):
+        galaxy, info = load_tng(path, centre=False)
+    np.testing.assert_allclose(galaxy.mass, 1e-4 * 1e10 / TNG["h"], rtol=1e-12)
+    assert info["mass_field"] == "Header/MassTable" and info["mass_is_initial"] is False
+
+
+def test_eagle_without_initial_masses_warns_and_records(tmp_path):
+    import rubix_eqx as rx
+    from rubix_eqx.galaxy._eagle import load_eagle
+
+    a = 1.0
+    t = truth(8, 12, a_snap=a)
+    path = tmp_path / "snap.hdf5"
+    write_eagle(path, t, a, [1] * 8, [0] * 8, initial_mass=False)
+    with pytest.warns(rx.galaxy.MassFallbackWarning, match=r"no `PartType4/InitialMass`.*`Mass`"):
+        galaxy, info = load_eagle(path, centre=False)
+    np.testing.assert_allclose(galaxy.mass, 0.6 * t["mass"], rtol=1e-12)
+    assert info["mass_field"] == "Mass" and info["mass_is_initial"] is False
+    assert "current mass `Mass`" in info["mass_fallback"]
+    out = tmp_path / "galaxy.h5"
+    rx.galaxy.to_hdf5(galaxy, out, **info)  # what `rubix-eqx convert` writes
+    assert rx.galaxy.hdf5_metadata(out)["mass_is_initial"] is False
 
 
 def test_eagle_missing_unit_attributes(tmp_path):

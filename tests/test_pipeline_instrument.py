@@ -47,15 +47,18 @@ def test_lsf_on_the_lattice_matches_broadening_the_final_cube(ssp, v):
         1, age=2.0, metallicity=0.019, velocity=(0, 0, v), dtype=jnp.float64
     )
     obs = observation(inclination=0.0, position_angle=0.0)
-    with_lsf = np.asarray(
-        rx.Pipeline(tel, ssp, oversample=4, dtype=jnp.float64)(gal, obs).flux
-    ).sum((0, 1))
+    pipe = rx.Pipeline(tel, ssp, oversample=4, dtype=jnp.float64)
+    with_lsf = np.asarray(pipe(gal, obs).flux).sum((0, 1))
     plain = np.asarray(rx.Pipeline(fine, ssp, lsf=False, dtype=jnp.float64)(gal, obs).flux).sum(
         (0, 1)
     )
     fine_wave, wave = np.asarray(fine.wavelength), np.asarray(tel.wavelength)
-    sigma = np.sqrt(4.0**2 - (2.5 * (1 + float(obs.redshift))) ** 2) / 2.35482
-    broadened = brute_force_lsf(fine_wave, plain, np.full(fine_wave.shape, sigma))
+    # The kernel the stage applies (σ_tel² less the templates' and the numerics' own
+    # broadening: checked against an exact reference in test_lsf_fidelity.py).
+    lattice = np.asarray(pipe.lsf.wavelength)
+    kernel = np.asarray(pipe.lsf.variance(obs.redshift)) * (lattice * pipe.grid.log_step) ** 2
+    sigma = np.sqrt(np.interp(fine_wave, lattice, kernel))
+    broadened = brute_force_lsf(fine_wave, plain, sigma)
     expected = ref.rebin(ref.pixel_edges(fine_wave), broadened, ref.pixel_edges(wave))
     inner = slice(20, -20)  # away from the ends, where the cube's own edge is unknown
     error = np.abs(with_lsf - expected)[inner] / np.abs(expected[inner]).mean()

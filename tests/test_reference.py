@@ -138,17 +138,22 @@ def test_deposit_weights():
 
 
 def test_orient():
+    # The galaxy's +z is tilted by i from the direction to the observer: a velocity
+    # along it approaches (v_los = -cos i; z is away from the observer).
     for inc in (0.0, 30.0, 60.0, 90.0, 135.0):
         _, v = orient(np.zeros((1, 3)), [[0.0, 0.0, 1.0]], inc, 17.0)
-        assert v[0, 2] == pytest.approx(np.cos(np.deg2rad(inc)), abs=1e-15)
-    # i = 90: the disk's z-axis lies in the sky plane
+        assert v[0, 2] == pytest.approx(-np.cos(np.deg2rad(inc)), abs=1e-15)
+    # i = 90: the disk's z-axis lies in the sky plane, at PA + 90 (here 0: North)
     p, _ = orient([[0.0, 0.0, 1.0]], np.zeros((1, 3)), 90.0, -90.0)
-    np.testing.assert_allclose(p[0], [0.0, -1.0, 0.0], atol=1e-15)
-    # PA = -90 with i = 0 is the identity; rotations preserve norms
+    np.testing.assert_allclose(p[0], [0.0, 1.0, 0.0], atol=1e-15)
+    # PA = -90 with i = 0: galaxy x West, y North, z toward the observer (sky z flipped);
+    # the map preserves norms and has det -1 ((West, North, away) is left-handed).
     x = np.random.default_rng(3).normal(size=(50, 3))
-    np.testing.assert_allclose(orient(x, x, 0.0, -90.0)[0], x, atol=1e-15)
+    np.testing.assert_allclose(orient(x, x, 0.0, -90.0)[0], x * [1.0, 1.0, -1.0], atol=1e-15)
     p, v = orient(x, x, 37.0, 123.0)
     np.testing.assert_allclose(np.linalg.norm(p, axis=1), np.linalg.norm(x, axis=1), rtol=1e-13)
+    matrix = orient(np.eye(3), np.eye(3), 37.0, 123.0)[0].T
+    assert np.linalg.det(matrix) == pytest.approx(-1.0, abs=1e-13)
 
 
 def single_particle(ix=5, iy=5, age=1.0, z=0.02, vel=(0.0, 0.0, 0.0), mass=1e6, **kw):
@@ -202,7 +207,7 @@ def test_total_flux_invariant_under_position_angle():
 
 def test_doppler_shift_moves_line():
     kw = single_particle(
-        vel=(0.0, 0.0, 400.0),
+        vel=(0.0, 0.0, -400.0),  # i = 0: the galaxy's +z points at the observer
         redshift=0.03,
         telescope_wavelength=np.arange(2900.0, 9600.0, 1.0),
     )

@@ -298,7 +298,9 @@ AB_MINUS_VEGA_V = 0.02  # Blanton & Roweis (2007, AJ 133, 734), Table 1
 L_SUN = 3.828e33  # erg/s (IAU 2015 nominal)
 TEN_PC_CM = 3.0856775814913673e19
 C_ANGSTROM = 2.99792458e18  # Angstrom/s
-MH = np.array([-1.71, -1.31, -0.71, -0.40, 0.00, 0.22])
+MH = np.array([-1.71, -1.31, -0.71, -0.40, 0.00, 0.22])  # E-MILES file names' [M/H]
+# The Padova 2000 isochrones' Z at those labels (Vazdekis et al. 2010, MNRAS 404, 1639).
+PADOVA_Z = np.array([0.0004, 0.001, 0.004, 0.008, 0.019, 0.03])
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +326,10 @@ def test_miles_grid(miles):
     assert miles.flux.shape[2] == miles.wavelength.shape[0] == miles.fwhm.shape[0]
     assert float(miles.age[0]) == pytest.approx(0.0631, rel=1e-4)
     assert float(miles.age[-1]) == pytest.approx(15.85, rel=1e-3)
-    np.testing.assert_allclose(miles.metallicity, 0.019 * 10.0**MH, rtol=1e-6)
+    # The nodes are the isochrones' own Z, labelled by [M/H] (not 0.019·10^[M/H], which
+    # would put the +0.22 node at Z = 0.0315 and the -1.71 node at 0.00037).
+    np.testing.assert_allclose(miles.metallicity, PADOVA_Z, rtol=1e-6)
+    np.testing.assert_allclose(miles.metallicity_label, MH, atol=1e-12)
     wave = np.asarray(miles.wavelength, np.float64)
     assert wave[0] == pytest.approx(1680.2, abs=0.01)
     assert wave[-1] == pytest.approx(8950.4, abs=0.01)
@@ -349,6 +354,48 @@ def test_miles_second_load_uses_cache(miles, monkeypatch):
 
     monkeypatch.setattr(_miles, "convert_miles", no_conversion)
     assert eqx.tree_equal(rx.SSPGrid.load("miles"), miles)
+
+
+def test_miles_cache_of_another_version_is_converted_again(miles, tmp_path, monkeypatch):
+    """A cache file of another `cache_version` (or none: version 1 had Z = 0.019·10^[M/H]
+    nodes) is rebuilt; the rebuilt file is then read without converting."""
+    from rubix_eqx.ssp import _miles
+
+    monkeypatch.setenv("RUBIX_EQX_CACHE", str(tmp_path))
+    stale = eqx.tree_at(lambda g: g.metallicity, miles, 0.019 * 10.0 ** jnp.asarray(MH))
+    stale.to_hdf5(tmp_path / _miles.CACHE_NAME)  # the plain layout: no `cache_version`
+    rebuilt = rx.SSPGrid.load("miles")
+    np.testing.assert_allclose(rebuilt.metallicity, PADOVA_Z, rtol=1e-6)
+    assert rebuilt.metallicity_label == tuple(MH)
+    with h5py.File(tmp_path / _miles.CACHE_NAME, "r") as f:
+        assert int(f.attrs["cache_version"]) == _miles.CACHE_VERSION >= 2
+        np.testing.assert_allclose(f.attrs["metallicity_label"], MH)
+    assert _miles.CACHE_NAME.endswith(f"_v{_miles.CACHE_VERSION}.h5")
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again instead of reading the cache")
+
+    monkeypatch.setattr(_miles, "convert_miles", no_conversion)
+    assert eqx.tree_equal(rx.SSPGrid.load("miles"), rebuilt)
+
+
+def test_metallicity_labels_are_checked():
+    ssp = make_ssp()
+    labelled = rx.SSPGrid(**grid_fields(ssp), metallicity_label=(-0.68, 0.0, 0.2))
+    assert labelled.metallicity_label == (-0.68, 0.0, 0.2)
+    with pytest.raises(ValueError, match=r"`SSPGrid\.metallicity_label` has 2 entries for 3"):
+        rx.SSPGrid(**grid_fields(ssp), metallicity_label=(0.0, 0.2))
+    with pytest.raises(ValueError, match=r"`SSPGrid\.metallicity_label` must be finite and"):
+        rx.SSPGrid(**grid_fields(ssp), metallicity_label=(0.0, -0.5, 0.2))
+
+
+def test_isochrone_metallicity_rejects_labels_off_the_padova_grid():
+    from rubix_eqx.ssp._miles import isochrone_metallicity
+
+    np.testing.assert_allclose(isochrone_metallicity(MH, Path("x")), PADOVA_Z)
+    np.testing.assert_allclose(isochrone_metallicity([-2.32], Path("x")), [0.0001])
+    with pytest.raises(ValueError, match=r"\[M/H\] = \+0\.06 are not on the Padova 2000"):
+        isochrone_metallicity([0.06], Path("basti"))
 
 
 def _miles_table_v(path: Path, imf=1.30, mh=0.0, age=10.0) -> float:

@@ -9,8 +9,9 @@ ARCSEC_PER_RADIAN = 180 / jnp.pi * 3600
 
 
 def sky_pixels(position_kpc, angular_diameter_distance_mpc, spaxel_size, n_x, n_y):
-    """Continuous pixel coordinates (pixel `i` spans [i, i+1)) of sky positions in kpc;
-    the field centre is at (n_x/2, n_y/2)."""
+    """Continuous pixel coordinates (pixel `i` spans [i, i+1)) of sky positions in kpc
+    (x West, y North: x pixels grow to the West, so East is left when shown with x to the
+    right); the field centre is at (n_x/2, n_y/2)."""
     arcsec = position_kpc[:, :2] / (angular_diameter_distance_mpc * 1e3) * ARCSEC_PER_RADIAN
     px = arcsec[:, 0] / spaxel_size + n_x / 2
     py = arcsec[:, 1] / spaxel_size + n_y / 2

@@ -9,6 +9,7 @@ from jax.scipy.special import erfc
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import concrete
+from .._rebin import pixel_edges
 from .._spectral_grid import SpectralGrid
 from ..ssp import SSPGrid
 from ..telescope import Telescope
@@ -31,21 +32,35 @@ class LSF(eqx.Module):
     pixels. Since every later step is linear, this is the LSF of the final cube (no
     approximation on templates or per particle).
 
-    The broadening is the difference between the telescope's and the templates'
-    resolution, in the observed frame at redshift z:
+    **Target.** The telescope's `lsf_fwhm` is the *total* line spread as measured on the
+    cube's pixels (a Gaussian fit to pixel values, pixel integration included), as
+    instrument teams quote it. Everything between the templates and the pixels
+    broadens, and this stage adds exactly what is missing, in the observed frame at
+    redshift z (variances, Å², per lattice bin at observed λ):
 
-        σ_diff(λ)² = σ_tel(λ)² − (σ_ssp(λ/(1+z)) · (1+z))²,   σ = FWHM / 2.35482
+        σ_kernel² = σ_tel² − σ_floor²,
+        σ_floor² = (σ_ssp(λ/(1+z))·(1+z))²              templates' own resolution
+                 + (w_ssp(λ/(1+z))·(1+z))² / 12           native pixels, piecewise constant
+                 + (1/12 + 1/12 + 1/6) · (λΔ)²            rest-lattice rebin, lattice → pixel
+                                                          rebin, Doppler interpolation
+                 + δ_tel(λ)² / 12                         integration over the telescope pixel
 
-    with σ_tel interpolated (linearly) from `telescope.lsf_fwhm` onto the lattice centres
-    and σ_ssp from `ssp.fwhm` (rest frame). Approximation: the templates' resolution is
-    scaled by (1+z), not by each particle's full Doppler factor; the relative error in
-    σ_ssp is |v|/c (0.1 % at 300 km/s).
+    with σ = FWHM / 2.35482, w_ssp the templates' native pixel width, Δ the lattice step
+    (ln λ) and δ_tel the telescope pixel width (Å). The lattice terms are the variances of
+    the piecewise-constant resamplings (Sheppard's 1/12 per rebinning) and of the linear
+    interpolation of a sub-pixel Doppler shift t, t(1−t), whose mean over particles is
+    1/6 (exact for a population whose velocities spread over more than a lattice pixel,
+    ~40 km/s at MUSE sampling; a single particle is off by t(1−t) − 1/6 ∈ [−1/6, 1/12]
+    pixel²). `doppler_variance` holds that 1/6; a model that shifts spectra exactly (the
+    fitter's Fourier-space LOSVD) sets it to 0. Approximation: the templates' resolution
+    is scaled by (1+z), not by each particle's full Doppler factor (|v|/c relative).
 
-    Where σ_diff² < 0 the telescope is sharper than the templates. If the templates are
-    sharper by less than `tolerance` (relative, in FWHM), σ_diff is 0 there (identity);
-    beyond that [`rubix_eqx.ResolutionError`][] is raised (eagerly by `check`, or as an
-    `eqx.error_if` under jit) unless `allow_sharper=True`, in which case σ_diff is
-    clipped to 0 and `n_clipped(z)` counts the clipped lattice bins (for diagnostics).
+    Where σ_tel < σ_floor the telescope is sharper than what the templates and the
+    numerics allow. If sharper by less than `tolerance` (relative, in FWHM), σ_kernel is 0
+    there (identity); beyond that [`rubix_eqx.ResolutionError`][] is raised (eagerly by
+    `check`, or as an `eqx.error_if` under jit) unless `allow_sharper=True`, in which case
+    σ_kernel is clipped to 0 and `n_clipped(z)` counts the clipped lattice bins. Either
+    way `applied_fwhm(z)` is the FWHM actually reached, max(σ_tel, σ_floor)·2.35482.
 
     **Kernel.** In ln λ pixels (σ_pix = σ_Å / (λ Δ)), input bin k sends its flux to bins
     k−h … k+h. The weights are a Gaussian integrated over each output bin (erf
@@ -54,9 +69,9 @@ class LSF(eqx.Module):
     the Gaussian's own σ² is σ_pix² − 1/12 (the bin-integration term, Sheppard's
     correction), clipped at 0, and m is what remains (≤ 1/12 when σ_pix² ≤ 1/12, ~0
     otherwise; it also restores the variance lost by truncating the Gaussian). So a
-    line one bin wide comes out with FWHM 2.35482·σ_diff, and a spectrum resolved on the
-    lattice is broadened by σ_diff² exactly in variance. Each column sums to 1: total
-    flux is conserved exactly. Where σ_diff = 0 the operator is the identity.
+    line one bin wide comes out with FWHM 2.35482·σ_kernel, and a spectrum resolved on the
+    lattice is broadened by σ_kernel² exactly in variance. Each column sums to 1: total
+    flux is conserved exactly. Where σ_kernel = 0 the operator is the identity.
 
     **Band.** `half_width` h is static: the largest σ_pix over z ∈ [0, `max_redshift`]
     times `n_sigma` (default 4: at least 4σ of Gaussian), plus one bin for the 3-point
@@ -74,8 +89,12 @@ class LSF(eqx.Module):
 
     - `wavelength`: lattice bin centres exp(ln λ₀ + (k+½)Δ), Å (observed).
     - `tel_sigma`: telescope σ at `wavelength`, Å.
-    - `ssp_wavelength`, `ssp_sigma`: template σ (Å) at rest-frame wavelengths (Å).
+    - `tel_pixel`: telescope pixel width at `wavelength`, Å.
+    - `ssp_wavelength`, `ssp_sigma`, `ssp_pixel`: template σ and native pixel width (Å)
+      at rest-frame wavelengths (Å).
     - `log_step`: Δ (natural log).
+    - `lattice_variance`: pixel², the two lattice rebinnings (1/6).
+    - `doppler_variance`: pixel², the mean broadening of the Doppler interpolation (1/6).
     - `half_width`: h, bins.
     - `n_sigma`, `max_redshift`: how h was chosen.
     - `allow_sharper`, `tolerance`: see above.
@@ -84,9 +103,13 @@ class LSF(eqx.Module):
 
     wavelength: Float[Array, " n_work"]
     tel_sigma: Float[Array, " n_work"]
+    tel_pixel: Float[Array, " n_work"]
     ssp_wavelength: Float[Array, " n_ssp"]
     ssp_sigma: Float[Array, " n_ssp"]
+    ssp_pixel: Float[Array, " n_ssp"]
     log_step: float = eqx.field(static=True)
+    lattice_variance: float = eqx.field(static=True)
+    doppler_variance: float = eqx.field(static=True)
     half_width: int = eqx.field(static=True)
     n_sigma: float = eqx.field(static=True)
     max_redshift: float = eqx.field(static=True)
@@ -115,6 +138,7 @@ class LSF(eqx.Module):
         tolerance: float = 0.02,
         max_redshift: float = 1.0,
         n_sigma: float = 4.0,
+        doppler_variance: float = 1.0 / 6.0,
     ) -> "LSF":
         """The LSF stage for `telescope` and `ssp` on the lattice of `grid`.
 
@@ -123,12 +147,14 @@ class LSF(eqx.Module):
         - `telescope`: supplies `lsf_fwhm` (Å) at its pixels, and its name.
         - `ssp`: supplies `fwhm` (Å) at its rest-frame `wavelength`.
         - `grid`: the [`rubix_eqx.SpectralGrid`][] whose observed lattice `work` lives on.
-        - `allow_sharper`: clip σ_diff² at 0 where the telescope is sharper than the
+        - `allow_sharper`: clip σ_kernel² at 0 where the telescope is sharper than the
           templates, instead of raising [`rubix_eqx.ResolutionError`][].
         - `tolerance`: relative (in FWHM) amount by which the templates may be broader
-          than the telescope and still count as equal (σ_diff = 0, no error).
-        - `max_redshift`: the band h covers σ_diff for z ∈ [0, `max_redshift`].
+          than the telescope and still count as equal (σ_kernel = 0, no error).
+        - `max_redshift`: the band h covers σ_kernel for z ∈ [0, `max_redshift`].
         - `n_sigma`: the Gaussian is truncated at no less than `n_sigma` σ.
+        - `doppler_variance`: pixel² of broadening by the Doppler interpolation to make
+          up for (1/6 for the pipeline's linear interpolation; 0 for exact shifts).
 
         **Returns:** an `LSF`.
         """
@@ -136,6 +162,10 @@ class LSF(eqx.Module):
             raise ValueError(f"`LSF.build(max_redshift=...)` must be >= 0; got {max_redshift}.")
         if not n_sigma >= 3:
             raise ValueError(f"`LSF.build(n_sigma=...)` must be >= 3; got {n_sigma}.")
+        if not 0 <= doppler_variance <= 0.25:
+            raise ValueError(
+                f"`LSF.build(doppler_variance=...)` must lie in [0, 1/4] pixel²; got {doppler_variance}."
+            )
         dtype = grid.templates.dtype
         edges = grid.obs_log_edges
         centres = np.exp(0.5 * (edges[1:] + edges[:-1]))
@@ -144,8 +174,10 @@ class LSF(eqx.Module):
             np.interp(centres, tel_wave, np.asarray(telescope.lsf_fwhm, np.float64))
             / FWHM_PER_SIGMA
         )
+        tel_pixel = np.interp(centres, tel_wave, np.diff(pixel_edges(tel_wave)))
         ssp_wave = np.asarray(ssp.wavelength, np.float64)
         ssp_sigma = np.asarray(ssp.fwhm, np.float64) / FWHM_PER_SIGMA
+        ssp_pixel = np.diff(pixel_edges(ssp_wave))
         largest = 0.0
         for z in np.linspace(0.0, max_redshift, 65):
             sig_ssp = np.interp(centres / (1 + z), ssp_wave, ssp_sigma) * (1 + z)
@@ -155,9 +187,13 @@ class LSF(eqx.Module):
         return cls(
             wavelength=jnp.asarray(centres, dtype),
             tel_sigma=jnp.asarray(tel_sigma, dtype),
+            tel_pixel=jnp.asarray(tel_pixel, dtype),
             ssp_wavelength=jnp.asarray(ssp_wave, dtype),
             ssp_sigma=jnp.asarray(ssp_sigma, dtype),
+            ssp_pixel=jnp.asarray(ssp_pixel, dtype),
             log_step=float(grid.log_step),
+            lattice_variance=2.0 * _BIN_VARIANCE,
+            doppler_variance=float(doppler_variance),
             half_width=half_width,
             n_sigma=float(n_sigma),
             max_redshift=float(max_redshift),
@@ -166,27 +202,38 @@ class LSF(eqx.Module):
             telescope_name=telescope.name,
         )
 
-    # -- σ_diff -------------------------------------------------------------------
+    # -- σ_kernel -----------------------------------------------------------------
 
-    def _ssp_sigma_observed(self, redshift) -> Float[Array, " n_work"]:
+    def floor_variance(self, redshift) -> Float[Array, " n_work"]:
+        """σ_floor² (Å²) at each lattice bin: the broadening the templates and the numerics
+        bring before the kernel (see the class docstring), at `redshift`."""
         one_plus_z = (1 + jnp.asarray(redshift)).astype(self.wavelength.dtype)
-        return (
-            jnp.interp(self.wavelength / one_plus_z, self.ssp_wavelength, self.ssp_sigma)
-            * one_plus_z
-        )
+        rest = self.wavelength / one_plus_z
+        sigma = jnp.interp(rest, self.ssp_wavelength, self.ssp_sigma) * one_plus_z
+        pixel = jnp.interp(rest, self.ssp_wavelength, self.ssp_pixel) * one_plus_z
+        lattice = (self.lattice_variance + self.doppler_variance) * (
+            self.wavelength * self.log_step
+        ) ** 2
+        return sigma**2 + (pixel**2 + self.tel_pixel**2) * _BIN_VARIANCE + lattice
 
     def sharper(self, redshift) -> Bool[Array, " n_work"]:
-        """Boolean per lattice bin: the templates are broader than the telescope by more
-        than `tolerance` (in FWHM) at `redshift`."""
-        return self._ssp_sigma_observed(redshift) > self.tel_sigma * (1 + self.tolerance)
+        """Boolean per lattice bin: σ_floor exceeds the telescope's σ by more than
+        `tolerance` (in FWHM) at `redshift`."""
+        return self.floor_variance(redshift) > (self.tel_sigma * (1 + self.tolerance)) ** 2
 
     def variance(self, redshift) -> Float[Array, " n_work"]:
-        """σ_diff² in ln λ pixels² at each lattice bin (clipped at 0)."""
-        var = self.tel_sigma**2 - self._ssp_sigma_observed(redshift) ** 2
+        """σ_kernel² in ln λ pixels² at each lattice bin (clipped at 0)."""
+        var = self.tel_sigma**2 - self.floor_variance(redshift)
         return jnp.maximum(var, 0) / (self.wavelength * self.log_step) ** 2
 
+    def applied_fwhm(self, redshift) -> Float[Array, " n_work"]:
+        """The FWHM (Å) on the cube's pixels at each lattice bin: the telescope's, or the
+        floor's where that is broader."""
+        floor = self.floor_variance(redshift)
+        return FWHM_PER_SIGMA * jnp.sqrt(jnp.maximum(self.tel_sigma**2, floor))
+
     def n_clipped(self, redshift) -> Int[Array, ""]:
-        """Lattice bins where σ_diff² was clipped to 0 beyond `tolerance` (traced int)."""
+        """Lattice bins where σ_kernel² was clipped to 0 beyond `tolerance` (traced int)."""
         return jnp.sum(self.sharper(redshift))
 
     def weights(self, redshift) -> Float[Array, "n_band n_work"]:
@@ -210,18 +257,24 @@ class LSF(eqx.Module):
     # -- checks -------------------------------------------------------------------
 
     def _numpy_fwhm(self, redshift: float):
-        wave = np.asarray(self.wavelength, np.float64)
-        ssp_rest = np.interp(
-            wave / (1 + redshift), np.asarray(self.ssp_wavelength), np.asarray(self.ssp_sigma)
-        )
-        tel = np.asarray(self.tel_sigma, np.float64) * FWHM_PER_SIGMA
-        return wave, tel, ssp_rest * FWHM_PER_SIGMA
+        """(lattice λ, telescope FWHM, floor FWHM) in Å, NumPy float64."""
+        wave, tel, ssp_wave, ssp_sigma, ssp_pixel, tel_pixel = (
+            np.asarray(a, np.float64)
+            for a in (self.wavelength, self.tel_sigma, self.ssp_wavelength, self.ssp_sigma,
+                      self.ssp_pixel, self.tel_pixel)
+        )  # fmt: skip
+        one_plus_z = 1 + float(redshift)
+        sigma = np.interp(wave / one_plus_z, ssp_wave, ssp_sigma) * one_plus_z
+        pixel = np.interp(wave / one_plus_z, ssp_wave, ssp_pixel) * one_plus_z
+        lattice = (self.lattice_variance + self.doppler_variance) * (wave * self.log_step) ** 2
+        floor = sigma**2 + (pixel**2 + tel_pixel**2) * _BIN_VARIANCE + lattice
+        return wave, tel * FWHM_PER_SIGMA, np.sqrt(floor) * FWHM_PER_SIGMA
 
     def sharper_range(self, redshift: float) -> tuple[float, float] | None:
         """`None`, or the (λ_min, λ_max) lattice centres (Å, observed) between which the
         telescope is sharper than the templates beyond `tolerance` at `redshift`."""
-        wave, tel, ssp_rest = self._numpy_fwhm(float(redshift))
-        bad = ssp_rest * (1 + float(redshift)) > tel * (1 + self.tolerance)
+        wave, tel, floor = self._numpy_fwhm(float(redshift))
+        bad = floor > tel * (1 + self.tolerance)
         if not bad.any():
             return None
         return float(wave[bad].min()), float(wave[bad].max())
@@ -233,14 +286,15 @@ class LSF(eqx.Module):
         if span is None or self.allow_sharper:
             return
         z = float(redshift)
-        wave, tel, ssp_rest = self._numpy_fwhm(z)
-        worst = int(np.argmax(ssp_rest * (1 + z) / tel))
+        wave, tel, floor = self._numpy_fwhm(z)
+        worst = int(np.argmax(floor / tel))
         raise ResolutionError(
             f"telescope {self.telescope_name!r} LSF FWHM {tel[worst]:.2f} Å is sharper than "
-            f"the SSP templates' {ssp_rest[worst] * (1 + z):.2f} Å ({ssp_rest[worst]:.2f} Å × "
-            f"(1+{z:g})) at {wave[worst]:.0f} Å, and sharper by more than "
-            f"tolerance={self.tolerance:g} over {span[0]:.0f}–{span[1]:.0f} Å; pass "
-            "allow_sharper=True to clip σ_diff to 0 there (reported in the diagnostics)"
+            f"the {floor[worst]:.2f} Å the SSP templates reach on its pixels at {wave[worst]:.0f} Å "
+            f"(template FWHM × (1+{z:g}) plus the pixel and lattice terms, docs/physics.md), "
+            f"and sharper by more than tolerance={self.tolerance:g} over "
+            f"{span[0]:.0f}–{span[1]:.0f} Å; pass allow_sharper=True to add no broadening "
+            "there (the FWHM reached is recorded in Cube.lsf_fwhm and the diagnostics)"
         )
 
     # -- apply --------------------------------------------------------------------
@@ -251,7 +305,7 @@ class LSF(eqx.Module):
         """Broaden `work` (integrated flux per lattice bin; any leading axes) at
         `redshift` (0-d, may be traced). Returns the same shape and dtype."""
         z = concrete(redshift)
-        if z is not None:
+        if z is not None and concrete(self.wavelength) is not None:  # name the range
             self.check(float(z))
         var = self.variance(redshift)
         h = self.half_width
@@ -260,7 +314,7 @@ class LSF(eqx.Module):
         w = eqx.error_if(
             w,
             jnp.any(self.n_sigma**2 * var > (h - 0.5) ** 2),
-            f"LSF: σ_diff at this redshift needs a wider band than the {2 * h + 1} bins "
+            f"LSF: σ_kernel at this redshift needs a wider band than the {2 * h + 1} bins "
             f"built for z <= {self.max_redshift:g}; rebuild with LSF.build(..., max_redshift=...).",
         )
         if not self.allow_sharper:
@@ -269,7 +323,7 @@ class LSF(eqx.Module):
                 jnp.any(self.sharper(redshift)),
                 f"ResolutionError: telescope {self.telescope_name!r} LSF is sharper than the "
                 "SSP templates at this redshift; call LSF.check(z) for the range, or pass "
-                "allow_sharper=True to clip σ_diff to 0 there.",
+                "allow_sharper=True to clip σ_kernel to 0 there.",
             )
         n = work.shape[-1]
         lead = [(0, 0)] * (work.ndim - 1)

@@ -7,5 +7,10 @@ from ._particles import (
     GalaxyFit as GalaxyFit,
     ParticleFit as ParticleFit,
 )
-from ._spaxels import fit_spaxels as fit_spaxels, SpaxelFit as SpaxelFit, STATUS as STATUS
+from ._spaxels import (
+    fit_spaxels as fit_spaxels,
+    SpaxelFit as SpaxelFit,
+    STATUS as STATUS,
+    telescope_for_cube as telescope_for_cube,
+)
 from ._spectrum_model import SpectrumModel as SpectrumModel

@@ -115,8 +115,10 @@ def fit_spaxels(
     - `cube`, `ssp`, `telescope`: the data, the templates and the instrument.
     - `observation`: for the redshift and distance (default: the cube's redshift, the
       default cosmology).
-    - `pipeline`: a pipeline whose stages match how the cube was made (default
-      `Pipeline(telescope, ssp, allow_sharper_lsf=True)`).
+    - `pipeline`: the pipeline whose LSF and rebinning make the model (default: one for
+      `telescope` on the cube's own wavelength grid and medium, with the cube's recorded
+      `lsf_fwhm` if it has one, else the telescope's declared LSF resampled onto the
+      cube's pixels — see [`rubix_eqx.fit.telescope_for_cube`][]).
     - `solver`: `"levenberg_marquardt"`, `"gauss_newton"` or `"dogleg"`.
     - `min_snr`: spaxels with a lower median S/N are masked (status 1).
     - `dispersion_start`: km/s; `velocity_grid`: (start, stop, step) km/s of the search.
@@ -139,9 +141,12 @@ def fit_spaxels(
     # dtype throughout).
     dtype = jnp.promote_types(cube.flux.dtype, jnp.result_type(float))
     if pipeline is None:
-        pipeline = Pipeline(telescope, ssp, allow_sharper_lsf=True, dtype=dtype)
+        pipeline = Pipeline(
+            telescope_for_cube(cube, telescope), ssp, allow_sharper_lsf=True, psf=False,
+            aperture=False, dtype=dtype,
+        )  # fmt: skip
     dtype = pipeline.grid.templates.dtype
-    model = SpectrumModel(pipeline, observation)
+    model = SpectrumModel(pipeline, observation, lsf_fwhm=cube.lsf_fwhm)
     n_x, n_y, n_wave = cube.flux.shape
     flux = cube.flux.reshape(n_x * n_y, n_wave).astype(dtype)
     var = (
@@ -154,6 +159,30 @@ def fit_spaxels(
     start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
     result = _solve(model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps)
     return result(snr, (n_x, n_y))
+
+
+def telescope_for_cube(cube: Cube, telescope: Telescope) -> Telescope:
+    """`telescope` on the cube's wavelength grid, medium, field and spaxel size, with the
+    LSF the cube records (`cube.lsf_fwhm`) or else the telescope's declared FWHM
+    interpolated onto the cube's pixels."""
+    wave = np.asarray(cube.wavelength, np.float64)
+    if cube.lsf_fwhm is not None:
+        fwhm = np.asarray(cube.lsf_fwhm, np.float64)
+    else:
+        tel_wave = np.asarray(telescope.wavelength, np.float64)
+        if wave[0] < tel_wave[0] * (1 - 1e-3) or wave[-1] > tel_wave[-1] * (1 + 1e-3):
+            raise ValueError(
+                f"The cube spans {wave[0]:.1f}-{wave[-1]:.1f} Å but telescope "
+                f"{telescope.name!r} declares its LSF over {tel_wave[0]:.1f}-{tel_wave[-1]:.1f} Å "
+                "only; give a telescope whose `lsf_fwhm` covers the cube."
+            )
+        fwhm = np.interp(wave, tel_wave, np.asarray(telescope.lsf_fwhm, np.float64))
+    n_x, n_y, _ = cube.flux.shape
+    return telescope.replace(
+        wavelength=jnp.asarray(wave), lsf_fwhm=jnp.asarray(fwhm), medium=cube.medium,
+        sampling=cube.wavelength_sampling, n_x=n_x, n_y=n_y,
+        spaxel_size=float(cube.spaxel_size), aperture="square", aperture_diameter=None,
+    )  # fmt: skip
 
 
 def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):

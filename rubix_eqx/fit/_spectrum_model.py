@@ -3,6 +3,7 @@ log Z) with a Gaussian line-of-sight velocity distribution applied analytically 
 Fourier space on the ln λ lattice (as pPXF does, Cappellari 2017), then the pipeline's
 own LSF and rebinning onto the telescope grid."""
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -11,7 +12,8 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from .._observation import Observation
-from .._pipeline import Pipeline
+from .._pipeline import Pipeline, ssp_in_medium
+from .._stages._lsf import LSF
 from .._units import C_KM_S, dimming_constant
 from ..ssp import ssp_weights, SSPGrid
 
@@ -25,10 +27,11 @@ class SpectrumModel(eqx.Module):
     (km/s, line of sight, relative to the systemic redshift), `dispersion` (km/s,
     Gaussian σ of the LOSVD). Ages and Z are clipped to the grid (as in the pipeline).
 
-    With `match_pipeline=True` (default) the LOSVD variance gains 1/6 pixel²: the
-    pipeline shifts each particle by a fraction t of a lattice pixel with linear
-    interpolation, which broadens by t(1-t) pixel², 1/6 on average over particles.
-    Set it to `False` to fit cubes that did not come from this pipeline.
+    The line spread is the telescope's declared `lsf_fwhm` (the total on the pixels):
+    the pipeline's LSF stage, which makes up the difference between it and the
+    templates' resolution plus the numerical broadening of the lattice, here without the
+    Doppler-interpolation term (the Fourier-space shift is exact). So the model has the
+    declared resolution whatever made the cube; nothing is tuned to our own cubes.
     """
 
     ssp: SSPGrid
@@ -37,7 +40,6 @@ class SpectrumModel(eqx.Module):
     redshift: Float[Array, ""]
     scale: float  # dimming: flux_unit erg/s/cm² per (L☉ per M☉)
     fraction: float  # fractional part of the systemic shift, pixels
-    extra_variance: float  # pixels², see `match_pipeline`
     pad: int = eqx.field(static=True)
     length: int = eqx.field(static=True)
 
@@ -46,8 +48,12 @@ class SpectrumModel(eqx.Module):
         pipeline: Pipeline,
         observation: Observation,
         max_velocity: float = 1500.0,
-        match_pipeline: bool = True,
+        lsf_fwhm=None,
     ):
+        """**Arguments:** `pipeline` (its grid, LSF and rebinning), `observation` (redshift,
+        distance), `max_velocity` (km/s, the largest |V| the model must represent), and
+        `lsf_fwhm` (Å at the telescope's pixels, e.g. a cube's recorded `lsf_fwhm`: the
+        line spread to model instead of the telescope's declared one)."""
         grid = pipeline.grid
         z = float(observation.redshift)
         s_sys = math.log1p(z) / grid.log_step
@@ -66,12 +72,23 @@ class SpectrumModel(eqx.Module):
         complex_dtype = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         self.template_ft = jnp.asarray(np.fft.rfft(window, axis=1), complex_dtype)
         self.ssp = pipeline.ssp
+        if pipeline.lsf is not None:
+            lsf = pipeline.lsf
+            if lsf_fwhm is not None:
+                tel = pipeline.telescope.replace(lsf_fwhm=jnp.asarray(lsf_fwhm))
+                lsf = LSF.build(
+                    tel, ssp_in_medium(pipeline.ssp, tel.medium), pipeline.grid,
+                    allow_sharper=True, tolerance=lsf.tolerance, max_redshift=lsf.max_redshift,
+                    n_sigma=lsf.n_sigma,
+                )  # fmt: skip
+            # The Fourier-space shift is exact: no Doppler-interpolation term to make up.
+            exact_shift = dataclasses.replace(lsf, doppler_variance=0.0)
+            pipeline = eqx.tree_at(lambda p: p.lsf, pipeline, exact_shift)
         self.pipeline = pipeline
         self.redshift = jnp.asarray(z, dtype)
         d_l = float(observation.luminosity_distance())
         self.scale = dimming_constant(pipeline.flux_unit) / d_l**2
         self.fraction = s_sys - j_sys
-        self.extra_variance = 1 / 6 if match_pipeline else 0.0
 
     def lattice(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_work"]:
         """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
@@ -84,8 +101,7 @@ class SpectrumModel(eqx.Module):
         nu = jnp.arange(self.template_ft.shape[1], dtype=dtype) / self.length
         shift = self.fraction + jnp.arctanh(velocity / C_KM_S) / grid.log_step
         sigma = dispersion / C_KM_S / grid.log_step
-        variance = sigma**2 + self.extra_variance
-        losvd = jnp.exp(-2j * jnp.pi * nu * shift - 2 * (jnp.pi * nu) ** 2 * variance)
+        losvd = jnp.exp(-2j * jnp.pi * nu * shift - 2 * (jnp.pi * nu) ** 2 * sigma**2)
         spectrum = jnp.fft.irfft(mixed * losvd, n=self.length)
         return spectrum[self.pad : self.pad + grid.n_work].astype(dtype)
 

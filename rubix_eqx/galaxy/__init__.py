@@ -18,3 +18,4 @@ from ._synthetic import (
     Truth as Truth,
 )
 from ._tng import from_tng as from_tng
+from ._warnings import MassFallbackWarning as MassFallbackWarning

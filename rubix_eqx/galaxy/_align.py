@@ -126,9 +126,11 @@ def face_on_rotation(position, velocity, mass, radius: float | None = None) -> n
 
 def face_on(galaxy: Galaxy, *, radius: float | None = None) -> Galaxy:
     """`galaxy` rotated so that the angular momentum of its stars within `radius` kpc
-    (default: twice the stellar half-mass radius) points along +z: face-on at
-    inclination 0, rotating counter-clockwise seen from +z. Assumes it is centred
-    (see [`rubix_eqx.galaxy.centre`][])."""
+    (default: twice the stellar half-mass radius) points along +z, so that it rotates
+    counter-clockwise seen from +z. At inclination 0 ([`rubix_eqx.Orient.matrix`][]) the
+    observer looks from +z: the angular momentum points at the observer and the disk
+    rotates counter-clockwise on the sky shown North up, East left. Assumes it is
+    centred (see [`rubix_eqx.galaxy.centre`][])."""
     rot = face_on_rotation(galaxy.position, galaxy.velocity, galaxy.mass, radius)
     position = np.asarray(galaxy.position, np.float64) @ rot.T
     velocity = np.asarray(galaxy.velocity, np.float64) @ rot.T

@@ -14,7 +14,7 @@ and g → M☉ with the file's `Constants/CM_PER_MPC` and `Constants/SOLAR_MASS`
 | `PartType4` dataset | becomes |
 |---|---|
 | `Coordinates`, `Velocity` | kpc (physical), peculiar km/s |
-| `InitialMass` (else `Mass`) | M☉ (initial mass) |
+| `InitialMass` (else `Mass`, with a warning) | M☉ (initial mass) |
 | `StellarFormationTime` | scale factor of birth → age = t(a_snap) − t(a_form), Gyr |
 | `SmoothedMetallicity` (default) or `Metallicity` | Z |
 | `GroupNumber`, `SubGroupNumber` | selection |
@@ -30,6 +30,7 @@ import numpy as np
 
 from ._galaxy import Galaxy
 from ._io import attr, chunk_files, finish_galaxy, sim_cosmology, stellar_ages
+from ._warnings import record_mass_fallback
 
 
 PLANCK13_EAGLE = (0.6777, 0.307)  # h, Omega_m: Planck 2013 as used by EAGLE (Schaye et al. 2015)
@@ -101,6 +102,7 @@ def load_eagle(
     }
     columns: dict[str, list[np.ndarray]] = {k: [] for k in names}
     used: dict[str, str] = {}
+    mass_fields: set[str] = set()
     for file in files:
         with h5py.File(file, "r") as f:
             stars = f.get("PartType4")
@@ -124,6 +126,8 @@ def load_eagle(
                 if field is None:
                     raise ValueError(f"{file}: missing dataset `PartType4/{' or '.join(options)}`.")
                 used[key] = field
+                if key == "mass":
+                    mass_fields.add(field)
                 dset = stars[field]
                 columns[key].append(_cgs(dset, dset[()][keep], a_snap, h, str(file)))
     if not columns["position"]:
@@ -144,11 +148,13 @@ def load_eagle(
         "snapshot_scale_factor": a_snap,
         "hubble_param": h,
         "cosmology": cosmo_source,
-        "mass_field": used["mass"],
         "metallicity_field": used["metallicity"],
         "n_unformed_excluded": int((~formed).sum()),
         "n_particles": int(formed.sum()),
     }
+    # Current masses in any chunk (e.g. files without `InitialMass`) make it a fallback.
+    mass_used = "Mass" if "Mass" in mass_fields else "InitialMass"
+    record_mass_fallback(info, path, "InitialMass", mass_used)
     if group_number is not None:
         info["group_number"] = int(group_number)
     if subgroup_number is not None:
@@ -175,9 +181,10 @@ def from_eagle(
 
     Units are converted with each dataset's `CGSConversionFactor`, `aexp-scale-exponent`
     and `h-scale-exponent` attributes (module docs, docs/loaders.md); initial masses
-    (`InitialMass`, else `Mass`); ages t(a_snap) − t(a_form) at the **snapshot's** epoch,
-    with h and Ω_m from the header, else Planck13 as used by EAGLE (h = 0.6777,
-    Ω_m = 0.307).
+    (`InitialMass`; without it the current `Mass`, with a
+    [`rubix_eqx.galaxy.MassFallbackWarning`][], recorded as `mass_is_initial = False`);
+    ages t(a_snap) − t(a_form) at the **snapshot's** epoch, with h and Ω_m from the
+    header, else Planck13 as used by EAGLE (h = 0.6777, Ω_m = 0.307).
 
     **Arguments:**
 

@@ -7,7 +7,7 @@ Astrophysics and Cosmology 6, 2, and its data specifications):
 |---|---|---|
 | `Coordinates` | ckpc/h | × a / h → kpc (physical) |
 | `Velocities` | km/s · sqrt(a) | × sqrt(a) → peculiar km/s |
-| `GFM_InitialMass` (else `Masses`) | 10¹⁰ M☉/h | × 10¹⁰ / h → M☉ (initial mass) |
+| `GFM_InitialMass` (else `Masses`, warned) | 10¹⁰ M☉/h | × 10¹⁰ / h → M☉ |
 | `GFM_StellarFormationTime` | scale factor of birth (≤ 0: wind particle) | age, Gyr (see below) |
 | `GFM_Metallicity` | metal mass fraction | Z |
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from ._galaxy import Galaxy
 from ._io import attr, chunk_files, finish_galaxy, sim_cosmology, stellar_ages
+from ._warnings import record_mass_fallback
 
 
 PLANCK15_TNG = (0.6774, 0.3089)  # h, Omega_m: Planck 2015 as used by TNG (Nelson et al. 2019)
@@ -161,15 +162,18 @@ def load_tng(
         fields[name] = _read(files, name, start, count)
         if fields[name] is None:
             raise ValueError(f"{path}: missing dataset `PartType4/{name}`.")
-    initial = _read(files, "GFM_InitialMass", start, count)
-    mass_field = "GFM_InitialMass" if initial is not None else "Masses"
-    masses = initial if initial is not None else _read(files, "Masses", start, count)
+    mass_field = "GFM_InitialMass"
+    masses = _read(files, mass_field, start, count)
+    if masses is None:
+        mass_field = "Masses"
+        masses = _read(files, mass_field, start, count)
     if masses is None:
         table = attr(header, "MassTable")
         if table is None or not float(np.asarray(table)[STAR]) > 0:
             raise ValueError(
                 f"{path}: no `PartType4/GFM_InitialMass` or `Masses`, and no MassTable entry."
             )
+        mass_field = "Header/MassTable"
         masses = np.full(
             fields["GFM_StellarFormationTime"].shape[0], float(np.asarray(table)[STAR])
         )
@@ -193,10 +197,10 @@ def load_tng(
         "snapshot_scale_factor": a_snap,
         "hubble_param": h,
         "cosmology": cosmo_source,
-        "mass_field": mass_field,
         "n_wind_excluded": n_wind,
         "n_particles": int(stars.sum()),
     }
+    record_mass_fallback(info, path, "GFM_InitialMass", mass_field)
     if subhalo_id is not None:
         info["subhalo_id"] = int(subhalo_id)
     if group_id is not None:
@@ -222,9 +226,12 @@ def from_tng(
 
     Reads offline HDF5 in the TNG layout (units and fields: module docs, docs/loaders.md):
     comoving → physical with a and h from the header; initial masses
-    (`GFM_InitialMass`, else current `Masses`); ages t(a_snap) − t(a_form) at the
-    **snapshot's** epoch, with h and Ω_m from the header (else `Parameters`, else Planck15
-    as used by TNG: h = 0.6774, Ω_m = 0.3089); wind particles (formation time ≤ 0) dropped.
+    (`GFM_InitialMass`; without it the current `Masses`, with a
+    [`rubix_eqx.galaxy.MassFallbackWarning`][], recorded as `mass_is_initial = False` in
+    the info of `load_tng` and in files written by `rubix-eqx convert`); ages
+    t(a_snap) − t(a_form) at the **snapshot's** epoch, with h and Ω_m from the header
+    (else `Parameters`, else Planck15 as used by TNG: h = 0.6774, Ω_m = 0.3089); wind
+    particles (formation time ≤ 0) dropped.
 
     **Arguments:**
 

@@ -1,4 +1,5 @@
-"""Cube files: MUSE-like FITS with a 3-D WCS, and HDF5 with every field (exact).
+"""Cube files: FITS in the layouts of the MUSE and MaNGA pipelines (3-D WCS), readers for
+MUSE DRP and MaNGA DRP cubes, and HDF5 with every field (exact).
 
 Writes are atomic (a temporary file beside the target, then a rename).
 """

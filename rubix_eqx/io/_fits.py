@@ -1,24 +1,39 @@
-"""Cubes as MUSE-like FITS files: `DATA`, `STAT` and `MASK` extensions with a 3-D WCS.
+"""Cubes as FITS files the field's tools open as their own: MUSE-DRP-like (default) or
+MaNGA-DRP-like (`layout="manga"`, in `_manga.py`); and a reader for those and for the
+MUSE and MaNGA cubes users have.
 
-Layout (documented in docs/api.md, "Cube files"):
+MUSE layout (`layout="muse"`; documented in docs/api.md, "Cube files"):
 
-- primary HDU: no data; provenance (`PROGRAM`, `PROGVER`, `DATE`, `TELESCOP`, `SSPNAME`,
-  `SSPCITE`, `REDSHIFT`, `RA`, `DEC`, `INCLIN`, `POSANG`, `DISTANCE`), the cube's
-  `FLUXUNIT`, `SPAXSIZE`, `WAVESAMP`, and the [`rubix_eqx.Diagnostics`][] (`NPARTIC`,
-  `NCLIPPED`, `CLIPFRAC`, `NOUTSIDE`, `OUTFRAC`, `NLSFCLIP`);
-- `DATA`: flux, NumPy shape (n_λ, n_y, n_x), i.e. FITS NAXIS1 = x, NAXIS2 = y,
-  NAXIS3 = λ; `BUNIT` e.g. `10**(-20)*erg/s/cm**2/Angstrom`;
-- `STAT`: the variance of `DATA`, same shape and WCS, `BUNIT` squared;
-- `MASK`: uint8 (n_y, n_x), 1 inside the instrument's aperture, celestial WCS.
+- primary HDU: no data. Observation keywords `TELESCOP`, `INSTRUME`, `OBJECT`, `RA`,
+  `DEC`; our provenance (`PROGRAM`, `PROGVER`, `DATE`, `TELMODEL` (the rubix_eqx
+  telescope), `SSPNAME`, `SSPCITE`, `REDSHIFT`, `INCLIN`, `POSANG`, `DISTANCE`), the
+  cube's `FLUXUNIT`, `SPAXSIZE`, `WAVESAMP`, `MEDIUM`, the diagnostics (`NPARTIC`,
+  `NCLIPPED`, `CLIPFRAC`, `NOUTSIDE`, `OUTFRAC`, `NLSFCLIP`) and, given a PSF, `PSFTYPE`,
+  `PSFFWHM`, `PSFBETA`, ESO's `SKY_RES` and (Moffat) mpdaf's FSF keywords;
+- `DATA` (ext 1): float32 flux, NumPy shape (n_λ, n_y, n_x) = FITS NAXIS1 = x, NAXIS2 =
+  y, NAXIS3 = λ; `BUNIT` e.g. `10**(-20)*erg/s/cm**2/Angstrom`; NaN where there is no
+  data (outside the instrument's aperture, non-finite values, infinite variance);
+- `STAT` (ext 2): float32 variance, > 0 wherever `DATA` is finite, NaN where it is NaN.
+  Where the model variance is 0 (noiseless cube) it holds `STATFILL` (keyword of `STAT`):
+  a uniform σ = 1e-4 × the cube's peak |flux|, so that pPXF (which refuses noise ≤ 0) and
+  1/variance weights see an unweighted fit;
+- `DQ` (ext 3): uint8, 0 = good; bit 1 = no data (`DATA` is NaN), bit 2 = outside the
+  instrument's aperture (mpdaf reads any non-zero value as masked);
+- `LSF_FWHM` (ext 4, if `cube.lsf_fwhm` is known): 1-D image, the line-spread FWHM (Å)
+  on the cube's pixels, with the cube's spectral WCS as axis 1 (mpdaf `Spectrum`,
+  specutils read it as a spectrum).
 
-WCS: `RA---TAN`/`DEC--TAN` with CRVAL = (`ra`, `dec`) of the field centre, CDELT1 =
-−spaxel/3600 (x grows to the West, so East is left), CDELT2 = +spaxel/3600 and CRPIX at
-the field centre (pixel n/2 in 0-based edge units = FITS n/2 + 0.5). Spectral axis
-`AWAV` (air wavelength, Å; linear: λ = CRVAL3 + CDELT3 (p − CRPIX3)) or `AWAV-LOG`
-(log-sampled, FITS paper III: λ = CRVAL3 exp(CDELT3 (p − CRPIX3) / CRVAL3)).
+WCS of `DATA`, `STAT`, `DQ` (`_header.py`): RA---TAN/DEC--TAN with a CD matrix in
+degrees, `CD1_1 = −spaxel/3600` (East left), `CD2_2 = +spaxel/3600`, zero cross terms,
+CRPIX at the field centre; `CTYPE3 = 'AWAV'` (air) or `'WAVE'` (vacuum), `'-LOG'` for
+log sampling, `CUNIT3 = 'Angstrom'`, `CRVAL3`, `CD3_3`, `CRPIX3 = 1`. Every float is
+written with all its digits (float32 values by their shortest decimal).
+
+`layout="muse-drp"` is the DRP's `DATACUBE_FINAL` exactly: primary, `DATA`, `STAT` and
+nothing else (GIST's `MUSE_WFM` reader only reads `STAT` when the file has 3 HDUs);
+`lsf_fwhm` is then not stored.
 """
 
-import math
 import warnings
 from pathlib import Path
 
@@ -27,10 +42,25 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._cube import Cube, Diagnostics
+from ._header import (
+    ascii_text,
+    bunit,
+    cube_keywords,
+    cube_wcs as cube_wcs,
+    DEFAULT_OBJECT,
+    exact,
+    observatory,
+    parse_flux_unit,
+    put,
+    read_celestial,
+    read_spectral,
+    spectrum_keywords,
+    write_keywords,
+)
 from ._provenance import provenance
 
 
-UNIT_TAIL = "erg/s/cm**2/Angstrom"
+LAYOUTS = ("muse", "muse-drp", "manga")
 DIAGNOSTIC_KEYS = {
     "n_particles": ("NPARTIC", "particles in the galaxy"),
     "n_clipped": ("NCLIPPED", "particles clipped to the SSP grid edge"),
@@ -39,79 +69,32 @@ DIAGNOSTIC_KEYS = {
     "outside_mass_fraction": ("OUTFRAC", "mass fraction outside the field"),
     "n_lsf_clipped": ("NLSFCLIP", "lattice bins where LSF broadening was clipped"),
 }
-# Largest allowed mismatch between the wavelength array and its WCS, in pixels; float32
-# wavelength arrays of log-sampled grids are exact to ~3e-4 pixel only.
-WCS_TOLERANCE_PIXELS = 1e-2
+PROGRAM = "rubix_eqx"
+DQ_NODATA = 1  # DATA is NaN: no value
+DQ_OUTSIDE = 2  # spaxel outside the instrument's aperture
+NOISELESS_RELATIVE_SIGMA = 1e-4  # STATFILL: σ = this × peak |flux|
+ESO_DOC = (("HDUCLASS", "ESO", "class name (ESO format)"), ("HDUDOC", "DICD", "document"),
+           ("HDUVERS", "DICD version 6", "version"))  # fmt: skip
 
 
-def bunit(flux_unit: float, power: int = 1) -> str:
-    """FITS `BUNIT` of a flux (power 1) or variance (power 2) in units of `flux_unit`
-    erg s⁻¹ cm⁻² Å⁻¹: `10**(-20)*erg/s/cm**2/Angstrom` as in MUSE cubes. A unit that is
-    not a power of ten is written as e.g. `3e-17 erg/s/cm**2/Angstrom` (not FITS-standard,
-    but astropy reads it)."""
-    exponent = round(math.log10(flux_unit))
-    tail = UNIT_TAIL if power == 1 else "erg**2/s**2/cm**4/Angstrom**2"
-    if math.isclose(10.0**exponent, flux_unit, rel_tol=1e-12):
-        return f"10**({exponent * power})*{tail}" if exponent else tail
-    return f"{flux_unit**power!r} {tail}"
+# ----------------------------------------------------------------------------------------
+# Writing
 
 
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "replace").decode("ascii").replace("\n", " ")
-
-
-def spectral_keywords(wavelength: np.ndarray, sampling: str) -> dict[str, object]:
-    """CTYPE3/CUNIT3/CRVAL3/CDELT3/CRPIX3 reproducing `wavelength` (Å). Raises
-    `ValueError` if the array is not linear (or log-linear) to 1e-2 pixel."""
-    wave = np.asarray(wavelength, np.float64)
-    n = wave.size
-    if sampling == "log":
-        ratio = math.log(wave[-1] / wave[0]) / (n - 1)
-        keys = {"CTYPE3": "AWAV-LOG", "CRVAL3": float(wave[0]), "CDELT3": float(wave[0] * ratio)}
-        model = wave[0] * np.exp(ratio * np.arange(n))
-    else:
-        step = (wave[-1] - wave[0]) / (n - 1)
-        keys = {"CTYPE3": "AWAV", "CRVAL3": float(wave[0]), "CDELT3": float(step)}
-        model = wave[0] + step * np.arange(n)
-    pixel = np.gradient(wave)
-    worst = float(np.max(np.abs(model - wave) / pixel))
-    if worst > WCS_TOLERANCE_PIXELS:
-        raise ValueError(
-            f"The cube's wavelength grid is not {sampling}-sampled (a {keys['CTYPE3']} WCS misses "
-            f"it by {worst:.3g} pixels): write it with `to_hdf5` instead."
-        )
-    return {**keys, "CUNIT3": "Angstrom", "CRPIX3": 1.0}
-
-
-def celestial_keywords(cube: Cube) -> dict[str, object]:
-    n_x, n_y = cube.flux.shape[:2]
-    scale = float(cube.spaxel_size) / 3600.0
-    return {
-        "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CUNIT1": "deg", "CUNIT2": "deg",
-        "CRVAL1": float(cube.ra), "CRVAL2": float(cube.dec),
-        "CRPIX1": n_x / 2 + 0.5, "CRPIX2": n_y / 2 + 0.5,
-        "CDELT1": -scale, "CDELT2": scale, "RADESYS": "ICRS",
-    }  # fmt: skip
-
-
-def cube_wcs(cube: Cube):
-    """The 3-D `astropy.wcs.WCS` (x, y, λ) of `cube` as written by
-    [`rubix_eqx.io.write_cube_fits`][] (pixel coordinates 0-based, FITS axis order)."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    header = fits.Header()
-    header["WCSAXES"] = 3
-    for key, value in celestial_keywords(cube).items():
-        header[key] = value
-    wave = np.asarray(cube.wavelength)
-    for key, value in spectral_keywords(wave, cube.wavelength_sampling).items():
-        header[key] = value
-    return WCS(header)
-
-
-def write_cube_fits(cube: Cube, path: str | Path, *, ssp=None, observation=None) -> None:
-    """Write `cube` as a MUSE-like FITS file (layout: module docstring / docs/api.md).
+def write_cube_fits(
+    cube: Cube,
+    path: str | Path,
+    *,
+    ssp=None,
+    observation=None,
+    layout: str = "muse",
+    telescop: str | None = None,
+    instrume: str | None = None,
+    object: str | None = None,
+    psf=None,
+) -> None:
+    """Write `cube` as a FITS file in the layout of a MUSE or MaNGA pipeline cube
+    (layouts: module docstring / docs/api.md).
 
     **Arguments:**
 
@@ -120,178 +103,358 @@ def write_cube_fits(cube: Cube, path: str | Path, *, ssp=None, observation=None)
     - `ssp`: the [`rubix_eqx.SSPGrid`][] used, recorded as `SSPNAME`/`SSPCITE`.
     - `observation`: the [`rubix_eqx.Observation`][] used, recorded as `INCLIN`,
       `POSANG` (and `DISTANCE`).
+    - `layout`: `"muse"` (`DATA`, `STAT`, `DQ`, `LSF_FWHM`), `"muse-drp"` (`DATA`, `STAT`
+      only, as the MUSE DRP's `DATACUBE_FINAL`) or `"manga"` (`FLUX`, `IVAR`, `MASK`,
+      `WAVE`, `SPECRES`, `SPECRESD` as a MaNGA DRP LOGCUBE; needs vacuum wavelengths).
+    - `telescop`, `instrume`: the `TELESCOP`/`INSTRUME` keywords; default from the
+      telescope name (`MUSE-*` → `ESO-VLT-U4`/`MUSE`, `MaNGA` → `SDSS 2-5m`/`MaNGA`, …;
+      any other name is written as both).
+    - `object`: the `OBJECT` keyword (default `"mock galaxy"`).
+    - `psf`: the [`rubix_eqx.PSF`][] the cube was convolved with, written as keywords
+      (`PSFTYPE`, `PSFFWHM`, `PSFBETA`, `SKY_RES`; mpdaf FSF keywords for a Moffat;
+      MaNGA's `GFWHM`…`ZFWHM`), or `None`.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"`write_cube_fits(layout=...)` must be one of {LAYOUTS}; got {layout!r}.")
+    if layout == "manga":
+        from ._manga import write_manga
+
+        write_manga(cube, path, ssp=ssp, observation=observation, telescop=telescop,
+                    instrume=instrume, object=object, psf=psf)  # fmt: skip
+        return
     from astropy.io import fits
 
-    wave = np.asarray(cube.wavelength)
-    spectral = spectral_keywords(wave, cube.wavelength_sampling)
-    celestial = celestial_keywords(cube)
-    info = provenance(ssp, observation)
+    wcs = cube_keywords(cube)  # raises for irregular grids before anything is written
+    primary = primary_hdu(cube, ssp, observation, telescop, instrume, object, psf, layout)
+    put(primary.header, "FLUXUNIT", exact(cube.flux_unit), "[erg/s/cm2/Angstrom] unit of DATA")
+    voxels = prepared_voxels(cube)
+    extra = {"ERRDATA": "STAT"} | ({"QUALDATA": "DQ"} if layout == "muse" else {})
 
-    primary = fits.PrimaryHDU()
-    h = primary.header
-    h["PROGRAM"] = (info["software"], "software that made this cube")
-    h["PROGVER"] = (info["software_version"], "its version")
-    h["DATE"] = (info["date"], "UTC date the file was written")
-    h["TELESCOP"] = (_ascii(cube.telescope), "telescope model (rubix_eqx preset name)")
-    h["OBJECT"] = ("mock galaxy", "simulated observation")
-    h["RA"] = (float(cube.ra), "[deg] field centre")
-    h["DEC"] = (float(cube.dec), "[deg] field centre")
-    h["REDSHIFT"] = (float(cube.redshift), "redshift of the observation")
-    if "inclination" in info:
-        h["INCLIN"] = (info["inclination"], "[deg] inclination, 0 = face-on")
-        h["POSANG"] = (info["position_angle"], "[deg] position angle, North through East")
-    if "distance" in info:
-        h["DISTANCE"] = (info["distance"], "[Mpc] distance given instead of cosmology")
-    if "ssp_name" in info:
-        h["SSPNAME"] = (_ascii(info["ssp_name"]), "SSP template grid")
-        h["SSPCITE"] = _ascii(info["ssp_citation"])
-    h["FLUXUNIT"] = (float(cube.flux_unit), "[erg/s/cm2/Angstrom] unit of DATA")
-    h["SPAXSIZE"] = (float(cube.spaxel_size), "[arcsec] spaxel size")
-    h["WAVESAMP"] = (cube.wavelength_sampling, "wavelength sampling: linear or log")
-    for name, (key, comment) in DIAGNOSTIC_KEYS.items():
-        value = np.asarray(getattr(cube.diagnostics, name))
-        h[key] = (value.item(), comment)
-
-    def image(name, data, unit, keys):
+    def image(name, data, unit, classes, links):
         hdu = fits.ImageHDU(data=data, name=name)
-        hdu.header["BUNIT"] = unit
-        hdu.header["WCSAXES"] = 3 if data.ndim == 3 else 2
-        for key, value in keys.items():
-            hdu.header[key] = value
+        h = hdu.header
+        for key, value, comment in ESO_DOC:
+            put(h, key, value, comment)
+        for key, value in zip(("HDUCLAS1", "HDUCLAS2", "HDUCLAS3"), classes, strict=False):
+            put(h, key, value, "")
+        for key, value in links.items():
+            put(h, key, value, "linked extension")
+        if unit is not None:
+            put(h, "BUNIT", unit, "")
+        write_keywords(h, wcs)
         return hdu
 
-    flux = np.ascontiguousarray(np.asarray(cube.flux).transpose(2, 1, 0))
-    variance = np.ascontiguousarray(np.asarray(cube.variance).transpose(2, 1, 0))
-    mask = np.ascontiguousarray(np.asarray(cube.mask).T.astype(np.uint8))
-    hdus = fits.HDUList([
-        primary,
-        image("DATA", flux, bunit(cube.flux_unit), celestial | spectral),
-        image("STAT", variance, bunit(cube.flux_unit, 2), celestial | spectral),
-        image("MASK", mask, "", celestial),
-    ])  # fmt: skip
-    hdus["MASK"].header["COMMENT"] = "1 = spaxel inside the instrument's aperture"
+    data = image("DATA", voxels["flux"], bunit(cube.flux_unit),
+                 ("IMAGE", "DATA"), extra)  # fmt: skip
+    stat = image("STAT", voxels["variance"], bunit(cube.flux_unit, 2),
+                 ("IMAGE", "ERROR", "MSE"), {"SCIDATA": "DATA"} | extra)  # fmt: skip
+    stat.header.remove("ERRDATA")
+    if voxels["fill"] is not None:
+        put(stat.header, "STATFILL", voxels["fill"], "STAT where the model variance is 0")
+        stat.header.add_comment(
+            "STATFILL is a placeholder for a noiseless cube: sigma = 1e-4 x peak |DATA|."
+        )
+    hdus = [primary, data, stat]
+    if layout == "muse":
+        dq = voxels["nodata"].astype(np.uint8)  # DQ_NODATA
+        dq |= np.where(voxels["outside"], np.uint8(DQ_OUTSIDE), np.uint8(0))
+        dq_hdu = image("DQ", dq, None, ("IMAGE", "QUALITY"),
+                       {"SCIDATA": "DATA", "ERRDATA": "STAT"})  # fmt: skip
+        dq_hdu.header.add_comment("0 = good; non-zero = bad (DATA and STAT are NaN there)")
+        dq_hdu.header.add_comment("bit 1 (value 1): no data; bit 2 (value 2): outside aperture")
+        hdus.append(dq_hdu)
+        if cube.lsf_fwhm is not None:
+            hdus.append(lsf_hdu(cube))
     with atomic_path(path) as tmp:
-        hdus.writeto(tmp, overwrite=True)
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+
+
+def fits_order(array, dtype) -> np.ndarray:
+    """(n_x, n_y, n_λ) → a new C-contiguous (n_λ, n_y, n_x) array of `dtype`: FITS
+    NAXIS1 = x, NAXIS3 = λ."""
+    return np.array(np.transpose(np.asarray(array), (2, 1, 0)), dtype=dtype, order="C", copy=True)
+
+
+def lsf_hdu(cube: Cube):
+    from astropy.io import fits
+
+    values = np.asarray(cube.lsf_fwhm)
+    hdu = fits.ImageHDU(data=values, name="LSF_FWHM")
+    put(hdu.header, "BUNIT", "Angstrom", "")
+    write_keywords(hdu.header, spectrum_keywords(cube))
+    hdu.header.add_comment("Line-spread FWHM on the cube's pixels, as a Gaussian fit to the")
+    hdu.header.add_comment("pixel values measures it; axis 1 is the cube's wavelength axis.")
+    return hdu
+
+
+def prepared_voxels(cube: Cube) -> dict:
+    """The cube in FITS order (n_λ, n_y, n_x): float32 `flux` and `variance`, NaN on the
+    no-data voxels (`nodata`: outside `mask`, non-finite flux, infinite or NaN variance);
+    where the variance is 0 (`fill_mask`) it holds the placeholder `fill` (None if no
+    voxel needs it); `outside` (1, n_y, n_x). Built in place: ~2.5× the cube's memory."""
+    flux = fits_order(cube.flux, np.float32)
+    variance = fits_order(cube.variance, np.float32)
+    if np.any(variance < 0):
+        raise ValueError(
+            f"`Cube.variance` must be >= 0; its minimum is {float(np.nanmin(variance))!r}."
+        )
+    outside = ~np.asarray(cube.mask).T[None, :, :]
+    nodata = ~np.isfinite(flux)
+    nodata |= ~np.isfinite(variance)
+    nodata |= outside
+    need = variance <= 0
+    need &= ~nodata
+    fill = None
+    if np.any(need):
+        peak = float(np.max(np.abs(flux), where=~nodata, initial=0.0))
+        value = np.float32((NOISELESS_RELATIVE_SIGMA * (peak if peak > 0 else 1.0)) ** 2)
+        if not value > 0:
+            value = np.finfo(np.float32).tiny
+        real = ~nodata & ~need
+        while np.any((variance == value) & real):  # STATFILL differs from every real variance
+            value = np.nextafter(value, np.float32(np.inf))
+        variance[need] = value
+        fill = exact(value)
+    flux[nodata] = np.nan
+    variance[nodata] = np.nan
+    return {
+        "flux": flux,
+        "variance": variance,
+        "nodata": nodata,
+        "outside": outside,
+        "fill": fill,
+        "fill_mask": need,
+    }
+
+
+def primary_hdu(cube, ssp, observation, telescop, instrume, object, psf, layout):
+    """The header-only primary HDU: observation keywords, provenance, diagnostics, PSF."""
+    from astropy.io import fits
+
+    info = provenance(ssp, observation)
+    default_telescop, default_instrume = observatory(str(cube.telescope))
+    primary = fits.PrimaryHDU()
+    h = primary.header
+    put(h, "TELESCOP", telescop or default_telescop, "telescope")
+    put(h, "INSTRUME", instrume or default_instrume, "instrument")
+    put(h, "OBJECT", object or DEFAULT_OBJECT, "target")
+    put(h, "RA", exact(cube.ra), "[deg] field centre")
+    put(h, "DEC", exact(cube.dec), "[deg] field centre")
+    put(h, "DATE", info["date"], "UTC date the file was written")
+    put(h, "PROGRAM", PROGRAM, "software that made this cube")
+    put(h, "PROGVER", info["software_version"], "its version")
+    put(h, "LAYOUT", layout, "rubix_eqx file layout")
+    put(h, "TELMODEL", str(cube.telescope), "rubix_eqx telescope model")
+    put(h, "REDSHIFT", exact(cube.redshift), "redshift of the observation")
+    if "inclination" in info:
+        put(h, "INCLIN", exact(info["inclination"]), "[deg] inclination, 0 = face-on")
+        put(h, "POSANG", exact(info["position_angle"]), "[deg] position angle, N through E")
+    if "distance" in info:
+        put(h, "DISTANCE", exact(info["distance"]), "[Mpc] distance given instead of cosmology")
+    if "ssp_name" in info:
+        put(h, "SSPNAME", info["ssp_name"], "SSP template grid")
+        h["SSPCITE"] = ascii_text(info["ssp_citation"])
+    put(h, "SPAXSIZE", exact(cube.spaxel_size), "[arcsec] spaxel size")
+    put(h, "WAVESAMP", cube.wavelength_sampling, "wavelength sampling: linear or log")
+    put(h, "MEDIUM", cube.medium, "wavelengths in air or vacuum")
+    for name, (key, comment) in DIAGNOSTIC_KEYS.items():
+        value = np.asarray(getattr(cube.diagnostics, name))
+        put(h, key, exact(value) if value.dtype.kind == "f" else int(value), comment)
+    if psf is not None:
+        psf_keywords(h, psf, cube, layout)
+    return primary
+
+
+def psf_keywords(h, psf, cube, layout: str) -> None:
+    """PSF keywords: ours, ESO's `SKY_RES`, mpdaf's FSF model (Moffat; `FSFMODE = 2`,
+    FWHM and β constant over `FSFLB1`–`FSFLB2`), MaNGA's per-band FWHM."""
+    fwhm = exact(psf.fwhm)
+    put(h, "PSFTYPE", str(psf.kind).upper(), "PSF profile the cube was convolved with")
+    put(h, "PSFFWHM", fwhm, "[arcsec] PSF FWHM")
+    if psf.kind == "moffat":
+        beta = exact(psf.beta)
+        put(h, "PSFBETA", beta, "Moffat beta")
+    if layout == "manga":
+        for band in "GRIZ":
+            put(h, f"{band}FWHM", fwhm, f"[arcsec] PSF FWHM in {band.lower()}")
+        return
+    put(h, "SKY_RES", fwhm, "[arcsec] spatial resolution (FWHM)")
+    if psf.kind == "moffat":
+        wave = np.asarray(cube.wavelength, np.float64)
+        put(h, "FSFMODE", 2, "Circular MOFFAT beta=poly(lbda) fwhm=poly(lbda)")
+        put(h, "FSFLB1", exact(wave[0]), "FSF Blue Ref Wave (A)")
+        put(h, "FSFLB2", exact(wave[-1]), "FSF Red Ref Wave (A)")
+        put(h, "FSF00FNC", 1, "FSF00 FWHM Poly Ncoef")
+        put(h, "FSF00F00", fwhm, "FSF00 FWHM Poly C00")
+        put(h, "FSF00BNC", 1, "FSF00 BETA Poly Ncoef")
+        put(h, "FSF00B00", beta, "FSF00 BETA Poly C00")
+
+
+# ----------------------------------------------------------------------------------------
+# Reading
 
 
 def _native(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=array.dtype.newbyteorder("="))
 
 
-SPECTRAL_TYPES = ("AWAV", "WAVE", "AWAV-LOG", "WAVE-LOG")
-SPECTRAL_UNITS = {"angstrom": 1.0, "nm": 10.0, "m": 1e10, "um": 1e4}
-
-
-def _wavelength(header, n: int, path="") -> tuple[np.ndarray, str]:
-    ctype = str(header.get("CTYPE3", "AWAV")).strip()
-    if ctype not in SPECTRAL_TYPES:
-        raise ValueError(
-            f"{path}: spectral axis CTYPE3 = {ctype!r}; expected one of {SPECTRAL_TYPES}."
-        )
-
-    def keyword(name, default=None):
-        value = header.get(name, default)
-        if value is None:
-            raise ValueError(f"{path}: the spectral WCS needs {name}.")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: {name} must be a number; got {value!r}.") from None
-
-    crval = keyword("CRVAL3")
-    cdelt = keyword("CDELT3", header.get("CD3_3"))
-    crpix = keyword("CRPIX3", 1.0)
-    if not (np.isfinite(crval) and crval > 0 and np.isfinite(cdelt) and cdelt > 0):
-        raise ValueError(f"{path}: need CRVAL3 > 0 and CDELT3 > 0; got {crval}, {cdelt}.")
-    unit = str(header.get("CUNIT3", "Angstrom")).strip().lower()
-    if unit not in SPECTRAL_UNITS:
-        raise ValueError(
-            f"{path}: unknown CUNIT3 {unit!r}; expected one of {list(SPECTRAL_UNITS)}."
-        )
-    scale = SPECTRAL_UNITS[unit]
-    p = np.arange(1, n + 1, dtype=np.float64)
-    if ctype.endswith("-LOG"):
-        return scale * crval * np.exp(cdelt * (p - crpix) / crval), "log"
-    return scale * (crval + cdelt * (p - crpix)), "linear"
-
-
-def _flux_unit(primary, data_header) -> float:
-    if "FLUXUNIT" in primary:
-        return float(primary["FLUXUNIT"])
-    import astropy.units as u
-
-    unit = str(data_header.get("BUNIT", "")).strip()
-    if not unit:
-        return 1.0
-    try:
-        parsed = u.Unit(unit, format="fits")
-    except ValueError:
-        parsed = u.Unit(unit, parse_strict="silent")
-    return float(parsed.to(u.erg / u.s / u.cm**2 / u.AA))
-
-
-def read_cube_fits(path: str | Path) -> Cube:
-    """Read a cube written by [`rubix_eqx.io.write_cube_fits`][] (or a MUSE-like cube
-    with `DATA` and optional `STAT`/`MASK`, linear or `-LOG` spectral axis) into a
-    [`rubix_eqx.Cube`][]. Missing provenance reads as 0 (redshift, diagnostics) or
-    all-True (mask). Wavelengths are evaluated from the WCS in float64."""
+def open_fits(path: Path):
+    """All HDUs of `path`, data read now (so that a truncated file fails here)."""
     from astropy.io import fits
+    from astropy.utils.exceptions import AstropyUserWarning
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Cube file not found: {path}")
     hdus = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
+            warnings.simplefilter("error", AstropyUserWarning)  # "File may have been truncated"
             hdus = fits.open(path, memmap=False)
             hdus.verify("exception")
             for hdu in hdus:
-                hdu.data  # noqa: B018 (read now, so that a truncated file fails here)
-    except (OSError, ValueError, fits.verify.VerifyError, fits.verify.VerifyWarning) as e:
+                hdu.data  # noqa: B018
+    except (OSError, ValueError, fits.verify.VerifyError, AstropyUserWarning) as e:
         if hdus is not None:
             hdus.close()
         raise ValueError(f"{path}: not a readable FITS file ({e}).") from None
+    return hdus
+
+
+def cube_data(hdus, name: str, path, shape=None) -> np.ndarray:
+    """Extension `name` as a native-endian (n_x, n_y, n_λ) array; checks its shape."""
+    data = hdus[name].data
+    if data is None or data.ndim != 3:
+        got = None if data is None else data.shape
+        raise ValueError(f"{path}: `{name}` must be a 3-D cube; got shape {got}.")
+    array = _native(data).transpose(2, 1, 0)
+    if shape is not None and array.shape != shape:
+        raise ValueError(
+            f"{path}: `{name}` has shape (x, y, λ) = {array.shape}; the flux has {shape}."
+        )
+    return array
+
+
+def spectrum_data(hdus, name: str, path, n: int) -> np.ndarray:
+    data = hdus[name].data
+    if data is None or data.ndim != 1 or data.size != n:
+        got = None if data is None else data.shape
+        raise ValueError(f"{path}: `{name}` must be 1-D with {n} values; got shape {got}.")
+    return _native(data)
+
+
+def diagnostics_from(primary) -> Diagnostics:
+    values = {}
+    for name, (key, _) in DIAGNOSTIC_KEYS.items():
+        default = 0 if name.startswith("n_") else 0.0
+        values[name] = jnp.asarray(primary.get(key, default))
+    return Diagnostics(**values)
+
+
+def telescope_name(primary, header, spaxel: float, ours: bool, fallback: str = "unknown") -> str:
+    """Ours: `TELMODEL`. Others: a preset name where the instrument is one (`MUSE` with
+    0.2″ spaxels → `MUSE-WFM`, 0.025″ → `MUSE-NFM`), else `INSTRUME` or `TELESCOP`."""
+    if ours and "TELMODEL" in primary:
+        return str(primary["TELMODEL"])
+    instrument = str(primary.get("INSTRUME", header.get("INSTRUME", ""))).strip()
+    if instrument.upper() == "MUSE":
+        return {0.2: "MUSE-WFM", 0.025: "MUSE-NFM"}.get(round(spaxel, 6), "MUSE")
+    return instrument or str(primary.get("TELESCOP", fallback)).strip() or fallback
+
+
+def lsf_from_extension(hdus, path, n: int):
+    """`LSF_FWHM` (Å per pixel) if present, keeping its dtype; `None` if absent."""
+    if "LSF_FWHM" not in [h.name for h in hdus]:
+        return None
+    values = spectrum_data(hdus, "LSF_FWHM", path, n)
+    if not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"{path}: `LSF_FWHM` must be finite and > 0 Angstrom at every pixel.")
+    return jnp.asarray(values)
+
+
+def read_cube_fits(path: str | Path) -> Cube:
+    """Read a FITS cube into a [`rubix_eqx.Cube`][]: ours (any layout), a MUSE DRP cube
+    (`DATA`, optional `STAT` and `DQ`; CD-matrix or CDELT WCS) or a MaNGA DRP cube
+    (`FLUX`, `IVAR`, `MASK`, `WAVE`, `SPECRES`), recognised by its extension names.
+
+    - Wavelengths come from the spectral WCS in float64 (MaNGA: the `WAVE` extension);
+      `medium` from `CTYPE3` (`AWAV` → air, `WAVE` → vacuum), the sampling from `-LOG`.
+    - The spaxel size and field centre come from the celestial WCS via `astropy.wcs`.
+    - Bad voxels — NaN or infinite flux, `STAT` ≤ 0 or NaN, `DQ` ≠ 0, `IVAR` ≤ 0, MaNGA
+      `MASK` with DONOTUSE (2¹⁰) or FORESTAR (2³) — are held in memory as flux 0 and
+      variance +inf (zero weight); spaxels with no good voxel have `mask` False.
+    - A file written by rubix_eqx reads back as the Cube written (flux and variance to
+      float32): spaxels outside the aperture as flux 0 and variance 0, `STATFILL`/
+      `IVARFILL` voxels as variance 0 (noiseless), and `redshift`, diagnostics,
+      `telescope`, `lsf_fwhm` from its keywords and extensions.
+    - Other files: `redshift` 0 and diagnostics 0 (a file does not say them), `lsf_fwhm`
+      from `LSF_FWHM` or MaNGA's `SPECRES` (FWHM = λ/R), else `None`; `telescope` a
+      preset name where recognisable (`MUSE-WFM`, `MUSE-NFM`, `MaNGA`), else `INSTRUME`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Cube file not found: {path}")
+    hdus = open_fits(path)
     with hdus:
         names = [hdu.name for hdu in hdus]
+        if "FLUX" in names and "IVAR" in names and "DATA" not in names:
+            from ._manga import read_manga
+
+            return read_manga(hdus, path)
         if "DATA" not in names:
-            raise ValueError(f"{path}: no `DATA` extension; extensions are {names}.")
-        primary = hdus[0].header
-        data = hdus["DATA"]
-        if data.data is None or data.data.ndim != 3:
-            shape = None if data.data is None else data.data.shape
-            raise ValueError(f"{path}: `DATA` must be a 3-D cube; got shape {shape}.")
-        flux = _native(data.data).transpose(2, 1, 0)
-        header = data.header
-        variance = (
-            _native(hdus["STAT"].data).transpose(2, 1, 0)
-            if "STAT" in names
-            else np.zeros_like(flux)
-        )
-        mask = (
-            _native(hdus["MASK"].data).T.astype(bool)
-            if "MASK" in names
-            else np.ones(flux.shape[:2], bool)
-        )
-        wavelength, sampling = _wavelength(header, flux.shape[2], path)
-        sampling = str(primary.get("WAVESAMP", sampling))
-        spaxel = float(primary.get("SPAXSIZE", abs(float(header.get("CDELT1", 1 / 3600))) * 3600))
-        diag = {}
-        for name, (key, _) in DIAGNOSTIC_KEYS.items():
-            default = 0 if name.startswith("n_") else 0.0
-            diag[name] = jnp.asarray(primary.get(key, default))
-        return Cube(
-            flux=jnp.asarray(flux),
-            variance=jnp.asarray(variance),
-            wavelength=jnp.asarray(wavelength),
-            mask=jnp.asarray(mask),
-            diagnostics=Diagnostics(**diag),
-            redshift=jnp.asarray(float(primary.get("REDSHIFT", 0.0))),
-            spaxel_size=spaxel,
-            ra=float(primary.get("RA", header.get("CRVAL1", 0.0))),
-            dec=float(primary.get("DEC", header.get("CRVAL2", 0.0))),
-            flux_unit=_flux_unit(primary, header),
-            wavelength_sampling=sampling,
-            telescope=str(primary.get("TELESCOP", "unknown")),
-        )
+            raise ValueError(
+                f"{path}: no `DATA` extension; extensions are {names} (a MUSE cube has "
+                "`DATA`, a MaNGA cube `FLUX` and `IVAR`)."
+            )
+        return read_muse(hdus, path)
+
+
+def read_muse(hdus, path: Path) -> Cube:
+    names = [hdu.name for hdu in hdus]
+    primary = hdus[0].header
+    header = hdus["DATA"].header
+    ours = primary.get("PROGRAM") == PROGRAM
+    flux = cube_data(hdus, "DATA", path)
+    shape = flux.shape
+    where = f"{path}: `DATA`"
+    if ours:
+        spaxel, ra, dec = float(primary["SPAXSIZE"]), float(primary["RA"]), float(primary["DEC"])
+    else:
+        spaxel, ra, dec = read_celestial(header, shape[0], shape[1], where)
+    wavelength, sampling, medium = read_spectral(header, shape[2], where)
+    bad = ~np.isfinite(flux)  # every step in place: files can be GB
+    if "STAT" in names:
+        variance = cube_data(hdus, "STAT", path, shape).astype(flux.dtype, copy=False)
+        bad |= ~((variance > 0) & np.isfinite(variance))
+    else:  # no variance: unknown noise, held as 0 on the good voxels
+        variance = np.zeros(shape, flux.dtype)
+    if "DQ" in names:
+        bad |= cube_data(hdus, "DQ", path, shape) != 0
+    fill = hdus["STAT"].header.get("STATFILL") if ours and "STAT" in names else None
+    if fill is not None:  # our noiseless placeholder: variance 0, as in the Cube written
+        noiseless = variance == np.asarray(fill, variance.dtype)
+        noiseless &= ~bad
+        variance[noiseless] = 0
+    variance[bad] = np.inf
+    flux[bad] = 0
+    mask = ~np.all(bad, axis=2)
+    if ours:  # outside the aperture: as the pipeline holds it (flux 0, variance 0)
+        variance[~mask] = 0
+    unit = float(primary["FLUXUNIT"]) if ours and "FLUXUNIT" in primary else None
+    if unit is None:
+        unit = parse_flux_unit(header.get("BUNIT", ""), where)
+    sampling = str(primary.get("WAVESAMP", sampling)) if ours else sampling
+    return Cube(
+        flux=jnp.asarray(flux),
+        variance=jnp.asarray(variance),
+        wavelength=jnp.asarray(wavelength),
+        mask=jnp.asarray(mask),
+        diagnostics=diagnostics_from(primary if ours else {}),
+        redshift=jnp.asarray(float(primary.get("REDSHIFT", 0.0)) if ours else 0.0),
+        spaxel_size=spaxel,
+        ra=ra,
+        dec=dec,
+        flux_unit=unit,
+        wavelength_sampling=sampling,
+        telescope=telescope_name(primary, header, spaxel, ours),
+        lsf_fwhm=lsf_from_extension(hdus, path, shape[2]),
+        medium=medium,
+    )

@@ -3,12 +3,14 @@
 Layout (format `rubix_eqx.cube`, version 1; documented in docs/api.md):
 
 - root attributes: `format`, `format_version`, `software`, `software_version`, `date`,
-  `telescope`, `flux_unit` [erg/s/cm2/Angstrom], `wavelength_sampling`, `spaxel_size`
-  [arcsec], `ra`, `dec` [deg], and when known `ssp_name`, `ssp_citation`, `inclination`,
-  `position_angle` [deg], `distance` [Mpc];
+  `telescope`, `flux_unit` [erg/s/cm2/Angstrom], `wavelength_sampling`, `medium` (`air`
+  or `vacuum`; absent in older files: air), `spaxel_size` [arcsec], `ra`, `dec` [deg], and
+  when known `ssp_name`, `ssp_citation`, `inclination`, `position_angle` [deg],
+  `distance` [Mpc];
 - datasets `flux`, `variance` (n_x, n_y, n_wave) in the Cube's axis order (x = West,
   y = North), `wavelength` (n_wave) [Angstrom, observed], `mask` (n_x, n_y) bool,
-  `redshift` (scalar); each with a `units` attribute where it has one;
+  `redshift` (scalar), and `lsf_fwhm` (n_wave) [Angstrom] when the cube knows it (absent:
+  `None`); each with a `units` attribute where it has one;
 - group `diagnostics`: one scalar dataset per [`rubix_eqx.Diagnostics`][] field;
 - dataset `run_config` (string, YAML), if given.
 """
@@ -50,6 +52,7 @@ def write_cube_hdf5(
         "variance": f"({unit})**2",
         "wavelength": "Angstrom",
         "redshift": "1",
+        "lsf_fwhm": "Angstrom",
     }
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
@@ -59,11 +62,15 @@ def write_cube_hdf5(
         f.attrs["telescope"] = cube.telescope
         f.attrs["flux_unit"] = float(cube.flux_unit)
         f.attrs["wavelength_sampling"] = cube.wavelength_sampling
+        f.attrs["medium"] = cube.medium
         f.attrs["spaxel_size"] = float(cube.spaxel_size)
         f.attrs["ra"] = float(cube.ra)
         f.attrs["dec"] = float(cube.dec)
-        for name in ARRAYS:
-            dset = f.create_dataset(name, data=np.asarray(getattr(cube, name)))
+        for name in ARRAYS + ("lsf_fwhm",):
+            value = getattr(cube, name)
+            if value is None:
+                continue
+            dset = f.create_dataset(name, data=np.asarray(value))
             if name in units:
                 dset.attrs["units"] = units[name]
         group = f.create_group("diagnostics")
@@ -113,14 +120,28 @@ def read_cube_hdf5(path: str | Path) -> Cube:
         if "diagnostics" not in f:
             raise ValueError(f"{path}: missing group `diagnostics`.")
         missing = [n for n in Diagnostics.__dataclass_fields__ if n not in f["diagnostics"]]
-        missing += [a for a in ("spaxel_size", "ra", "dec", "flux_unit", "wavelength_sampling", "telescope")
-                    if a not in f.attrs]  # fmt: skip
+        required = ("spaxel_size", "ra", "dec", "flux_unit", "wavelength_sampling", "telescope")
+        missing += [a for a in required if a not in f.attrs]
         if missing:
             raise ValueError(f"{path}: missing diagnostics datasets or attributes {missing}.")
         diag = {
             name: jnp.asarray(f["diagnostics"][name][()])
             for name in Diagnostics.__dataclass_fields__
         }
+        medium = str(f.attrs.get("medium", "air"))
+        if medium not in ("air", "vacuum"):
+            raise ValueError(
+                f"{path}: attribute `medium` is {medium!r}; expected 'air' or 'vacuum'."
+            )
+        lsf = None
+        if "lsf_fwhm" in f:
+            lsf = np.asarray(f["lsf_fwhm"][()])
+            if lsf.shape != arrays["wavelength"].shape:
+                raise ValueError(
+                    f"{path}: dataset `lsf_fwhm` has shape {lsf.shape}; `wavelength` has "
+                    f"{arrays['wavelength'].shape}."
+                )
+            lsf = jnp.asarray(lsf)
         return Cube(
             **arrays,
             diagnostics=Diagnostics(**diag),
@@ -130,6 +151,8 @@ def read_cube_hdf5(path: str | Path) -> Cube:
             flux_unit=float(f.attrs["flux_unit"]),
             wavelength_sampling=str(f.attrs["wavelength_sampling"]),
             telescope=str(f.attrs["telescope"]),
+            lsf_fwhm=lsf,
+            medium=medium,
         )
 
 

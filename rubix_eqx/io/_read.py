@@ -14,8 +14,11 @@ def _is_hdf5(path: Path) -> bool:
 
 
 def read_cube(path: str | Path) -> Cube:
-    """Read a cube file written by [`rubix_eqx.Cube.to_fits`][] or
-    [`rubix_eqx.Cube.to_hdf5`][] (the format is recognised from the file's contents).
+    """Read a cube file: ours ([`rubix_eqx.Cube.to_fits`][] in any layout,
+    [`rubix_eqx.Cube.to_hdf5`][]), a MUSE DRP cube or a MaNGA DRP LOGCUBE. The format is
+    recognised from the file's contents (HDF5 signature; FITS extension names). For FITS
+    files bad voxels read as flux 0 and variance +inf, and spaxels without a good voxel
+    have `mask` False: see [`rubix_eqx.io.read_cube_fits`][].
 
     **Returns:** a [`rubix_eqx.Cube`][].
     """

@@ -24,6 +24,12 @@ class SSPGrid(eqx.Module):
     - `fwhm`: spectral resolution of the templates at each pixel, Angstrom FWHM.
     - `remaining_mass_fraction`: stars + remnants per unit initial mass.
     - `name`, `citation`, `licence`: provenance, carried into every product.
+    - `metallicity_label`: the published [M/H] label of each `metallicity` node, or
+      `None`. For E-MILES the nodes are the Padova 2000 isochrones' own Z (Vazdekis et
+      al. 2010) and these are their [M/H] labels (−1.71 … +0.22); the labels come from
+      Z and the isochrones' hydrogen fraction, so they differ from log10(Z/0.019) — the
+      [M/H] that maps and fits report — by up to 0.033 dex. Not stored by
+      [`rubix_eqx.SSPGrid.to_hdf5`][] (the E-MILES cache keeps it).
     """
 
     age: Float[Array, " n_age"]
@@ -35,8 +41,22 @@ class SSPGrid(eqx.Module):
     name: str = eqx.field(static=True, default="custom")
     citation: str = eqx.field(static=True, default="")
     licence: str = eqx.field(static=True, default="")
+    metallicity_label: tuple[float, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
+        if self.metallicity_label is not None:
+            labels = np.asarray(self.metallicity_label, np.float64)
+            n_z = self.metallicity.shape[0]
+            if labels.shape != (n_z,):
+                raise ValueError(
+                    f"`SSPGrid.metallicity_label` has {labels.size} entries for {n_z} "
+                    f"metallicity nodes; got {self.metallicity_label!r}."
+                )
+            if not (np.all(np.isfinite(labels)) and np.all(np.diff(labels) > 0)):
+                raise ValueError(
+                    "`SSPGrid.metallicity_label` must be finite and strictly increasing "
+                    f"(like the nodes it labels); got {self.metallicity_label!r}."
+                )
         for name in ("age", "metallicity", "wavelength"):
             values = concrete(getattr(self, name))
             if values is None:
@@ -85,7 +105,10 @@ class SSPGrid(eqx.Module):
     @classmethod
     def load(cls, name: str = "miles", cache_dir: str | Path | None = None) -> "SSPGrid":
         """A named grid. `"miles"`: E-MILES (Vazdekis et al. 2016) from the `miles`
-        extra, converted once into the user cache (see `rubix_eqx.ssp.cache_dir`)."""
+        extra, converted once into the user cache (see `rubix_eqx.ssp.cache_dir`; a cache
+        of an older conversion version is rebuilt). Its metallicity nodes are the Padova
+        2000 isochrones' Z = 0.0004, 0.001, 0.004, 0.008, 0.019, 0.03, labelled [M/H] =
+        −1.71 … +0.22 in `metallicity_label`."""
         if name.lower() in ("miles", "e-miles", "emiles"):
             from ._miles import load_miles
 

@@ -1,32 +1,54 @@
 """E-MILES SSP spectra (Vazdekis et al. 2010, 2016) from pPXF's package data, converted
 once into our HDF5 grid in the user cache.
 
+Metallicity nodes are the Padova 2000 isochrones' own Z (Vazdekis et al. 2010, MNRAS 404,
+1639): the file names' [M/H] labels −1.71, −1.31, −0.71, −0.40, 0.00, +0.22 are Z =
+0.0004, 0.001, 0.004, 0.008, 0.019, 0.03 (the labels are kept in
+`SSPGrid.metallicity_label`). The cache file records `cache_version`; a file of another
+version (or none) is converted again.
+
 The MILES licence allows non-commercial use and forbids redistribution: the converted
 file lives only in the user's cache and is never shipped with this package.
 """
 
+import dataclasses
 import hashlib
 import importlib.resources
 import logging
 import re
 from pathlib import Path
 
+import h5py
 import jax.numpy as jnp
 import numpy as np
 
+from .._atomic import atomic_path
 from ._cache import cache_dir as default_cache_dir
 from ._grid import SSPGrid
-from ._io import read_ssp_hdf5
+from ._io import read_ssp_hdf5, write_ssp_hdf5
 
 
 logger = logging.getLogger(__name__)
 
-CACHE_NAME = "emiles_un1.30_padova00_baseFe_v1.h5"
+# Version of the converted grid: 1 had Z = 0.019·10^[M/H] nodes; 2 has the isochrones' Z
+# and the [M/H] labels. Bump it whenever the conversion changes, so caches are rebuilt.
+CACHE_VERSION = 2
+CACHE_NAME = f"emiles_un1.30_padova00_baseFe_v{CACHE_VERSION}.h5"
 FILE_PATTERN = re.compile(
     r"Eun1\.30Z([mp])(\d\.\d\d)T(\d+\.\d+)_iPp0\.00_baseFe_linear_FWHM_variable\.fits"
 )
 MASS_TABLE = "Vazdekis2012_ssp_mass_Padova00_UN_baseFe_v10.0.txt"
-SOLAR_METALLICITY = 0.019  # Z☉ of the Padova (Girardi et al. 2000) isochrones used by MILES
+# Padova 2000 isochrones (Girardi et al. 2000) behind MILES: [M/H] label → their Z
+# (Vazdekis et al. 2010, MNRAS 404, 1639). pPXF 8.2.6 ships the six nodes from −1.71 up.
+PADOVA00_Z = {
+    -2.32: 0.0001,
+    -1.71: 0.0004,
+    -1.31: 0.001,
+    -0.71: 0.004,
+    -0.40: 0.008,
+    0.00: 0.019,
+    0.22: 0.03,
+}
 # Vazdekis et al. 2016 (MNRAS 463, 3409), Sect. 2: E-MILES resolution is FWHM 2.51 Å over
 # 3540.5–8950 Å (MILES, Falcón-Barroso et al. 2011; CaT) and 3.0 Å in the NGSL-based UV.
 FWHM_OPTICAL = 2.51
@@ -78,6 +100,22 @@ def _read_mass_table(path: Path) -> dict[tuple[float, float], float]:
     return table
 
 
+def isochrone_metallicity(labels, source_dir: Path) -> np.ndarray:
+    """The Padova 2000 isochrones' Z of each [M/H] label of the E-MILES file names."""
+    z = []
+    for label in labels:
+        node = min(PADOVA00_Z, key=lambda m: abs(m - label))
+        if abs(node - label) > 0.005:
+            known = ", ".join(f"{m:+.2f}" for m in PADOVA00_Z)
+            raise ValueError(
+                f"{source_dir}: E-MILES files with [M/H] = {label:+.2f} are not on the Padova "
+                f"2000 isochrone grid ([M/H] = {known}); only Padova00 E-MILES grids "
+                "(pPXF naming) are supported."
+            )
+        z.append(PADOVA00_Z[node])
+    return np.asarray(z, np.float64)
+
+
 def convert_miles(source_dir: Path) -> SSPGrid:
     """Read the 150 E-MILES FITS files and the mass table in `source_dir` into an `SSPGrid`."""
     from astropy.io import fits
@@ -124,7 +162,7 @@ def convert_miles(source_dir: Path) -> SSPGrid:
 
     return SSPGrid(
         age=jnp.asarray(ages, jnp.float32),
-        metallicity=jnp.asarray(SOLAR_METALLICITY * 10.0 ** np.asarray(metals), jnp.float32),
+        metallicity=jnp.asarray(isochrone_metallicity(metals, source_dir), jnp.float32),
         wavelength=jnp.asarray(wave, jnp.float32),
         flux=jnp.asarray(flux, jnp.float32),
         fwhm=jnp.asarray(fwhm, jnp.float32),
@@ -132,21 +170,65 @@ def convert_miles(source_dir: Path) -> SSPGrid:
         name="E-MILES (Salpeter, Padova00, baseFe)",
         citation=CITATION,
         licence=_licence_text(header),
+        metallicity_label=tuple(float(m) for m in metals),
     )
+
+
+def write_cache(ssp: SSPGrid, path: Path) -> None:
+    """`ssp` in the SSP HDF5 layout plus the cache's `cache_version` and the [M/H]
+    `metallicity_label` root attributes (atomic)."""
+    with atomic_path(path) as tmp:
+        write_ssp_hdf5(ssp, tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["cache_version"] = CACHE_VERSION
+            if ssp.metallicity_label is not None:
+                f.attrs["metallicity_label"] = np.asarray(ssp.metallicity_label, np.float64)
+                f.attrs["metallicity_label_name"] = "[M/H]"
+
+
+def read_cache(path: Path) -> SSPGrid | None:
+    """The cached grid, or `None` if the file is of another `cache_version` (or none,
+    as caches written before version 2) or unreadable: then it is converted again."""
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("cache_version")
+            labels = f.attrs.get("metallicity_label")
+    except OSError as e:
+        logger.warning("%s: unreadable cached E-MILES grid (%s); converting again.", path, e)
+        return None
+    try:
+        current = version is not None and int(version) == CACHE_VERSION
+    except (TypeError, ValueError):
+        current = False
+    if not current:
+        logger.info(
+            "%s: cache_version %s, this rubix_eqx writes %d; converting again.",
+            path, version, CACHE_VERSION,
+        )  # fmt: skip
+        return None
+    ssp = read_ssp_hdf5(path)
+    if labels is None:
+        return ssp
+    return dataclasses.replace(ssp, metallicity_label=tuple(float(m) for m in labels))
 
 
 def load_miles(source_dir=None, cache_dir=None) -> SSPGrid:
     """The E-MILES grid from the cache, converting it from `source_dir` (default: pPXF's
-    package data) on first use."""
+    package data) on first use, or again if the cache is of another `cache_version`."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if source_dir is None:
         name = CACHE_NAME
     else:
         digest = hashlib.sha1(str(Path(source_dir).resolve()).encode()).hexdigest()[:12]
-        name = f"emiles_{digest}.h5"
+        name = f"emiles_{digest}_v{CACHE_VERSION}.h5"
     path = cache / name
-    if not path.is_file():
-        source = ppxf_miles_dir() if source_dir is None else Path(source_dir)
-        logger.info("Converting E-MILES templates from %s into %s (once).", source, path)
-        convert_miles(source).to_hdf5(path)
-    return read_ssp_hdf5(path)
+    if path.is_file():
+        ssp = read_cache(path)
+        if ssp is not None:
+            return ssp
+    source = ppxf_miles_dir() if source_dir is None else Path(source_dir)
+    logger.info("Converting E-MILES templates from %s into %s (once).", source, path)
+    write_cache(convert_miles(source), path)
+    ssp = read_cache(path)
+    assert ssp is not None
+    return ssp

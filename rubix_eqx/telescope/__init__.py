@@ -1,4 +1,11 @@
-"""Telescopes: the `Telescope` pytree, its `PSF`, and presets from YAML."""
+"""Telescopes: the `Telescope` pytree, its `PSF`, `Detector` and `Exposure`, and presets
+from YAML."""
 
 from ._presets import preset_dir as preset_dir, presets as presets
-from ._telescope import PSF as PSF, Telescope as Telescope, wavelength_grid as wavelength_grid
+from ._telescope import (
+    Detector as Detector,
+    Exposure as Exposure,
+    PSF as PSF,
+    Telescope as Telescope,
+    wavelength_grid as wavelength_grid,
+)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, jaxtyped
 
-from .._checks import concrete
+from .._checks import concrete, require
 from .._config_checks import (
     check_keys,
     choice,
@@ -47,6 +47,184 @@ class PSF(eqx.Module):
             raise ValueError(f"`PSF.beta` must be > 1 for a Moffat PSF; got {self.beta}.")
 
 
+def _curve(values) -> Array:
+    """A float array of at least one dimension (a constant becomes one value)."""
+    arr = jnp.asarray(values)
+    dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else float
+    return jnp.atleast_1d(jnp.asarray(arr, dtype=dtype))  # a strong (not weak) dtype
+
+
+def _optional_curve(values) -> Array | None:
+    return None if values is None else _curve(values)
+
+
+def _check_curve(owner: str, name: str, values, wavelength) -> None:
+    """Shape checks of a constant-or-table field `name` with abscissa `name_wavelength`."""
+    if values.ndim != 1:
+        raise ValueError(f"`{owner}.{name}` must be 1-D; got shape {values.shape}.")
+    if wavelength is None:
+        if values.size != 1:
+            raise ValueError(
+                f"`{owner}.{name}` has {values.size} values: give `{name}_wavelength` (Angstrom) "
+                "of the same length, or a single constant."
+            )
+        return
+    if wavelength.shape != values.shape or values.size < 2:
+        raise ValueError(
+            f"`{owner}.{name}_wavelength` and `{owner}.{name}` must have the same length >= 2; "
+            f"got {wavelength.shape[0]} and {values.shape[0]}."
+        )
+    wave = concrete(wavelength)
+    if wave is not None and not (np.all(np.isfinite(wave)) and np.all(np.diff(wave) > 0)):
+        raise ValueError(f"`{owner}.{name}_wavelength` must be finite and strictly increasing.")
+    if wave is not None and not wave[0] > 0:
+        raise ValueError(f"`{owner}.{name}_wavelength` must be > 0 Angstrom; got {wave[0]}.")
+
+
+def _covers(owner: str, name: str, table, wave: np.ndarray) -> None:
+    """Raise `ValueError` if a `{name}_wavelength` table does not span the grid `wave`."""
+    if table is None:
+        return
+    grid = concrete(table)
+    if grid is None:
+        return
+    if grid[0] > wave[0] * (1 + 1e-4) or grid[-1] < wave[-1] * (1 - 1e-4):
+        raise ValueError(
+            f"`{owner}.{name}_wavelength` covers {grid[0]:g}-{grid[-1]:g} Angstrom but the "
+            f"telescope's grid spans {wave[0]:g}-{wave[-1]:g} Angstrom."
+        )
+
+
+def _positive(owner: str, name: str, value, unit: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = np.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{owner}.{name}` must be finite and {bound}{unit}; got {value}.")
+
+
+@jaxtyped(typechecker=typechecker)
+class Detector(eqx.Module):
+    """The light path and detector of an IFU: what turns a flux into photo-electrons
+    and what the detector adds, for [`rubix_eqx.ExposureNoise`][].
+
+    **Attributes:**
+
+    - `collecting_area`: effective collecting area of the telescope, m² (primary minus
+      central obstruction).
+    - `throughput`: total efficiency, a fraction in (0, 1]: atmosphere, telescope,
+      instrument and detector QE (for fibre IFUs also the fill factor of the bundle).
+      A constant (one value) or a curve sampled at `throughput_wavelength`.
+    - `throughput_wavelength`: Angstrom, observed, strictly increasing (linear
+      interpolation), or `None` for a constant `throughput`.
+    - `read_noise`: e⁻ rms per detector pixel per exposure.
+    - `dark_current`: e⁻ s⁻¹ per detector pixel.
+    - `pixel_area`, `pixel_dispersion`: the sky area (arcsec²) and wavelength interval (Å)
+      one detector pixel samples, so that a voxel of spaxel area Ω and width Δλ sums
+      Ω·Δλ/(pixel_area·pixel_dispersion) detector pixels of read noise and dark current;
+      both `None` (default): one detector pixel per voxel.
+    """
+
+    collecting_area: float
+    throughput: Float[Array, " n_throughput"] = eqx.field(converter=_curve)
+    throughput_wavelength: Float[Array, " n_throughput"] | None = eqx.field(
+        default=None, converter=_optional_curve
+    )
+    read_noise: float = 0.0
+    dark_current: float = 0.0
+    pixel_area: float | None = None
+    pixel_dispersion: float | None = None
+
+    def __check_init__(self):
+        _positive("Detector", "collecting_area", self.collecting_area, " m²")
+        _check_curve("Detector", "throughput", self.throughput, self.throughput_wavelength)
+        require(
+            "Detector.throughput",
+            self.throughput,
+            lambda t: ~(np.isfinite(t) & (t > 0) & (t <= 1)),
+            "must lie in (0, 1] (a fraction)",
+        )
+        _positive("Detector", "read_noise", self.read_noise, " e-", allow_zero=True)
+        _positive("Detector", "dark_current", self.dark_current, " e-/s", allow_zero=True)
+        if (self.pixel_area is None) != (self.pixel_dispersion is None):
+            raise ValueError(
+                "`Detector.pixel_area` and `Detector.pixel_dispersion` must be given together "
+                f"(or both None); got {self.pixel_area} and {self.pixel_dispersion}."
+            )
+        _positive("Detector", "pixel_area", self.pixel_area, " arcsec²")
+        _positive("Detector", "pixel_dispersion", self.pixel_dispersion, " Angstrom")
+
+
+@jaxtyped(typechecker=typechecker)
+class Exposure(eqx.Module):
+    """An observation's depth and sky, for [`rubix_eqx.ExposureNoise`][]: either a total
+    exposure `time`, or a S/N `snr` per spaxel and wavelength pixel reached for a source
+    of surface brightness `reference_sb` at `reference_wavelength` (which fixes the time).
+
+    **Attributes:**
+
+    - `sky`: sky surface brightness, erg s⁻¹ cm⁻² Å⁻¹ arcsec⁻² (≥ 0), a constant (one value)
+      or a curve sampled at `sky_wavelength`.
+    - `sky_wavelength`: Angstrom, observed, strictly increasing, or `None` (constant sky).
+    - `time`: total integration time, s (summed over the exposures), or `None`.
+    - `n_exposures`: number of exposures (reads) the time is split into (≥ 1).
+    - `snr`: S/N per spaxel and pixel at `reference_sb` and `reference_wavelength`, or `None`.
+    - `reference_sb`: erg s⁻¹ cm⁻² Å⁻¹ arcsec⁻², or `None`.
+    - `reference_wavelength`: Angstrom, observed, or `None`.
+    """
+
+    sky: Float[Array, " n_sky"] = eqx.field(converter=_curve)
+    sky_wavelength: Float[Array, " n_sky"] | None = eqx.field(
+        default=None, converter=_optional_curve
+    )
+    time: float | None = None
+    n_exposures: int = 1
+    snr: float | None = None
+    reference_sb: float | None = None
+    reference_wavelength: float | None = None
+
+    def __check_init__(self):
+        _check_curve("Exposure", "sky", self.sky, self.sky_wavelength)
+        require(
+            "Exposure.sky",
+            self.sky,
+            lambda s: ~(np.isfinite(s) & (s >= 0)),
+            "must be finite and >= 0 (erg/s/cm²/Å/arcsec²)",
+        )
+        if isinstance(self.n_exposures, bool) or self.n_exposures < 1:
+            raise ValueError(
+                f"`Exposure.n_exposures` must be an integer >= 1; got {self.n_exposures}."
+            )
+        reference = {"snr": self.snr, "reference_sb": self.reference_sb,
+                     "reference_wavelength": self.reference_wavelength}  # fmt: skip
+        given = [k for k, v in reference.items() if v is not None]
+        if self.time is not None and given:
+            raise ValueError(
+                f"`Exposure`: give `time` or `snr` (with `reference_sb` and "
+                f"`reference_wavelength`), not both; got time={self.time} and "
+                + ", ".join(f"{k}={reference[k]}" for k in given)
+                + "."
+            )
+        if self.time is None:
+            if not given:
+                raise ValueError(
+                    "`Exposure` needs `time` (s) or `snr` at `reference_sb` "
+                    "(erg/s/cm²/Å/arcsec²) and `reference_wavelength` (Angstrom)."
+                )
+            for k, v in reference.items():
+                if v is None:
+                    raise ValueError(
+                        f"`Exposure.{k}` is required with "
+                        + ", ".join(f"{g}={reference[g]}" for g in given)
+                        + " (a S/N is stated at a surface brightness and a wavelength)."
+                    )
+        _positive("Exposure", "time", self.time, " s")
+        _positive("Exposure", "snr", self.snr, "")
+        _positive("Exposure", "reference_sb", self.reference_sb, " erg/s/cm²/Å/arcsec²")
+        _positive("Exposure", "reference_wavelength", self.reference_wavelength, " Angstrom")
+
+
 @jaxtyped(typechecker=typechecker)
 class Telescope(eqx.Module):
     """An IFU: spaxels, observed-frame wavelength grid, resolution and defaults.
@@ -67,6 +245,10 @@ class Telescope(eqx.Module):
     - `snr_window`: (start, stop) Angstrom, observed.
     - `medium`: `"air"` or `"vacuum"`, the medium of `wavelength` (MUSE, SAMI, CALIFA,
       Hector, KCWI deliver air wavelengths; MaNGA vacuum). Templates are converted to it.
+    - `detector`: the [`rubix_eqx.telescope.Detector`][] (collecting area, throughput,
+      read noise, dark current) for physical noise, or `None`.
+    - `exposure`: the typical [`rubix_eqx.telescope.Exposure`][] (time or reference S/N,
+      number of exposures, sky brightness) for physical noise, or `None`.
     """
 
     name: str = eqx.field(static=True)
@@ -84,6 +266,8 @@ class Telescope(eqx.Module):
     description: str = eqx.field(static=True, default="")
     references: tuple[str, ...] = eqx.field(static=True, default=())
     medium: str = eqx.field(static=True, default="air")
+    detector: Detector | None = None
+    exposure: Exposure | None = None
 
     def __check_init__(self):
         if not (np.isfinite(self.spaxel_size) and self.spaxel_size > 0):
@@ -127,6 +311,16 @@ class Telescope(eqx.Module):
             )
         if self.snr is not None and not (np.isfinite(self.snr) and self.snr > 0):
             raise ValueError(f"`Telescope.snr` must be > 0; got {self.snr}.")
+        if wave is not None and self.detector is not None:
+            _covers("Telescope.detector", "throughput", self.detector.throughput_wavelength, wave)
+        if wave is not None and self.exposure is not None:
+            _covers("Telescope.exposure", "sky", self.exposure.sky_wavelength, wave)
+            ref = self.exposure.reference_wavelength
+            if ref is not None and not wave[0] <= ref <= wave[-1]:
+                raise ValueError(
+                    f"`Telescope.exposure.reference_wavelength` must lie inside the grid "
+                    f"{wave[0]:g}-{wave[-1]:g} Angstrom; got {ref:g}."
+                )
 
     @property
     def n_wave(self) -> int:
@@ -163,7 +357,8 @@ class Telescope(eqx.Module):
         """A telescope from a mapping in the preset schema; errors name the key path."""
         keys = (
             "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
-            "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium",
+            "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium", "detector",
+            "exposure",
         )  # fmt: skip
         check_keys(
             data,
@@ -213,6 +408,12 @@ class Telescope(eqx.Module):
                     raise ConfigError(
                         f"{join(noise_path, 'window')}: start must be < stop; got {list(window)}."
                     )
+        detector = None
+        if data.get("detector") is not None:
+            detector = detector_from_dict(data["detector"], wavelength, join(path, "detector"))
+        exposure = None
+        if data.get("exposure") is not None:
+            exposure = exposure_from_dict(data["exposure"], wavelength, join(path, "exposure"))
         refs = data.get("references") or ()
         return cls(
             name=str(data["name"]),
@@ -230,6 +431,8 @@ class Telescope(eqx.Module):
             description=str(data.get("description", "")),
             references=tuple(str(r) for r in refs),
             medium=choice(data.get("medium", "air"), join(path, "medium"), MEDIA),
+            detector=detector,
+            exposure=exposure,
         )
 
 
@@ -266,3 +469,99 @@ def _lsf_table(spec: Any, wavelength: np.ndarray, path: str) -> np.ndarray:
             f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom."
         )
     return np.interp(wavelength, grid, fwhm)
+
+
+DETECTOR_KEYS = (
+    "collecting_area", "throughput", "read_noise", "dark_current", "pixel_area",
+    "pixel_dispersion",
+)  # fmt: skip
+EXPOSURE_KEYS = (
+    "time", "n_exposures", "sky", "snr", "reference_sb", "reference_wavelength",
+)  # fmt: skip
+
+
+def curve_table(
+    spec: Any, path: str, wavelength: np.ndarray | None, *, positive=False, hi=None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """`(table wavelengths or None, values)` from a constant or a `{wavelength, value}`
+    table (Angstrom, strictly increasing, covering `wavelength` if given)."""
+    checks = {"positive": positive, "non_negative": not positive, "hi": hi}
+    if not isinstance(spec, Mapping):
+        return None, np.asarray([number(spec, path, **checks)])
+    check_keys(spec, ("wavelength", "value"), path, required=("wavelength", "value"))
+    for key in ("wavelength", "value"):
+        if not isinstance(spec[key], list | tuple):
+            raise ConfigError(f"{join(path, key)}: must be a list of numbers, got {spec[key]!r}.")
+    where = join(path, "wavelength")
+    grid = np.asarray([number(v, where, positive=True) for v in spec["wavelength"]])
+    values = np.asarray([number(v, join(path, "value"), **checks) for v in spec["value"]])
+    if grid.size != values.size or grid.size < 2:
+        raise ConfigError(
+            f"{path}: `wavelength` and `value` need the same length >= 2; got {grid.size} "
+            f"and {values.size}."
+        )
+    if not np.all(np.diff(grid) > 0):
+        raise ConfigError(f"{join(path, 'wavelength')}: must be strictly increasing.")
+    if wavelength is not None and (
+        grid[0] > wavelength[0] * (1 + 1e-4) or grid[-1] < wavelength[-1] * (1 - 1e-4)
+    ):
+        raise ConfigError(
+            f"{path}: table covers {grid[0]:g}-{grid[-1]:g} Angstrom but the grid spans "
+            f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom."
+        )
+    return grid, values
+
+
+def _as_array(values: np.ndarray | None):
+    return None if values is None else jnp.asarray(values, jnp.float32)
+
+
+def detector_from_dict(spec: Any, wavelength: np.ndarray, path: str) -> Detector:
+    """A [`Detector`][rubix_eqx.telescope.Detector] from the preset schema's `detector` block."""
+    spec = check_keys(spec, DETECTOR_KEYS, path, required=("collecting_area", "throughput"))
+    t_wave, throughput = curve_table(
+        spec["throughput"], join(path, "throughput"), wavelength, positive=True, hi=1.0
+    )
+    kw: dict[str, Any] = {}
+    for key in ("read_noise", "dark_current"):
+        if spec.get(key) is not None:
+            kw[key] = number(spec[key], join(path, key), non_negative=True)
+    for key in ("pixel_area", "pixel_dispersion"):
+        if spec.get(key) is not None:
+            kw[key] = number(spec[key], join(path, key), positive=True)
+    if ("pixel_area" in kw) != ("pixel_dispersion" in kw):
+        missing = "pixel_dispersion" if "pixel_area" in kw else "pixel_area"
+        raise ConfigError(
+            f"{join(path, missing)}: required with `{path}.pixel_area`/`pixel_dispersion` "
+            "(give both, or neither for one detector pixel per voxel)."
+        )
+    area = number(spec["collecting_area"], join(path, "collecting_area"), positive=True)
+    return Detector(
+        collecting_area=area,
+        throughput=_as_array(throughput),
+        throughput_wavelength=_as_array(t_wave),
+        **kw,
+    )
+
+
+def exposure_from_dict(spec: Any, wavelength: np.ndarray, path: str) -> Exposure:
+    """An [`Exposure`][rubix_eqx.telescope.Exposure] from the preset schema's `exposure`
+    block (`time` or `snr` + `reference_sb` + `reference_wavelength`; `n_exposures`, `sky`)."""
+    spec = check_keys(spec, EXPOSURE_KEYS, path, required=("sky",))
+    s_wave, sky = curve_table(spec["sky"], join(path, "sky"), wavelength)
+    kw: dict[str, Any] = {}
+    if spec.get("n_exposures") is not None:
+        kw["n_exposures"] = integer(spec["n_exposures"], join(path, "n_exposures"))
+    for key in ("time", "snr", "reference_sb", "reference_wavelength"):
+        if spec.get(key) is not None:
+            kw[key] = number(spec[key], join(path, key), positive=True)
+    ref = kw.get("reference_wavelength")
+    if ref is not None and not wavelength[0] <= ref <= wavelength[-1]:
+        raise ConfigError(
+            f"{join(path, 'reference_wavelength')}: must lie inside the grid "
+            f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom, got {ref:g}."
+        )
+    try:
+        return Exposure(sky=_as_array(sky), sky_wavelength=_as_array(s_wave), **kw)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
