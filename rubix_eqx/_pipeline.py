@@ -23,6 +23,7 @@ from ._engine import (
 )
 from ._medium import convert as convert_medium
 from ._observation import Observation
+from ._rebin import pixel_edges
 from ._spectral_grid import SpectralGrid
 from ._stages._aperture import Aperture
 from ._stages._deposit import Deposit, sky_pixels
@@ -94,7 +95,7 @@ class Pipeline(eqx.Module):
         aperture: Aperture | bool = True,
         flux_unit: float = 1e-20,
         chunk_size: int | None = None,
-        oversample: int = 1,
+        oversample: int | None = None,
         velocity_margin: float = 1000.0,
         engine: str = "auto",
         dtype=jnp.float32,
@@ -119,7 +120,9 @@ class Pipeline(eqx.Module):
         - `flux_unit`: the cube's unit in erg s⁻¹ cm⁻² Å⁻¹ (default 1e-20).
         - `chunk_size`: particles per scan step (default: chosen from the sizes).
         - `oversample`: working ln λ lattice finer than the finest telescope pixel by
-          this factor (1 is exact for the model; see docs/physics.md).
+          this factor; default (`None`): the smallest factor making a lattice pixel
+          ≤ 45 km/s (MUSE: 1, MaNGA's 69 km/s pixels: 2), which keeps line shapes within
+          1 % of the exact reference (docs/physics.md).
         - `velocity_margin`: km/s; the largest line-of-sight speed expected. Used to check
           that the SSP grid covers the telescope range, and as the upper bound of the
           histogram engine's velocity axis (an error for faster particles; with concrete
@@ -139,6 +142,10 @@ class Pipeline(eqx.Module):
         self.telescope = telescope
         self.ssp = ssp
         ssp = ssp_in_medium(ssp, telescope.medium)  # templates in the telescope's medium
+        if oversample is None:
+            oversample = default_oversample(telescope.wavelength)
+        if not (isinstance(oversample, int) and oversample >= 1):
+            raise ValueError(f"`Pipeline(oversample=...)` must be an integer >= 1; got {oversample!r}.")
         grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
         if lsf is True:
             # Extend the lattice by the LSF's half-width so flux spreads in from outside.
@@ -283,6 +290,17 @@ class Pipeline(eqx.Module):
         return terms, {"clipped": weights.clipped, "outside": outside, "v_los": v_los}
 
 
+LATTICE_PIXEL_KM_S = 45.0  # the coarsest default lattice pixel
+
+
+def default_oversample(wavelength) -> int:
+    """The smallest lattice oversampling making the lattice pixel ≤ 45 km/s for a
+    telescope grid `wavelength` (Å)."""
+    edges = np.log(pixel_edges(np.asarray(wavelength, np.float64)))
+    pixel = float(np.min(np.diff(edges))) * C_KM_S
+    return max(1, math.ceil(pixel / LATTICE_PIXEL_KM_S - 1e-9))
+
+
 def ssp_in_medium(ssp: SSPGrid, medium: str) -> SSPGrid:
     """`ssp` (air wavelengths, as E-MILES) with its wavelengths and FWHM converted to
     `medium` ("air": unchanged; "vacuum": Morton 2000, see `rubix_eqx._medium`). A
@@ -308,7 +326,7 @@ def crop_to_coverage(
     velocity_margin: float = 1000.0,
     *,
     lsf: bool = True,
-    oversample: int = 1,
+    oversample: int | None = None,
 ) -> Telescope:
     """`telescope` with its wavelength grid cut to the pixels that `ssp` covers at
     `redshift` for line-of-sight speeds up to ±`velocity_margin` km/s (whole pixels,
@@ -316,8 +334,6 @@ def crop_to_coverage(
     spread flux in from outside the range, so that `Pipeline(cropped, ssp, lsf=True,
     oversample=oversample, velocity_margin=velocity_margin)` accepts it. Raises
     [`rubix_eqx.CoverageError`][] if fewer than 2 pixels are left."""
-    from ._rebin import pixel_edges
-
     beta = velocity_margin / C_KM_S
     d_plus = math.sqrt((1 + beta) / (1 - beta))
     medium_ssp = ssp_in_medium(ssp, telescope.medium)

@@ -1,18 +1,19 @@
 """Working wavelength grids on which the Doppler shift is an index shift.
 
-The SSP templates are resampled once (flux-conserving, float64) onto a rest-frame grid
-uniform in ln λ with step Δ. The cube is accumulated on an observed-frame grid of the
-same step, on the same lattice, so a particle whose total Doppler factor is
-D = (1+z)·sqrt((1+β)/(1-β)) is the template translated by s = ln D / Δ pixels:
-integer part by index, fractional part t by linear interpolation of the two
-neighbouring template rows. For spectra that are piecewise constant on the lattice
-this is the exact flux-conserving rebinning. The finished cube is rebinned
-(flux-conserving) once onto the telescope grid.
+The SSP templates (piecewise constant on their native pixels) are projected once
+(float64) onto a rest-frame lattice uniform in ln λ with step Δ through the Keys cubic
+kernel (`rubix_eqx._rebin`): flux is conserved exactly and a line keeps its variance
+(plus the native pixel's w²/12), whatever its position relative to the lattice. The
+cube is accumulated on an observed-frame grid of the same step, on the same lattice, so
+a particle whose total Doppler factor is D = (1+z)·sqrt((1+β)/(1-β)) is the template
+translated by s = ln D / Δ pixels: integer part by index, fractional part t by linear
+interpolation of the two neighbouring template rows (broadening t(1−t) pixel², 1/6 on
+average over particles, which the LSF stage makes up). The finished cube is
+interpolated (cubic) and integrated exactly over the telescope pixels, flux-conserving.
 
-Approximation: the template is piecewise constant on the rest lattice, and the cube on
-the observed lattice; with Δ no larger than the finest telescope pixel (in ln λ) the
-difference to rebinning every particle directly onto the telescope pixels is measured
-in `tests/test_forward.py` and reported in docs/physics.md.
+The lattice adds no other broadening; the shape differences to rebinning every particle
+directly onto the telescope pixels are measured in `tests/test_forward.py` and
+`tests/test_lsf_fidelity.py` and reported in docs/physics.md.
 """
 
 import math
@@ -23,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._rebin import overlap_matrix, pixel_edges, rebin_integrated
+from ._rebin import cubic_projection, cubic_rebin_matrix, pixel_edges
 from .ssp import SSPGrid
 
 
 PAD = 2  # zero bins before the rest templates (and n_work + PAD after: reads never clamp)
+KERNEL_MARGIN = 2  # observed-lattice bins beyond the telescope range: the cubic kernel's reach
 
 
 class SpectralGrid(eqx.Module):
@@ -66,26 +68,29 @@ class SpectralGrid(eqx.Module):
     ) -> "SpectralGrid":
         """Resample `ssp` onto the lattice matching `telescope_wavelength` (Å), extended
         by `margin` bins beyond both ends (room for the LSF to spread flux into the
-        range from outside it)."""
+        range from outside it; at least the cubic kernel's 2 bins)."""
         if oversample < 1 or margin < 0:
             raise ValueError(
                 f"`SpectralGrid.build`: need oversample >= 1 and margin >= 0; got {oversample}, {margin}."
             )
         tel_edges = pixel_edges(np.asarray(telescope_wavelength, np.float64))
+        margin = max(margin, KERNEL_MARGIN)
         log_step = float(np.min(np.diff(np.log(tel_edges)))) / oversample
         u0 = float(np.log(tel_edges[0])) - margin * log_step
         n_work = int(math.ceil(np.log(tel_edges[-1] / tel_edges[0]) / log_step - 1e-9)) + 2 * margin
         ssp_edges = pixel_edges(np.asarray(ssp.wavelength, np.float64))
-        m_lo = int(math.ceil((np.log(ssp_edges[0]) - u0) / log_step - 1e-9))
-        m_hi = int(math.floor((np.log(ssp_edges[-1]) - u0) / log_step + 1e-9))
+        ssp_u = (np.log(ssp_edges) - u0) / log_step  # native edges in lattice bins
+        # Rest bins whose whole kernel (±2 bins) lies on the templates.
+        m_lo = int(math.ceil(ssp_u[0] - 1e-9)) + 2
+        m_hi = int(math.floor(ssp_u[-1] + 1e-9)) - 2
         if m_hi - m_lo < 2:
             raise ValueError("The SSP grid is too short for the telescope's wavelength sampling.")
         rest_edges = np.exp(u0 + log_step * np.arange(m_lo, m_hi + 1))
         flux = np.asarray(ssp.flux, np.float64).reshape(ssp.n_templates, -1)
-        integrated = rebin_integrated(ssp_edges, flux * np.diff(ssp_edges), rest_edges)
+        integrated = cubic_projection(ssp_u - m_lo, flux * np.diff(ssp_edges), m_hi - m_lo)
         templates = np.pad(integrated, ((0, 0), (PAD, n_work + PAD)))
-        obs_edges = np.exp(u0 + log_step * np.arange(n_work + 1))
-        start, fraction = overlap_matrix(obs_edges, tel_edges)
+        tel_u = (np.log(tel_edges) - u0) / log_step
+        start, fraction = cubic_rebin_matrix(tel_u, n_work)
         weight = fraction / np.diff(tel_edges)[:, None]
         return cls(
             templates=jnp.asarray(templates, dtype),

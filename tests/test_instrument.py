@@ -1,5 +1,6 @@
 """Instrument stages: LSF, PSF, noise and aperture, against analytic and brute-force cases."""
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -50,11 +51,11 @@ def telescope(
 
 def floor_fwhm(tel: rx.Telescope, grid, wave) -> np.ndarray:
     """FWHM (Å) that the templates (2.5 Å, 1 Å pixels) and the numerics bring on their
-    own: template σ, native and telescope pixels (1/12 each), two lattice rebinnings
-    (1/12 each) and the Doppler interpolation (1/6 lattice pixel²)."""
+    own: template σ, native and telescope pixels (1/12 each) and the Doppler
+    interpolation (1/6 lattice pixel²)."""
     tel_step = float(np.diff(np.asarray(tel.wavelength))[0])
     lattice = wave * grid.log_step
-    var = (SSP_FWHM * (1 + Z) / FWHM) ** 2 + ((1 + Z) ** 2 + tel_step**2) / 12 + lattice**2 / 3
+    var = (SSP_FWHM * (1 + Z) / FWHM) ** 2 + ((1 + Z) ** 2 + tel_step**2) / 12 + lattice**2 / 6
     return FWHM * np.sqrt(var)
 
 
@@ -106,6 +107,7 @@ def test_lsf_matches_brute_force(lsf_case):
     the lattice, with features at the templates' resolution, each fine pixel spread by
     the Gaussian σ_diff(λ) (erf over the lattice bins), then summed."""
     tel, grid, lsf = lsf_case
+    lsf = dataclasses.replace(lsf, fourth_cumulant=0.0)  # the Gaussian kernel alone
     sub, n = 8, grid.n_work
     fine_edges = np.exp(grid.obs_log_start + grid.log_step * np.arange(n * sub + 1) / sub)
     centre = 0.5 * (fine_edges[1:] + fine_edges[:-1])
@@ -125,6 +127,23 @@ def test_lsf_matches_brute_force(lsf_case):
     assert err < 2e-4  # measured 3.2e-5 (unbroadened: 0.3)
 
 
+def test_lsf_kernel_carries_the_compensating_fourth_cumulant(lsf_case):
+    """Each column: sum 1, variance σ_kernel², and the excess fourth cumulant that undoes
+    the flat-topped shape of the numerics (while the kernel is wide enough to hold it)."""
+    _, grid, lsf = lsf_case
+    w = np.asarray(lsf.weights(jnp.asarray(Z)), np.float64)
+    d = np.arange(-lsf.half_width, lsf.half_width + 1)[:, None]
+    var = np.asarray(lsf.variance(jnp.asarray(Z)), np.float64)
+    np.testing.assert_allclose(w.sum(0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose((w * d**2).sum(0), var, rtol=1e-9)
+    kappa4 = (w * d**4).sum(0) - 3 * var**2
+    wide = var > 0.5
+    wide[-lsf.half_width :] = False  # the widest columns: wings capped to fit the band
+    assert wide.sum() > 100
+    target = lsf.fourth_cumulant - 1 / 120  # less the bins' own flattening
+    np.testing.assert_allclose(kappa4[wide], target, rtol=0.05)
+
+
 def test_lsf_resolution_error(ssp):
     tel = telescope(fwhm=(2.0, 4.0), name="sharp")
     grid = rx.SpectralGrid.build(ssp, tel.wavelength, dtype=jnp.float64)
@@ -137,7 +156,7 @@ def test_lsf_resolution_error(ssp):
     lo, hi = lsf.sharper_range(Z)
     assert lo < wave[0] + 1 and abs(hi - crossing) < 1.0
     with pytest.raises(
-        ResolutionError, match=r"telescope 'sharp' LSF FWHM 2\.\d\d Å is sharper than the 3\.\d\d Å"
+        ResolutionError, match=r"telescope 'sharp' LSF FWHM 2\.\d\d Å is sharper than the \d\.\d\d Å"
     ) as info:
         lsf.check(Z)
     message = str(info.value)

@@ -289,3 +289,41 @@ def test_hdf5_round_trip_is_exact(setup, tmp_path):
         f.attrs["format_version"] = 7
     with pytest.raises(ValueError, match="`format_version` 7 is not supported"):
         rx.io.read_cube_hdf5(tmp_path / "cube.h5")
+
+
+def test_fits_written_before_the_muse_layout_still_reads(tmp_path):
+    """Our earlier layout: CDELT WCS, float64 DATA, STAT = 0 for a noiseless cube, a 2-D
+    uint8 `MASK` of the aperture, no `LAYOUT` keyword."""
+    import rubix_eqx as rx
+
+    n_x, n_y, n_wave = 4, 3, 10
+    rng = np.random.default_rng(5)
+    flux = rng.uniform(1, 2, (n_x, n_y, n_wave))
+    aperture = np.ones((n_x, n_y), bool)
+    aperture[0, 0] = False
+    flux[~aperture] = 0
+    primary = fits.PrimaryHDU()
+    for key, value in {"PROGRAM": "rubix_eqx", "TELESCOP": "tiny", "RA": 1.0, "DEC": 2.0,
+                       "REDSHIFT": 0.05, "FLUXUNIT": 1e-20, "SPAXSIZE": 0.5,
+                       "WAVESAMP": "linear", "NPARTIC": 7}.items():  # fmt: skip
+        primary.header[key] = value
+    wcs = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 1.0, "CRVAL2": 2.0,
+           "CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600, "CRPIX1": 2.5, "CRPIX2": 2.0,
+           "CTYPE3": "AWAV", "CUNIT3": "Angstrom", "CRVAL3": 4800.0, "CDELT3": 2.0,
+           "CRPIX3": 1.0}  # fmt: skip
+    hdus = [primary]
+    for name, data in (("DATA", flux), ("STAT", np.zeros_like(flux))):
+        hdu = fits.ImageHDU(data.transpose(2, 1, 0), name=name)
+        hdu.header.update(wcs)
+        hdus.append(hdu)
+    hdus.append(fits.ImageHDU(aperture.T.astype(np.uint8), name="MASK"))
+    fits.HDUList(hdus).writeto(tmp_path / "old.fits")
+    cube = rx.io.read_cube(tmp_path / "old.fits")
+    np.testing.assert_array_equal(cube.flux, flux)
+    np.testing.assert_array_equal(cube.variance, 0)
+    np.testing.assert_array_equal(cube.mask, aperture)
+    np.testing.assert_array_equal(cube.wavelength, 4800.0 + 2.0 * np.arange(n_wave))
+    assert (cube.spaxel_size, cube.telescope, cube.medium, cube.lsf_fwhm) == (
+        0.5, "tiny", "air", None,
+    )  # fmt: skip
+    assert int(cube.diagnostics.n_particles) == 7

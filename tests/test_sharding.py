@@ -26,6 +26,7 @@ WORKER = Path(__file__).with_name("sharding_worker.py")
 N = 1001  # not a multiple of 4 (nor of 2): padding is exercised
 N_DEV = 4
 TOL = 1e-6  # relative, float32 cubes
+GRAD_TOL = 4e-6  # relative, float32 gradients (reductions in a different order)
 UNITS = {"position": "kpc", "velocity": "km/s", "mass": "Msun", "age": "Gyr", "metallicity": "Z"}
 PARTICLE_COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "reduce-scatter")
 
@@ -199,8 +200,8 @@ def test_four_devices_cube_matches_unsharded(four_devices, case):
 @pytest.mark.parametrize("case", ["direct", "histogram"])
 def test_four_devices_gradient_matches_and_stays_sharded(four_devices, case):
     r = four_devices[case]
-    assert r["grad_rel_err"] <= TOL
-    assert r["grad_inclination_rel_err"] <= TOL  # a replicated input
+    assert r["grad_rel_err"] <= GRAD_TOL
+    assert r["grad_inclination_rel_err"] <= GRAD_TOL  # a replicated input
     assert r["grad_padding_max"] == 0.0
     assert r["grad_sharding_equal"] and r["grad_spec"] == "P('particles',)"
 

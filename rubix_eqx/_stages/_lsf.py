@@ -18,6 +18,11 @@ from ..telescope import Telescope
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.35482
 _BIN_VARIANCE = 1.0 / 12.0  # variance (pixel²) of a uniform distribution over one bin
 _MIN_S2 = 1e-6  # pixel²; below this the Gaussian part is an exact identity
+_MIN_WIDE = 1e-3  # pixel²; below this the kernel gets no wide component
+# Excess fourth cumulants (pixel⁴) the numerics give a line, with the opposite sign:
+CUBIC_FOURTH_CUMULANT = 0.3  # Keys cubic kernel, once onto and once off the lattice
+HAT_FOURTH_CUMULANT = 1.0 / 60.0  # linear Doppler interpolation (triangle, mean over t)
+BIN_FOURTH_CUMULANT = 1.0 / 120.0  # the kernel's own integration over a lattice bin
 
 
 class ResolutionError(ValueError):
@@ -39,21 +44,23 @@ class LSF(eqx.Module):
     redshift z (variances, Å², per lattice bin at observed λ):
 
         σ_kernel² = σ_tel² − σ_floor²,
-        σ_floor² = (σ_ssp(λ/(1+z))·(1+z))²              templates' own resolution
-                 + (w_ssp(λ/(1+z))·(1+z))² / 12           native pixels, piecewise constant
-                 + (1/12 + 1/12 + 1/6) · (λΔ)²            rest-lattice rebin, lattice → pixel
-                                                          rebin, Doppler interpolation
-                 + δ_tel(λ)² / 12                         integration over the telescope pixel
+        σ_floor² = (σ_ssp(λ/(1+z))·(1+z))²          templates' own resolution
+                 + (w_ssp(λ/(1+z))·(1+z))² / 12       native pixels, piecewise constant
+                 + δ_tel(λ)² / 12                     integration over the telescope pixel
+                 + (1/6) · (λΔ)²                      Doppler interpolation on the lattice
 
-    with σ = FWHM / 2.35482, w_ssp the templates' native pixel width, Δ the lattice step
-    (ln λ) and δ_tel the telescope pixel width (Å). The lattice terms are the variances of
-    the piecewise-constant resamplings (Sheppard's 1/12 per rebinning) and of the linear
-    interpolation of a sub-pixel Doppler shift t, t(1−t), whose mean over particles is
-    1/6 (exact for a population whose velocities spread over more than a lattice pixel,
-    ~40 km/s at MUSE sampling; a single particle is off by t(1−t) − 1/6 ∈ [−1/6, 1/12]
+    with σ = FWHM / 2.35482, w_ssp the templates' native pixel width, δ_tel the
+    telescope pixel width (Å) and Δ the lattice step (ln λ). The cubic resamplings onto
+    and off the lattice add no variance (`rubix_eqx._rebin`). The linear interpolation of
+    a sub-pixel Doppler shift t broadens by t(1−t) pixel², whose mean over particles is
+    1/6 (exact for a population whose velocities spread over half a lattice pixel or more,
+    ~20 km/s at MUSE sampling; a single particle is off by t(1−t) − 1/6 ∈ [−1/6, 1/12]
     pixel²). `doppler_variance` holds that 1/6; a model that shifts spectra exactly (the
-    fitter's Fourier-space LOSVD) sets it to 0. Approximation: the templates' resolution
-    is scaled by (1+z), not by each particle's full Doppler factor (|v|/c relative).
+    fitter's Fourier-space LOSVD) sets it to 0. The δ_tel²/12 term (Sheppard's
+    correction) makes the *second moment of the pixel values* equal σ_tel²; a Gaussian
+    fitted to the pixels reads ≤ 0.35 % wider on MUSE sampling (a pixel-integrated
+    Gaussian is flat-topped). Approximation: the templates' resolution is scaled by
+    (1+z), not by each particle's full Doppler factor (|v|/c relative).
 
     Where σ_tel < σ_floor the telescope is sharper than what the templates and the
     numerics allow. If sharper by less than `tolerance` (relative, in FWHM), σ_kernel is 0
@@ -93,7 +100,6 @@ class LSF(eqx.Module):
     - `ssp_wavelength`, `ssp_sigma`, `ssp_pixel`: template σ and native pixel width (Å)
       at rest-frame wavelengths (Å).
     - `log_step`: Δ (natural log).
-    - `lattice_variance`: pixel², the two lattice rebinnings (1/6).
     - `doppler_variance`: pixel², the mean broadening of the Doppler interpolation (1/6).
     - `half_width`: h, bins.
     - `n_sigma`, `max_redshift`: how h was chosen.
@@ -108,8 +114,8 @@ class LSF(eqx.Module):
     ssp_sigma: Float[Array, " n_ssp"]
     ssp_pixel: Float[Array, " n_ssp"]
     log_step: float = eqx.field(static=True)
-    lattice_variance: float = eqx.field(static=True)
     doppler_variance: float = eqx.field(static=True)
+    fourth_cumulant: float = eqx.field(static=True)
     half_width: int = eqx.field(static=True)
     n_sigma: float = eqx.field(static=True)
     max_redshift: float = eqx.field(static=True)
@@ -192,8 +198,9 @@ class LSF(eqx.Module):
             ssp_sigma=jnp.asarray(ssp_sigma, dtype),
             ssp_pixel=jnp.asarray(ssp_pixel, dtype),
             log_step=float(grid.log_step),
-            lattice_variance=2.0 * _BIN_VARIANCE,
             doppler_variance=float(doppler_variance),
+            fourth_cumulant=CUBIC_FOURTH_CUMULANT * 2 + BIN_FOURTH_CUMULANT
+            + (HAT_FOURTH_CUMULANT if doppler_variance > 0 else 0.0),
             half_width=half_width,
             n_sigma=float(n_sigma),
             max_redshift=float(max_redshift),
@@ -211,9 +218,7 @@ class LSF(eqx.Module):
         rest = self.wavelength / one_plus_z
         sigma = jnp.interp(rest, self.ssp_wavelength, self.ssp_sigma) * one_plus_z
         pixel = jnp.interp(rest, self.ssp_wavelength, self.ssp_pixel) * one_plus_z
-        lattice = (self.lattice_variance + self.doppler_variance) * (
-            self.wavelength * self.log_step
-        ) ** 2
+        lattice = self.doppler_variance * (self.wavelength * self.log_step) ** 2
         return sigma**2 + (pixel**2 + self.tel_pixel**2) * _BIN_VARIANCE + lattice
 
     def sharper(self, redshift) -> Bool[Array, " n_work"]:
@@ -242,9 +247,23 @@ class LSF(eqx.Module):
         var = self.variance(redshift)
         h = self.half_width
         s2 = jnp.maximum(var - _BIN_VARIANCE, _MIN_S2)
-        inv = 1 / jnp.sqrt(2 * s2)
+        # A mixture (1−p)·N(v1) + p·N(v2) of mean variance s2 has excess fourth cumulant
+        # 3p(1−p)(v2−v1)²: chosen to put back what the flat-topped numerics take away
+        # (equal weights while v1 ≥ 0, else a narrow core and wider wings; the wings are
+        # capped to stay inside the band, the 3-point term below restores the variance).
+        k4 = self.fourth_cumulant
+        p = jnp.minimum(0.5, 3 * s2**2 / (k4 + 3 * s2**2))
+        p = jnp.where(s2 > _MIN_WIDE, p, 0.0)  # no kernel: an exact identity
+        gap = jnp.sqrt(k4 / (3 * jnp.maximum(p * (1 - p), _MIN_S2)))
+        v1 = jnp.maximum(s2 - p * gap, 0.0)
+        v2 = jnp.minimum(s2 + (1 - p) * gap, ((h - 1) / self.n_sigma) ** 2)
         d = jnp.abs(jnp.arange(-(h - 1), h, dtype=var.dtype))[:, None]
-        gauss = 0.5 * (erfc((d - 0.5) * inv[None, :]) - erfc((d + 0.5) * inv[None, :]))
+
+        def binned(v):
+            inv = 1 / jnp.sqrt(2 * jnp.maximum(v, _MIN_S2))
+            return 0.5 * (erfc((d - 0.5) * inv[None, :]) - erfc((d + 0.5) * inv[None, :]))
+
+        gauss = (1 - p)[None, :] * binned(v1) + p[None, :] * binned(v2)
         gauss = gauss / jnp.sum(gauss, axis=0, keepdims=True)
         offsets = jnp.arange(-(h - 1), h, dtype=var.dtype)[:, None]
         m = var - jnp.sum(offsets**2 * gauss, axis=0)
@@ -266,7 +285,7 @@ class LSF(eqx.Module):
         one_plus_z = 1 + float(redshift)
         sigma = np.interp(wave / one_plus_z, ssp_wave, ssp_sigma) * one_plus_z
         pixel = np.interp(wave / one_plus_z, ssp_wave, ssp_pixel) * one_plus_z
-        lattice = (self.lattice_variance + self.doppler_variance) * (wave * self.log_step) ** 2
+        lattice = self.doppler_variance * (wave * self.log_step) ** 2
         floor = sigma**2 + (pixel**2 + tel_pixel**2) * _BIN_VARIANCE + lattice
         return wave, tel * FWHM_PER_SIGMA, np.sqrt(floor) * FWHM_PER_SIGMA
 

@@ -13,7 +13,7 @@ from jaxtyping import Array, Complex, Float
 
 from .._observation import Observation
 from .._pipeline import Pipeline, ssp_in_medium
-from .._stages._lsf import LSF
+from .._stages._lsf import HAT_FOURTH_CUMULANT, LSF
 from .._units import C_KM_S, dimming_constant
 from ..ssp import ssp_weights, SSPGrid
 
@@ -82,7 +82,11 @@ class SpectrumModel(eqx.Module):
                     n_sigma=lsf.n_sigma,
                 )  # fmt: skip
             # The Fourier-space shift is exact: no Doppler-interpolation term to make up.
-            exact_shift = dataclasses.replace(lsf, doppler_variance=0.0)
+            exact_shift = dataclasses.replace(
+                lsf,
+                doppler_variance=0.0,
+                fourth_cumulant=lsf.fourth_cumulant - HAT_FOURTH_CUMULANT,
+            )
             pipeline = eqx.tree_at(lambda p: p.lsf, pipeline, exact_shift)
         self.pipeline = pipeline
         self.redshift = jnp.asarray(z, dtype)

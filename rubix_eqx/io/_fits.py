@@ -380,11 +380,13 @@ def read_cube_fits(path: str | Path) -> Cube:
     - The spaxel size and field centre come from the celestial WCS via `astropy.wcs`.
     - Bad voxels — NaN or infinite flux, `STAT` ≤ 0 or NaN, `DQ` ≠ 0, `IVAR` ≤ 0, MaNGA
       `MASK` with DONOTUSE (2¹⁰) or FORESTAR (2³) — are held in memory as flux 0 and
-      variance +inf (zero weight); spaxels with no good voxel have `mask` False.
+      variance +inf (zero weight); spaxels with no good voxel have `mask` False. A MUSE
+      file without `STAT` reads with variance 0 (unknown) on its good voxels.
     - A file written by rubix_eqx reads back as the Cube written (flux and variance to
       float32): spaxels outside the aperture as flux 0 and variance 0, `STATFILL`/
       `IVARFILL` voxels as variance 0 (noiseless), and `redshift`, diagnostics,
-      `telescope`, `lsf_fwhm` from its keywords and extensions.
+      `telescope`, `lsf_fwhm` from its keywords and extensions. Files of our earlier
+      layout (no `LAYOUT` keyword: STAT = 0 for noiseless cubes, a 2-D `MASK`) still read.
     - Other files: `redshift` 0 and diagnostics 0 (a file does not say them), `lsf_fwhm`
       from `LSF_FWHM` or MaNGA's `SPECRES` (FWHM = λ/R), else `None`; `telescope` a
       preset name where recognisable (`MUSE-WFM`, `MUSE-NFM`, `MaNGA`), else `INSTRUME`.
@@ -420,10 +422,15 @@ def read_muse(hdus, path: Path) -> Cube:
     else:
         spaxel, ra, dec = read_celestial(header, shape[0], shape[1], where)
     wavelength, sampling, medium = read_spectral(header, shape[2], where)
+    # our files before the MUSE layout (no LAYOUT keyword): STAT = 0 meant noiseless, and
+    # a 2-D MASK extension held the aperture
+    legacy = ours and "LAYOUT" not in primary
     bad = ~np.isfinite(flux)  # every step in place: files can be GB
     if "STAT" in names:
         variance = cube_data(hdus, "STAT", path, shape).astype(flux.dtype, copy=False)
-        bad |= ~((variance > 0) & np.isfinite(variance))
+        good = (variance >= 0) if legacy else (variance > 0)
+        good &= np.isfinite(variance)
+        bad |= ~good
     else:  # no variance: unknown noise, held as 0 on the good voxels
         variance = np.zeros(shape, flux.dtype)
     if "DQ" in names:
@@ -436,6 +443,14 @@ def read_muse(hdus, path: Path) -> Cube:
     variance[bad] = np.inf
     flux[bad] = 0
     mask = ~np.all(bad, axis=2)
+    if legacy and "MASK" in names:
+        aperture = hdus["MASK"].data
+        if aperture is None or aperture.shape != shape[1::-1]:
+            got = None if aperture is None else aperture.shape
+            raise ValueError(
+                f"{path}: `MASK` must have shape (n_y, n_x) = {shape[1::-1]}; got {got}."
+            )
+        mask &= _native(aperture).T.astype(bool)
     if ours:  # outside the aperture: as the pipeline holds it (flux 0, variance 0)
         variance[~mask] = 0
     unit = float(primary["FLUXUNIT"]) if ours and "FLUXUNIT" in primary else None
