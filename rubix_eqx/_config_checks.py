@@ -1,7 +1,9 @@
 """Checks for dictionaries read from YAML: errors name the key path."""
 
 import difflib
+import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,11 +60,21 @@ def number(value: Any, path: str, *, positive=False, non_negative=False, lo=None
 
 
 def integer(value: Any, path: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """`value` as an int. Integral floats (`1e5`, `2000.0`) and numeric strings with an
+    integral value count as integers; `10.5`, `true` or `"many"` do not."""
+    number_ = value
+    if isinstance(value, str):
+        try:
+            number_ = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: must be an integer, got {value!r}.") from None
+    if isinstance(number_, float) and math.isfinite(number_) and number_.is_integer():
+        number_ = int(number_)
+    if isinstance(number_, bool) or not isinstance(number_, int):
         raise ConfigError(f"{path}: must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ConfigError(f"{path}: must be >= {minimum}, got {value}.")
-    return value
+    if number_ < minimum:
+        raise ConfigError(f"{path}: must be >= {minimum}, got {number_}.")
+    return number_
 
 
 def boolean(value: Any, path: str) -> bool:
@@ -78,15 +90,40 @@ def choice(value: Any, path: str, options: Iterable[str]) -> str:
     return value
 
 
+# YAML 1.1 (PyYAML) reads `1e5` and `1.0e10` as strings: its float pattern wants a dot
+# and a signed exponent. YAML 1.2 and every other reader take them as numbers, and so do
+# we: a loader that adds the 1.2 pattern (an exponent without a dot or a sign).
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+@functools.cache
+def _loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """PyYAML's safe loader with YAML 1.2 floats (`1e5`)."""
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+    return Loader
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text as [`read_yaml`][] does (safe; `1e5` is a number)."""
+    import yaml
+
+    return yaml.load(text, Loader=_loader())
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error reports the line and column."""
+    """Parse a YAML file; a syntax error reports the line and column. Numbers such as
+    `1e5` are numbers (YAML 1.2), not the strings PyYAML's YAML 1.1 resolver makes."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml_text(path.read_text())
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

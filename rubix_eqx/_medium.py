@@ -22,13 +22,13 @@ _AIR_LIMIT = 2000.0  # Å: below this, wavelengths are quoted in vacuum by conve
 def refractive_index(vacuum_wavelength) -> np.ndarray:
     """n of standard air at vacuum wavelengths (Å), Morton (2000) eq. 8."""
     s2 = (1e4 / np.asarray(vacuum_wavelength, np.float64)) ** 2
-    return 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
+    return np.asarray(1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2))
 
 
 def vacuum_to_air(wavelength) -> np.ndarray:
     """Air wavelengths (Å) of vacuum wavelengths (Å); unchanged below 2000 Å."""
     vac = np.asarray(wavelength, np.float64)
-    return np.where(vac >= _AIR_LIMIT, vac / refractive_index(vac), vac)
+    return np.asarray(np.where(vac >= _AIR_LIMIT, vac / refractive_index(vac), vac))
 
 
 def air_to_vacuum(wavelength) -> np.ndarray:
@@ -37,7 +37,7 @@ def air_to_vacuum(wavelength) -> np.ndarray:
     vac = air.copy()
     for _ in range(8):  # contraction factor ~1e-4 per step
         vac = air * refractive_index(vac)
-    return np.where(air >= _AIR_LIMIT, vac, air)
+    return np.asarray(np.where(air >= _AIR_LIMIT, vac, air))
 
 
 def convert(wavelength, source: str, target: str) -> np.ndarray:

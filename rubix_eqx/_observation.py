@@ -10,12 +10,17 @@ from ._checks import concrete
 from ._custom_types import RealScalarLike
 
 
+DEFAULT_REDSHIFT = 0.05  # without a distance: E-MILES covers all of MUSE for z ≳ 0.045
+
+
 class Observation(eqx.Module):
     """Redshift (or distance), orientation and sky position of an observed galaxy.
 
     **Attributes:**
 
-    - `redshift`: cosmological redshift z ≥ 0; shifts the spectra by (1+z).
+    - `redshift`: cosmological redshift z ≥ 0; shifts the spectra by (1+z). Default:
+      0 when a `distance` is given (a nearby galaxy, no shift, no (1+z) dimming), else
+      0.05.
     - `inclination`: degrees in [0, 180]; 0 is face-on.
     - `position_angle`: degrees, of the projected major axis from North (+y) through
       East (-x).
@@ -38,7 +43,7 @@ class Observation(eqx.Module):
 
     def __init__(
         self,
-        redshift: RealScalarLike = 0.05,
+        redshift: RealScalarLike | None = None,
         inclination: RealScalarLike = 0.0,
         position_angle: RealScalarLike = 0.0,
         distance: RealScalarLike | None = None,
@@ -54,6 +59,8 @@ class Observation(eqx.Module):
                 raise ValueError(f"`Observation.{name}` must be a scalar; got shape {arr.shape}.")
             return arr.astype(dtype) if not jnp.issubdtype(arr.dtype, jnp.floating) else arr
 
+        if redshift is None:
+            redshift = 0.0 if distance is not None else DEFAULT_REDSHIFT
         self.redshift = scalar("redshift", redshift)
         self.inclination = scalar("inclination", inclination)
         self.position_angle = scalar("position_angle", position_angle)

@@ -66,8 +66,9 @@ def cubic_rebin_matrix(edges_out: np.ndarray, n_in: int) -> tuple[np.ndarray, np
     integrated flux `sum_j fraction[b, j] * integrated_in[start[b] + j]` (indices past
     the end carry 0)."""
     e = np.asarray(edges_out, np.float64)
-    lo = np.maximum(np.floor(e[:-1] - 2.5).astype(np.int64), 0)
-    hi = np.minimum(np.ceil(e[1:] + 1.5).astype(np.int64), n_in - 1)
+    # input centres j + ½ within the kernel's reach (±2) of the output bin
+    lo = np.maximum(np.ceil(e[:-1] - 2.5).astype(np.int64), 0)
+    hi = np.minimum(np.floor(e[1:] + 1.5).astype(np.int64), n_in - 1)
     p = int(np.max(hi - lo)) + 1
     idx = lo[:, None] + np.arange(p)[None, :]
     centre = idx + 0.5

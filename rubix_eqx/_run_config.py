@@ -16,6 +16,7 @@ from ._config_checks import (
     deep_merge,
     integer,
     join,
+    load_yaml_text,
     number,
     read_yaml,
 )
@@ -92,18 +93,30 @@ def _parse_value(raw: str, item: str):
     import yaml
 
     try:
-        return yaml.safe_load(raw)
+        return load_yaml_text(raw)
     except yaml.YAMLError as e:
         raise ConfigError(
             f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})."
         ) from None
 
 
+# Sections where `null` is a value in its own right rather than "not given": an output
+# file name of null skips that file, and a telescope field of null removes the preset's
+# value of that field (e.g. `telescope.psf=null`: no PSF).
+NULL_KEEPING = ("output", "telescope")
+
+
 def apply_override(data: dict, item: str) -> dict:
     """`data` with one `key.path=value` override applied (the value parsed as YAML).
     Intermediate mappings are created as needed; a telescope given as a preset name (or
     not given: the default preset) becomes `{preset: name}` so that its fields can be
-    overridden."""
+    overridden.
+
+    `key.path=null` removes the key, so that its default applies (`--set
+    galaxy.scale_length=null`, `--set pipeline.noise=null`: noiseless); removing a key
+    that is not there does nothing. Under `output` and `telescope` a null is kept, as it
+    means something there: `output.quicklook=null` skips that file, `telescope.psf=null`
+    drops the preset's PSF."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key.path=value.")
     key, raw = item.split("=", 1)
@@ -111,6 +124,7 @@ def apply_override(data: dict, item: str) -> dict:
     if not all(parts):
         raise ConfigError(f"--set {item!r}: empty key in {key.strip()!r}.")
     value = _parse_value(raw, item)
+    remove = value is None and not (parts[0] in NULL_KEEPING and len(parts) > 1)
     data = dict(data)
     node = data
     for depth, part in enumerate(parts[:-1]):
@@ -118,6 +132,8 @@ def apply_override(data: dict, item: str) -> dict:
         if depth == 0 and part == "telescope" and (child is None or isinstance(child, str)):
             child = {"preset": child or DEFAULT_TELESCOPE}
         if child is None:
+            if remove:
+                return data  # nothing to remove
             child = {}
         if not isinstance(child, Mapping):
             where = ".".join(parts[: depth + 1])
@@ -126,7 +142,10 @@ def apply_override(data: dict, item: str) -> dict:
             )
         node[part] = dict(child)
         node = node[part]
-    node[parts[-1]] = value
+    if remove:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
     return data
 
 

@@ -161,9 +161,12 @@ class SpectralGrid(eqx.Module):
 
     def to_telescope(self, integrated: Float[Array, "... n_work"]) -> Float[Array, "... n_wave"]:
         """Flux density on the telescope grid (per Å) from observed-lattice integrated flux."""
-        padded = jnp.pad(
-            integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, self.rebin_weight.shape[1])]
-        )
-        index = self.rebin_start[:, None] + jnp.arange(self.rebin_weight.shape[1])[None, :]
-        weight = self.rebin_weight.reshape((1,) * (integrated.ndim - 1) + self.rebin_weight.shape)
-        return jnp.sum(padded[..., index] * weight, axis=-1)
+        n_wave, n_tap = self.rebin_weight.shape
+        padded = jnp.pad(integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, n_tap)])
+        out = jnp.zeros(integrated.shape[:-1] + (n_wave,), integrated.dtype)
+        lead = (1,) * (integrated.ndim - 1)
+        for k in range(n_tap):  # one gather and multiply-add per tap: no (…, n_wave, n_tap)
+            out = out + padded[..., self.rebin_start + k] * self.rebin_weight[:, k].reshape(
+                lead + (n_wave,)
+            )
+        return out

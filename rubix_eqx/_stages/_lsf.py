@@ -97,8 +97,8 @@ class LSF(eqx.Module):
     - `wavelength`: lattice bin centres exp(ln λ₀ + (k+½)Δ), Å (observed).
     - `tel_sigma`: telescope σ at `wavelength`, Å.
     - `tel_pixel`: telescope pixel width at `wavelength`, Å.
-    - `ssp_wavelength`, `ssp_sigma`, `ssp_pixel`: template σ and native pixel width (Å)
-      at rest-frame wavelengths (Å).
+    - `ssp_wavelength`, `ssp_variance`: the templates' own variance σ_ssp² + w_ssp²/12
+      (Å², rest frame) at rest-frame wavelengths (Å); it scales by (1+z)².
     - `log_step`: Δ (natural log).
     - `doppler_variance`: pixel², the mean broadening of the Doppler interpolation (1/6).
     - `half_width`: h, bins.
@@ -111,8 +111,7 @@ class LSF(eqx.Module):
     tel_sigma: Float[Array, " n_work"]
     tel_pixel: Float[Array, " n_work"]
     ssp_wavelength: Float[Array, " n_ssp"]
-    ssp_sigma: Float[Array, " n_ssp"]
-    ssp_pixel: Float[Array, " n_ssp"]
+    ssp_variance: Float[Array, " n_ssp"]
     log_step: float = eqx.field(static=True)
     doppler_variance: float = eqx.field(static=True)
     fourth_cumulant: float = eqx.field(static=True)
@@ -195,8 +194,7 @@ class LSF(eqx.Module):
             tel_sigma=jnp.asarray(tel_sigma, dtype),
             tel_pixel=jnp.asarray(tel_pixel, dtype),
             ssp_wavelength=jnp.asarray(ssp_wave, dtype),
-            ssp_sigma=jnp.asarray(ssp_sigma, dtype),
-            ssp_pixel=jnp.asarray(ssp_pixel, dtype),
+            ssp_variance=jnp.asarray(ssp_sigma**2 + ssp_pixel**2 * _BIN_VARIANCE, dtype),
             log_step=float(grid.log_step),
             doppler_variance=float(doppler_variance),
             fourth_cumulant=CUBIC_FOURTH_CUMULANT * 2 + BIN_FOURTH_CUMULANT
@@ -216,10 +214,9 @@ class LSF(eqx.Module):
         bring before the kernel (see the class docstring), at `redshift`."""
         one_plus_z = (1 + jnp.asarray(redshift)).astype(self.wavelength.dtype)
         rest = self.wavelength / one_plus_z
-        sigma = jnp.interp(rest, self.ssp_wavelength, self.ssp_sigma) * one_plus_z
-        pixel = jnp.interp(rest, self.ssp_wavelength, self.ssp_pixel) * one_plus_z
+        templates = jnp.interp(rest, self.ssp_wavelength, self.ssp_variance) * one_plus_z**2
         lattice = self.doppler_variance * (self.wavelength * self.log_step) ** 2
-        return sigma**2 + (pixel**2 + self.tel_pixel**2) * _BIN_VARIANCE + lattice
+        return templates + self.tel_pixel**2 * _BIN_VARIANCE + lattice
 
     def sharper(self, redshift) -> Bool[Array, " n_work"]:
         """Boolean per lattice bin: σ_floor exceeds the telescope's σ by more than
@@ -277,16 +274,15 @@ class LSF(eqx.Module):
 
     def _numpy_fwhm(self, redshift: float):
         """(lattice λ, telescope FWHM, floor FWHM) in Å, NumPy float64."""
-        wave, tel, ssp_wave, ssp_sigma, ssp_pixel, tel_pixel = (
+        wave, tel, ssp_wave, ssp_variance, tel_pixel = (
             np.asarray(a, np.float64)
-            for a in (self.wavelength, self.tel_sigma, self.ssp_wavelength, self.ssp_sigma,
-                      self.ssp_pixel, self.tel_pixel)
+            for a in (self.wavelength, self.tel_sigma, self.ssp_wavelength, self.ssp_variance,
+                      self.tel_pixel)
         )  # fmt: skip
         one_plus_z = 1 + float(redshift)
-        sigma = np.interp(wave / one_plus_z, ssp_wave, ssp_sigma) * one_plus_z
-        pixel = np.interp(wave / one_plus_z, ssp_wave, ssp_pixel) * one_plus_z
+        templates = np.interp(wave / one_plus_z, ssp_wave, ssp_variance) * one_plus_z**2
         lattice = self.doppler_variance * (wave * self.log_step) ** 2
-        floor = sigma**2 + (pixel**2 + tel_pixel**2) * _BIN_VARIANCE + lattice
+        floor = templates + tel_pixel**2 * _BIN_VARIANCE + lattice
         return wave, tel * FWHM_PER_SIGMA, np.sqrt(floor) * FWHM_PER_SIGMA
 
     def sharper_range(self, redshift: float) -> tuple[float, float] | None:

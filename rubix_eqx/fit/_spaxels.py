@@ -200,70 +200,80 @@ def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):
     la, lz = la.reshape(-1), lz.reshape(-1)
     velocities = jnp.arange(*velocity_grid, dtype=flux.dtype)
     disp = jnp.asarray(dispersion, flux.dtype)
+    return _search(model, flux, var, la, lz, velocities, disp)
 
-    @eqx.filter_jit
-    def search(model, flux, var):
-        def at_velocity(v):
-            models = jax.vmap(lambda a, z: model(a, z, v, disp))(la, lz)  # (n_template, n_wave)
-            dm = (flux / var) @ models.T  # (n_spaxel, n_template)
-            mm = (1 / var) @ (models**2).T
-            return dm**2 / jnp.where(mm > 0, mm, 1), dm / jnp.where(mm > 0, mm, 1)
 
-        gain, amplitude = jax.lax.map(at_velocity, velocities)  # (n_v, n_spaxel, n_template)
-        n_v, n_s, n_t = gain.shape
-        flat = jnp.transpose(gain, (1, 0, 2)).reshape(n_s, n_v * n_t)
-        best = jnp.argmax(flat, axis=1)
-        iv, it = best // n_t, best % n_t
-        amp = jnp.transpose(amplitude, (1, 0, 2)).reshape(n_s, n_v * n_t)[jnp.arange(n_s), best]
-        return la[it], lz[it], velocities[iv], jnp.full((n_s,), disp), jnp.maximum(amp, 1e-30)
+# The jitted solves live at module level and take the model, the templates' nodes and
+# the solver as arguments: a second fit of a same-shaped cube reuses the compilation
+# (closures defined per call would be new functions, recompiled every time).
 
-    return search(model, flux, var)
+
+@eqx.filter_jit
+def _search(model, flux, var, la, lz, velocities, disp):
+    def at_velocity(v):
+        models = jax.vmap(lambda a, z: model(a, z, v, disp))(la, lz)  # (n_template, n_wave)
+        dm = (flux / var) @ models.T  # (n_spaxel, n_template)
+        mm = (1 / var) @ (models**2).T
+        return dm**2 / jnp.where(mm > 0, mm, 1), dm / jnp.where(mm > 0, mm, 1)
+
+    gain, amplitude = jax.lax.map(at_velocity, velocities)  # (n_v, n_spaxel, n_template)
+    n_v, n_s, n_t = gain.shape
+    flat = jnp.transpose(gain, (1, 0, 2)).reshape(n_s, n_v * n_t)
+    best = jnp.argmax(flat, axis=1)
+    iv, it = best // n_t, best % n_t
+    amp = jnp.transpose(amplitude, (1, 0, 2)).reshape(n_s, n_v * n_t)[jnp.arange(n_s), best]
+    return la[it], lz[it], velocities[iv], jnp.full((n_s,), disp), jnp.maximum(amp, 1e-30)
+
+
+def _physical(p, a_ref, bounds):
+    (la_lo, la_hi), (lz_lo, lz_hi) = bounds
+    return (
+        _from_unit(p[0], la_lo, la_hi),
+        _from_unit(p[1], lz_lo, lz_hi),
+        p[2] * _VELOCITY_SCALE,
+        jnp.exp(p[3]),
+        p[4] * a_ref,
+    )
+
+
+def _residual_physical(model, theta, args):
+    d, v = args
+    la, lz, vel, disp, amp = theta
+    return (amp * model(la, lz, vel, disp) - d) / jnp.sqrt(v)
+
+
+@eqx.filter_jit
+def _run(model, flux, var, start, active, bounds, solver, max_steps):
+    (la_lo, la_hi), (lz_lo, lz_hi) = bounds
+
+    def one(d, v, la, lz, vel, disp, amp, act):
+        # Masked spaxels fit their own starting model: they converge at once.
+        d = jnp.where(act, d, amp * model(la, lz, vel, disp))
+        v = jnp.where(jnp.isfinite(v), v, 1.0)
+        p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
+                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la)])  # fmt: skip
+        fn = lambda p, args: _residual_physical(model, _physical(p, amp, bounds), args)
+        sol = optx.least_squares(fn, solver, p0, args=(d, v), max_steps=max_steps, throw=False)
+        theta = _physical(sol.value, amp, bounds)
+        finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
+        ok = sol.result == optx.RESULTS.successful
+        theta = jax.tree.map(
+            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp)
+        )
+        jac = jax.jacfwd(lambda t: _residual_physical(model, t, (d, v)))(theta)
+        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
+        r = _residual_physical(model, theta, (d, v))
+        chi2 = jnp.sum(r**2) / (r.shape[0] - 5)
+        status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
+        return theta, err, status, chi2
+
+    return jax.vmap(one)(flux, var, *start, active)
 
 
 def _solve(model, ssp, flux, var, start, active, solver, max_steps):
-    (la_lo, la_hi), (lz_lo, lz_hi) = _bounds(ssp)
-    la0, lz0, v0, s0, a0 = start
-
-    def physical(p, a_ref):
-        return (
-            _from_unit(p[0], la_lo, la_hi),
-            _from_unit(p[1], lz_lo, lz_hi),
-            p[2] * _VELOCITY_SCALE,
-            jnp.exp(p[3]),
-            p[4] * a_ref,
-        )
-
-    def residual_physical(theta, args):
-        d, v = args
-        la, lz, vel, disp, amp = theta
-        return (amp * model(la, lz, vel, disp) - d) / jnp.sqrt(v)
-
-    @eqx.filter_jit
-    def run(model, flux, var, start, active):
-        def one(d, v, la, lz, vel, disp, amp, act):
-            # Masked spaxels fit their own starting model: they converge at once.
-            d = jnp.where(act, d, amp * model(la, lz, vel, disp))
-            v = jnp.where(jnp.isfinite(v), v, 1.0)
-            p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
-                            vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la)])  # fmt: skip
-            fn = lambda p, args: residual_physical(physical(p, amp), args)
-            sol = optx.least_squares(fn, solver, p0, args=(d, v), max_steps=max_steps, throw=False)
-            theta = physical(sol.value, amp)
-            finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
-            ok = sol.result == optx.RESULTS.successful
-            theta = jax.tree.map(
-                lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp)
-            )
-            jac = jax.jacfwd(lambda t: residual_physical(t, (d, v)))(theta)
-            err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
-            r = residual_physical(theta, (d, v))
-            chi2 = jnp.sum(r**2) / (r.shape[0] - 5)
-            status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
-            return theta, err, status, chi2
-
-        return jax.vmap(one)(flux, var, *start, active)
-
-    theta, err, status, chi2 = run(model, flux, var, start, active)
+    theta, err, status, chi2 = _run(
+        model, flux, var, start, active, _bounds(ssp), solver, max_steps
+    )
     la, lz, vel, disp, amp = theta
 
     def result(snr, shape):

@@ -1,6 +1,9 @@
 """The `Galaxy` pytree: star particles with physical units."""
 
+import functools as ft
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, jaxtyped
@@ -8,6 +11,41 @@ from jaxtyping import Array, Float, jaxtyped
 from .._checks import require, require_finite, traced_check
 from .._typecheck import typechecker
 from .._units import C_KM_S
+
+
+def _as_float(name: str, values) -> Array:
+    """A field converter: NumPy arrays, lists and JAX arrays (also traced) to a JAX float
+    array. Float dtypes are kept (as JAX holds them), integers become the default float;
+    booleans, complex numbers and strings are a `TypeError` naming the field."""
+    if isinstance(values, jax.Array):
+        dtype = values.dtype
+    else:
+        try:
+            values = np.asarray(values)
+        except (TypeError, ValueError) as e:  # ragged lists
+            raise TypeError(f"`Galaxy.{name}` must be an array of numbers; {e}") from None
+        dtype = values.dtype
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jnp.asarray(values)
+    if jnp.issubdtype(dtype, jnp.integer):
+        return jnp.asarray(values, jnp.result_type(float))
+    raise TypeError(f"`Galaxy.{name}` must hold real numbers; got dtype {dtype}.")
+
+
+def _field(name: str):
+    return eqx.field(converter=ft.partial(_as_float, name))
+
+
+@jaxtyped(typechecker=typechecker)
+def _check_fields(
+    position: Float[Array, "n 3"],
+    velocity: Float[Array, "n 3"],
+    mass: Float[Array, " n"],
+    age: Float[Array, " n"],
+    metallicity: Float[Array, " n"],
+) -> None:
+    """The shapes of `Galaxy`'s fields (a converted field is not checked by the generated
+    `__init__`): a `jaxtyping.TypeCheckError` names the first parameter that disagrees."""
 
 
 @jaxtyped(typechecker=typechecker)
@@ -22,20 +60,24 @@ class Galaxy(eqx.Module):
     - `age`: Gyr since birth at the epoch of observation.
     - `metallicity`: metal mass fraction Z (Z☉ = 0.019 for the Padova-based MILES grid).
 
-    Construction checks shapes (jaxtyping: mismatched lengths raise a
-    `jaxtyping.TypeCheckError` naming the field; `from_arrays` raises a `ValueError` with
-    both lengths) and, for concrete values, that every entry
-    is finite, `mass ≥ 0`, `age ≥ 0` and `metallicity > 0`. Under `jit`, use
-    [`rubix_eqx.Galaxy.checked`][] to attach the same checks to traced values.
+    Each field takes a JAX array, a NumPy array or a (nested) list: it is converted to a
+    JAX float array (float dtypes kept, integers to the default float; other dtypes are a
+    `TypeError` naming the field). Construction then checks shapes (jaxtyping: a wrong
+    rank, trailing dimension or length raises a `jaxtyping.TypeCheckError` naming the
+    field; `from_arrays` raises a `ValueError` with both lengths) and, for concrete
+    values, that every entry is finite, `mass ≥ 0`, `age ≥ 0` and `metallicity > 0`.
+    Under `jit`, use [`rubix_eqx.Galaxy.checked`][] to attach the same checks to traced
+    values.
     """
 
-    position: Float[Array, "n 3"]
-    velocity: Float[Array, "n 3"]
-    mass: Float[Array, " n"]
-    age: Float[Array, " n"]
-    metallicity: Float[Array, " n"]
+    position: Float[Array, "n 3"] = _field("position")
+    velocity: Float[Array, "n 3"] = _field("velocity")
+    mass: Float[Array, " n"] = _field("mass")
+    age: Float[Array, " n"] = _field("age")
+    metallicity: Float[Array, " n"] = _field("metallicity")
 
     def __check_init__(self):
+        _check_fields(self.position, self.velocity, self.mass, self.age, self.metallicity)
         n = self.mass.shape[0]
         for name in ("position", "velocity", "age", "metallicity"):
             got = getattr(self, name).shape[0]

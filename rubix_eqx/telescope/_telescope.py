@@ -1,10 +1,12 @@
 """The `Telescope` pytree: spatial sampling, wavelength grid, LSF, PSF and noise defaults."""
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, jaxtyped
@@ -52,6 +54,21 @@ def _curve(values) -> Array:
     arr = jnp.asarray(values)
     dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else float
     return jnp.atleast_1d(jnp.asarray(arr, dtype=dtype))  # a strong (not weak) dtype
+
+
+def _float_dtype(values):
+    """The float dtype of `values` as JAX holds it (float64 → float32 without x64), else
+    float32."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.float32
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _float_array(values) -> Array:
+    """A NumPy array or list as a JAX float array (its float dtype kept; else float32)."""
+    arr = np.asarray(values)
+    return jnp.asarray(arr, _float_dtype(arr))
 
 
 def _optional_curve(values) -> Array | None:
@@ -332,8 +349,32 @@ class Telescope(eqx.Module):
         return self.n_x * self.spaxel_size, self.n_y * self.spaxel_size
 
     def replace(self, **changes) -> "Telescope":
-        """A copy with some fields replaced (re-validated)."""
+        """A copy with some fields replaced (re-validated).
+
+        A new `wavelength` (observed pixel centres, Angstrom) without a new `lsf_fwhm`
+        gets this telescope's LSF interpolated onto it (linearly in wavelength); that
+        needs the new pixels inside this telescope's grid, unless the LSF is a constant.
+        Without a new `sampling`, it is `"linear"` or `"log"` if the new pixels are evenly
+        spaced in λ or in log λ, else this telescope's."""
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for name in ("wavelength", "lsf_fwhm"):
+            if isinstance(changes.get(name), np.ndarray | list | tuple):
+                changes[name] = _float_array(changes[name])
+        if "wavelength" in changes:
+            wave = concrete(changes["wavelength"])
+            if "lsf_fwhm" not in changes:
+                if wave is None:
+                    raise ValueError(
+                        "`Telescope.replace(wavelength=...)` with a traced wavelength needs "
+                        "`lsf_fwhm` as well (the LSF is resampled from concrete values only)."
+                    )
+                fwhm = resample_lsf(
+                    self.wavelength, self.lsf_fwhm, wave, f"telescope {self.name!r}",
+                    "`Telescope.replace(wavelength=...)`",
+                )  # fmt: skip
+                changes["lsf_fwhm"] = jnp.asarray(fwhm, _float_dtype(changes["wavelength"]))
+            if "sampling" not in changes and wave is not None:
+                changes["sampling"] = infer_sampling(wave, self.sampling)
         fields.update(changes)
         return Telescope(**fields)
 
@@ -341,7 +382,11 @@ class Telescope(eqx.Module):
     def preset(cls, name: str, **overrides) -> "Telescope":
         """A preset from `configs/telescopes/<name>.yaml`, with any field overridden,
         e.g. `Telescope.preset("MUSE-WFM", n_x=40, n_y=40)`. Nested keys take mappings:
-        `wavelength={"stop": 7000.0}`."""
+        `wavelength={"stop": 7000.0}`. `wavelength` also takes an array of pixel centres
+        (Angstrom, strictly increasing), e.g. `wavelength=np.arange(5000.0, 6000.0, 1.25)`:
+        the preset's LSF table is then interpolated onto them (a `ConfigError` if they
+        leave the table), and `sampling` is `"log"` if they are evenly spaced in log λ,
+        else `"linear"`."""
         from ._presets import preset_path
 
         data = read_yaml(preset_path(name))
@@ -366,11 +411,17 @@ class Telescope(eqx.Module):
             path,
             required=("name", "spaxel_size", "n_x", "n_y", "wavelength", "lsf_fwhm"),
         )
-        wave_spec = check_keys(
-            data["wavelength"], ("start", "stop", "step", "sampling"), join(path, "wavelength"),
-            required=("start", "stop", "step"),
-        )  # fmt: skip
-        wavelength, sampling = wavelength_grid(wave_spec, join(path, "wavelength"))
+        if isinstance(data["wavelength"], Mapping):
+            wave_spec = check_keys(
+                data["wavelength"], ("start", "stop", "step", "sampling"),
+                join(path, "wavelength"), required=("start", "stop", "step"),
+            )  # fmt: skip
+            wavelength, sampling = wavelength_grid(wave_spec, join(path, "wavelength"))
+            dtype = jnp.float32
+        else:  # pixel centres given as an array
+            wavelength = wavelength_array(data["wavelength"], join(path, "wavelength"))
+            sampling = infer_sampling(wavelength, "linear")
+            dtype = _float_dtype(np.asarray(data["wavelength"]))
         lsf = _lsf_table(data["lsf_fwhm"], wavelength, join(path, "lsf_fwhm"))
         aperture = choice(data.get("aperture", "square"), join(path, "aperture"), APERTURES)
         diameter = data.get("aperture_diameter")
@@ -420,8 +471,8 @@ class Telescope(eqx.Module):
             spaxel_size=number(data["spaxel_size"], join(path, "spaxel_size"), positive=True),
             n_x=integer(data["n_x"], join(path, "n_x")),
             n_y=integer(data["n_y"], join(path, "n_y")),
-            wavelength=jnp.asarray(wavelength, jnp.float32),
-            lsf_fwhm=jnp.asarray(lsf, jnp.float32),
+            wavelength=jnp.asarray(wavelength, dtype),
+            lsf_fwhm=jnp.asarray(lsf, dtype),
             aperture=aperture,
             aperture_diameter=diameter,
             sampling=sampling,
@@ -438,7 +489,12 @@ class Telescope(eqx.Module):
 
 def wavelength_grid(spec: Mapping[str, Any], path: str) -> tuple[np.ndarray, str]:
     """Pixel centres (float64, Angstrom) from `{start, stop, step, sampling}`; `step` is in
-    Angstrom for linear sampling and in dex (Δlog10 λ) for log sampling."""
+    Angstrom for linear sampling and in dex (Δlog10 λ) for log sampling.
+
+    Linear: `stop` must be reached from `start` in whole steps (to 1e-6 of a step), else
+    a `ConfigError` names the two nearest reachable values. Log: the last pixel is the
+    one nearest to `stop` (`n = round(log10(stop/start)/step) + 1`), as a stop in Å is
+    never exactly a whole number of dex steps away."""
     start = number(spec["start"], join(path, "start"), positive=True)
     stop = number(spec["stop"], join(path, "stop"), positive=True)
     step = number(spec["step"], join(path, "step"), positive=True)
@@ -446,16 +502,93 @@ def wavelength_grid(spec: Mapping[str, Any], path: str) -> tuple[np.ndarray, str
     if not stop > start:
         raise ConfigError(f"{join(path, 'stop')}: must be > start ({start:g}); got {stop:g}.")
     if sampling == "linear":
-        n = int(round((stop - start) / step)) + 1
-        return start + step * np.arange(n), sampling
+        steps = (stop - start) / step
+        n = int(round(steps))
+        if abs(steps - n) > 1e-6:
+            below = start + step * math.floor(steps)
+            above = start + step * math.ceil(steps)
+            raise ConfigError(
+                f"{join(path, 'stop')}: {stop:.10g} is not reached from start {start:.10g} in "
+                f"steps of {step:.10g} Angstrom ({steps:.6g} steps); the nearest reachable "
+                f"values are {below:.10g} and {above:.10g}."
+            )
+        return start + step * np.arange(n + 1), sampling
     n = int(round(np.log10(stop / start) / step)) + 1
     return 10.0 ** (np.log10(start) + step * np.arange(n)), sampling
 
 
+def wavelength_array(values: Any, path: str) -> np.ndarray:
+    """Pixel centres (float64, Angstrom) given as an array: 1-D, >= 2 values, finite,
+    positive and strictly increasing, else a `ConfigError` naming `path`."""
+    try:
+        wave = np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{path}: must be {{start, stop, step}} or an array of pixel centres in Angstrom, "
+            f"got {values!r}."
+        ) from None
+    if wave.ndim != 1 or wave.size < 2:
+        raise ConfigError(
+            f"{path}: an array of pixel centres must be 1-D with >= 2 values; got shape "
+            f"{wave.shape}."
+        )
+    if not np.all(np.isfinite(wave)):
+        raise ConfigError(f"{path}: pixel centres must be finite.")
+    if not wave[0] > 0:
+        raise ConfigError(f"{path}: pixel centres must be > 0 Angstrom; got {wave[0]:g}.")
+    if not np.all(np.diff(wave) > 0):
+        i = int(np.argmin(np.diff(wave) > 0))
+        raise ConfigError(
+            f"{path}: pixel centres must be strictly increasing; got {wave[i]:g} then "
+            f"{wave[i + 1]:g} at index {i}."
+        )
+    return wave
+
+
+def infer_sampling(wavelength, default: str) -> str:
+    """`"linear"` if the pixel centres are evenly spaced in λ (to 1e-6), `"log"` if in
+    log λ, else `default`."""
+    wave = np.asarray(wavelength, np.float64)
+    if wave.size < 3:
+        return default
+    for sampling, axis in (("linear", wave), ("log", np.log(wave))):
+        d = np.diff(axis)
+        if np.all(np.abs(d - d.mean()) <= 1e-6 * abs(d.mean())):
+            return sampling
+    return default
+
+
+def resample_lsf(table_wave, table_fwhm, wavelength, owner: str, where: str) -> np.ndarray:
+    """An LSF FWHM curve sampled at `table_wave` interpolated (linearly) onto `wavelength`.
+    A constant curve holds anywhere; otherwise `wavelength` must lie inside the table
+    (to 1e-6 relative), else `ValueError` naming `where`, both ranges and `owner`."""
+    grid = np.asarray(table_wave, np.float64)
+    fwhm = np.asarray(table_fwhm, np.float64)
+    wave = np.asarray(wavelength, np.float64)
+    if np.all(fwhm == fwhm[0]):
+        return np.full(wave.shape, fwhm[0])
+    if wave.size and (wave[0] < grid[0] * (1 - 1e-6) or wave[-1] > grid[-1] * (1 + 1e-6)):
+        raise ValueError(
+            f"{where}: the new wavelengths span {wave[0]:g}-{wave[-1]:g} Angstrom but the LSF "
+            f"of {owner} is known over {grid[0]:g}-{grid[-1]:g} Angstrom only; give "
+            "`lsf_fwhm` (Angstrom at each new pixel) as well, or wavelengths inside that range."
+        )
+    return np.interp(wave, grid, fwhm)
+
+
 def _lsf_table(spec: Any, wavelength: np.ndarray, path: str) -> np.ndarray:
-    """LSF FWHM (Angstrom) at each pixel from a constant or a `{wavelength, fwhm}` table."""
+    """LSF FWHM (Angstrom) at each pixel from a constant, a `{wavelength, fwhm}` table,
+    or an array with one value per pixel."""
     if not isinstance(spec, Mapping):
-        return np.full(wavelength.shape, number(spec, path, positive=True))
+        if np.ndim(spec) == 0:
+            return np.full(wavelength.shape, number(spec, path, positive=True))
+        values = np.asarray([number(v, path, positive=True) for v in np.ravel(spec)])
+        if np.ndim(spec) != 1 or values.size != wavelength.size:
+            raise ConfigError(
+                f"{path}: an array of FWHM values must have one value per pixel "
+                f"({wavelength.size}); got shape {np.shape(spec)}."
+            )
+        return values
     check_keys(spec, ("wavelength", "fwhm"), path, required=("wavelength", "fwhm"))
     grid = np.asarray([number(v, join(path, "wavelength")) for v in spec["wavelength"]])
     fwhm = np.asarray([number(v, join(path, "fwhm"), positive=True) for v in spec["fwhm"]])
