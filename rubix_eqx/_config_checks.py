@@ -60,14 +60,13 @@ def number(value: Any, path: str, *, positive=False, non_negative=False, lo=None
 
 
 def integer(value: Any, path: str, *, minimum: int = 1) -> int:
-    """`value` as an int. Integral floats (`1e5`, `2000.0`) and numeric strings with an
-    integral value count as integers; `10.5`, `true` or `"many"` do not."""
+    """`value` as an int. Integral floats (`1e5`, `2000.0`) count as integers, and so do
+    strings such as `1e5` that PyYAML's YAML 1.1 resolver leaves as strings (from a
+    mapping read with `yaml.safe_load`); `10.5`, `true`, `"40"` (quoted) or `"many"` do
+    not."""
     number_ = value
-    if isinstance(value, str):
-        try:
-            number_ = float(value)
-        except ValueError:
-            raise ConfigError(f"{path}: must be an integer, got {value!r}.") from None
+    if isinstance(value, str) and _FLOAT_12.match(value.strip()):
+        number_ = float(value.replace("_", ""))
     if isinstance(number_, float) and math.isfinite(number_) and number_.is_integer():
         number_ = int(number_)
     if isinstance(number_, bool) or not isinstance(number_, int):

@@ -154,14 +154,16 @@ def test_galaxy_bad_values_raise_and_leave_inputs_alone(field, index, value, mes
 # Galaxy: shapes, ranks and dtypes (jaxtyping names the parameter).
 
 
+# Integer dtypes, NumPy arrays and lists are converted since issue #13 (they were
+# TypeCheckErrors here; tests/test_papercuts.py checks the conversion). Shapes still fail,
+# also when given as NumPy arrays or lists.
 GALAXY_TYPES = [
-    ("mass", jnp.ones(N, jnp.int32), "mass"),  # integer dtype
     ("mass", jnp.ones((N, 1)), "mass"),  # rank 2
     ("age", jnp.ones(()), "age"),  # rank 0
     ("position", jnp.zeros((N, 2)), "position"),  # wrong trailing dimension
     ("velocity", jnp.zeros((N,)), "velocity"),  # rank 1
-    ("metallicity", np.full(N, 0.02), "metallicity"),  # NumPy, not a JAX array
-    ("age", [1.0, 2.0, 3.0, 4.0], "age"),  # a list
+    ("metallicity", np.full(N + 1, 0.02), "metallicity"),  # NumPy, wrong length
+    ("age", [1.0, 2.0, 3.0], "age"),  # a list, wrong length
     ("age", jnp.ones(N - 1), "age"),  # mismatched length: `n` bound by the earlier fields
 ]
 

@@ -57,12 +57,20 @@ def test_from_arrays_non_numeric_raises_type_error(field):
         ("velocity", jnp.zeros((N, 3, 1))),
         ("mass", jnp.ones((N, 1))),
         ("age", jnp.ones(())),
-        ("metallicity", jnp.full((N,), 1, jnp.int32)),  # not floating point
     ],
 )
-def test_wrong_shape_or_dtype_raises_type_check_error(field, value):
+def test_wrong_shape_raises_type_check_error(field, value):
     with pytest.raises(jaxtyping.TypeCheckError):
         rx.Galaxy(**arrays(**{field: value}))
+
+
+def test_integer_and_boolean_dtypes():
+    """Integers are converted to the default float (issue #13: the fields have
+    converters; this used to be a TypeCheckError); booleans are a named TypeError."""
+    gal = rx.Galaxy(**arrays(metallicity=jnp.full((N,), 1, jnp.int32)))
+    assert gal.metallicity.dtype == jnp.float64
+    with pytest.raises(TypeError, match=r"`Galaxy\.metallicity` must be numeric"):
+        rx.Galaxy(**arrays(metallicity=jnp.ones((N,), bool)))
 
 
 def _with(field, index, value):

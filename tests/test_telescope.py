@@ -183,7 +183,13 @@ def _nested(key, **changes):
             {"wavelength": _nested("wavelength", stop=4000.0)},
             r"telescope\.wavelength\.stop: must be > start",
         ),
-        ({"wavelength": [5000.0, 5010.0]}, r"telescope\.wavelength: must be a mapping"),
+        # An array of pixel centres is allowed since issue #13 (this asserted "must be a
+        # mapping"); a bad array names the key.
+        (
+            {"wavelength": [5010.0, 5000.0]},
+            r"telescope\.wavelength: pixel centres must be strictly increasing",
+        ),
+        ({"wavelength": "wide"}, r"telescope\.wavelength: must be \{start, stop, step\} or an"),
         ({"lsf_fwhm": 0.0}, r"telescope\.lsf_fwhm: must be > 0"),
         (
             {"lsf_fwhm": {"wavelength": [5020.0, 4990.0], "fwhm": [1.0, 2.0]}},

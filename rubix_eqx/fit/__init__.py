@@ -1,6 +1,6 @@
 """Recovery of galaxy properties from cubes by least squares (optimistix)."""
 
-from ._output import cli_fit as cli_fit, plot_maps as plot_maps, write_maps_fits as write_maps_fits
+from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
 from ._particles import (
     fit_galaxy as fit_galaxy,
     fit_particles as fit_particles,

@@ -1,12 +1,12 @@
-"""Fit products: maps in FITS, a PNG of the maps and their errors, and `rubix-eqx fit`."""
+"""Fit products: maps in FITS (with the cube's celestial WCS) and a PNG of the maps and
+their errors. The `rubix-eqx fit` command that writes them is in `rubix_eqx.cli`."""
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .._atomic import atomic_path
+from .._cube import Cube
 from ._spaxels import SpaxelFit, STATUS
 
 
@@ -18,10 +18,27 @@ MAPS = (
 )
 
 
-def write_maps_fits(fit: SpaxelFit, path: str | Path, header: dict | None = None) -> None:
-    """One image extension per map and error (axes as the cube: NAXIS1 = x), plus
-    `STATUS` (see `rubix_eqx.fit.STATUS`), `CHI2` and `SNR`."""
+def write_maps_fits(
+    fit: SpaxelFit, path: str | Path, header: dict | None = None, *, cube: Cube | None = None
+) -> None:
+    """Write the maps of a spaxel fit as FITS: one image extension per map and error
+    (`LOG_AGE`, `LOG_AGE_ERR`, `METALLICITY`, ..., axes as the cube: NAXIS1 = x), plus
+    `MASS`, `STATUS` (see `rubix_eqx.fit.STATUS`, also listed in the primary header as
+    `STATUS0`...), `CHI2` and `SNR`.
+
+    **Arguments:**
+
+    - `fit`: a [`rubix_eqx.fit.SpaxelFit`][].
+    - `path`: the file (written atomically).
+    - `header`: keywords for the primary header (e.g. provenance); names of up to 8
+      characters, values FITS can hold (long strings continue over several cards).
+    - `cube`: the fitted [`rubix_eqx.Cube`][]: every image then carries its celestial WCS,
+      as our cube files do (RA---TAN/DEC--TAN, `CD1_1 = −spaxel/3600`,
+      `CD2_2 = +spaxel/3600`, CRPIX at the field centre, CRVAL = the cube's RA/Dec).
+    """
     from astropy.io import fits
+
+    from ..io._header import celestial_keywords, exact, write_keywords
 
     primary = fits.PrimaryHDU()
     for key, value in (header or {}).items():
@@ -29,19 +46,36 @@ def write_maps_fits(fit: SpaxelFit, path: str | Path, header: dict | None = None
     for code, text in STATUS.items():
         primary.header[f"STATUS{code}"] = text
     hdus = [primary]
+    sky = None
+    if cube is not None:
+        n_x, n_y = cube.flux.shape[:2]
+        if np.shape(fit.status) != (n_x, n_y):
+            raise ValueError(
+                f"`write_maps_fits(cube=...)`: the maps are {np.shape(fit.status)} spaxels but "
+                f"the cube has {(n_x, n_y)}."
+            )
+        sky = celestial_keywords(
+            n_x, n_y, exact(cube.spaxel_size), exact(cube.ra), exact(cube.dec)
+        )
+        sky = {"WCSAXES": 2, **sky, "RADESYS": "ICRS"}
+
+    def add(hdu, unit):
+        if unit is not None:
+            hdu.header["BUNIT"] = unit
+        if sky is not None:
+            write_keywords(hdu.header, sky)
+        hdus.append(hdu)
 
     def image(name, values, unit):
-        hdu = fits.ImageHDU(np.asarray(values, np.float64).T, name=name)
-        hdu.header["BUNIT"] = unit
-        return hdu
+        add(fits.ImageHDU(np.asarray(values, np.float64).T, name=name), unit)
 
     for name, unit in MAPS:
-        hdus.append(image(name.upper(), getattr(fit.maps, name), unit))
-        hdus.append(image(f"{name.upper()}_ERR", getattr(fit, f"{name}_err"), unit))
-    hdus.append(image("MASS", fit.maps.flux, "Msun (initial)"))
-    hdus.append(fits.ImageHDU(np.asarray(fit.status, np.int16).T, name="STATUS"))
-    hdus.append(image("CHI2", fit.chi2, ""))
-    hdus.append(image("SNR", fit.snr, ""))
+        image(name.upper(), getattr(fit.maps, name), unit)
+        image(f"{name.upper()}_ERR", getattr(fit, f"{name}_err"), unit)
+    image("MASS", fit.maps.flux, "Msun (initial)")
+    add(fits.ImageHDU(np.asarray(fit.status, np.int16).T, name="STATUS"), None)
+    image("CHI2", fit.chi2, "")
+    image("SNR", fit.snr, "")
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
 
@@ -70,71 +104,3 @@ def plot_maps(fit: SpaxelFit, path: str | Path, title: str = "") -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-
-
-def cli_fit(args) -> int:
-    """`rubix-eqx fit CUBE --out DIR [--ssp miles] [--telescope PRESET] [--min-snr 3]
-    [--solver levenberg_marquardt]`: writes maps.fits, maps.png and fit_summary.json."""
-    import jax.numpy as jnp
-
-    from .. import io
-    from .._observation import Observation
-    from ..ssp import SSPGrid
-    from ..telescope import presets, Telescope
-    from ._spaxels import fit_spaxels
-
-    parser = argparse.ArgumentParser(prog="rubix-eqx fit")
-    parser.add_argument("--ssp", default="miles")
-    parser.add_argument(
-        "--telescope", default=None, help="preset for the LSF (default: the cube's)"
-    )
-    parser.add_argument("--min-snr", type=float, default=3.0)
-    parser.add_argument("--solver", default="levenberg_marquardt")
-    options = parser.parse_args(getattr(args, "fit_args", []) or [])
-    cube = io.read_cube(args.cube)
-    out = Path(args.out or "fit")
-    ssp = (
-        SSPGrid.from_hdf5(options.ssp)
-        if options.ssp.endswith((".h5", ".hdf5"))
-        else SSPGrid.load(options.ssp)
-    )
-    name = options.telescope or cube.telescope
-    if name not in presets():
-        raise ValueError(
-            f"Telescope {name!r} of the cube is not a preset: pass --telescope with one of {presets()}."
-        )
-    preset = Telescope.preset(name)
-    wave = np.asarray(cube.wavelength, np.float64)
-    lsf = np.interp(
-        wave, np.asarray(preset.wavelength, np.float64), np.asarray(preset.lsf_fwhm, np.float64)
-    )
-    telescope = preset.replace(
-        spaxel_size=float(cube.spaxel_size), n_x=cube.shape[0], n_y=cube.shape[1],
-        wavelength=jnp.asarray(wave, cube.flux.dtype), lsf_fwhm=jnp.asarray(lsf, cube.flux.dtype),
-        sampling=cube.wavelength_sampling,
-    )  # fmt: skip
-    observation = Observation(redshift=float(cube.redshift), ra=cube.ra, dec=cube.dec)
-    print(f"fitting {cube.shape[0]}x{cube.shape[1]} spaxels x {cube.shape[2]} wavelengths ...")
-    fit = fit_spaxels(
-        cube, ssp, telescope, observation, solver=options.solver, min_snr=options.min_snr
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_maps_fits(fit, out / "maps.fits", {"REDSHIFT": float(cube.redshift), "TELESCOP": name})
-    plot_maps(fit, out / "maps.png", title=f"{name}, z = {float(cube.redshift):g}")
-    ok = np.asarray(fit.converged)
-    status = np.asarray(fit.status)
-    summary = {
-        "n_spaxels": int(status.size),
-        "status_counts": {STATUS[k]: int(np.sum(status == k)) for k in STATUS},
-        "median_reduced_chi2": float(np.median(np.asarray(fit.chi2)[ok])) if ok.any() else None,
-        "median_errors": {
-            name: float(np.median(np.asarray(getattr(fit, f"{name}_err"))[ok]))
-            if ok.any()
-            else None
-            for name, _ in MAPS
-        },
-    }
-    (out / "fit_summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {out / 'maps.fits'}, {out / 'maps.png'}, {out / 'fit_summary.json'}")
-    return 0

@@ -29,14 +29,13 @@ def _as_float(name: str, values) -> Array:
         return jnp.asarray(values)
     if jnp.issubdtype(dtype, jnp.integer):
         return jnp.asarray(values, jnp.result_type(float))
-    raise TypeError(f"`Galaxy.{name}` must hold real numbers; got dtype {dtype}.")
+    raise TypeError(f"`Galaxy.{name}` must be numeric (real numbers); got dtype {dtype}.")
 
 
 def _field(name: str):
     return eqx.field(converter=ft.partial(_as_float, name))
 
 
-@jaxtyped(typechecker=typechecker)
 def _check_fields(
     position: Float[Array, "n 3"],
     velocity: Float[Array, "n 3"],
@@ -46,6 +45,12 @@ def _check_fields(
 ) -> None:
     """The shapes of `Galaxy`'s fields (a converted field is not checked by the generated
     `__init__`): a `jaxtyping.TypeCheckError` names the first parameter that disagrees."""
+
+
+# The error then reads "... checking the parameters of ...Galaxy.__init__", as it did
+# before the fields had converters.
+_check_fields.__qualname__ = "Galaxy.__init__"
+_check_fields = jaxtyped(_check_fields, typechecker=typechecker)
 
 
 @jaxtyped(typechecker=typechecker)
