@@ -14,6 +14,7 @@ from . import (
 from ._cube import Cube as Cube, Diagnostics as Diagnostics
 from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation
+from ._observed_maps import observed_truth_maps as observed_truth_maps
 from ._pipeline import (
     CoverageError as CoverageError,
     crop_to_coverage as crop_to_coverage,

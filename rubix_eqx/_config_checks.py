@@ -107,7 +107,7 @@ def _loader():
 
 
 def load_yaml_text(text: str) -> Any:
-    """Parse YAML text as [`read_yaml`][] does (safe; `1e5` is a number)."""
+    """Parse YAML text as `read_yaml` does (safe; `1e5` is a number)."""
     import yaml
 
     return yaml.load(text, Loader=_loader())

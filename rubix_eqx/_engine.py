@@ -193,7 +193,7 @@ def histogram_cube(
     systemic_shift: Float[Array, ""],
     n_shift: int,
 ) -> tuple[Float[Array, "n_spaxels n_work"], dict[str, Array]]:
-    """The same sum as [`rubix_eqx._engine.direct_cube`][] via the (spaxel, template,
+    """The same sum as `direct_cube` via the (spaxel, template,
     shift) histogram and one matrix product. `systemic_shift` is ln(1+z)/Δ; particle
     shifts must lie within ±(n_shift - 3)/2 pixels of it (checked by the caller)."""
     n_templates = grid.templates.shape[0]

@@ -151,7 +151,7 @@ def apply_override(data: dict, item: str) -> dict:
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Read a run config (YAML) and apply `key.path=value` overrides. The result is
-    still unchecked: pass it to [`check_config`][] (or `build_run`)."""
+    still unchecked: pass it to `check_config` (or `build_run`)."""
     data = read_yaml(path)
     if data is None:
         data = {}
@@ -448,7 +448,7 @@ def check_output(spec: Any) -> dict:
 
 
 def check_config(config: Mapping) -> RunSpec:
-    """Check every section of a run config (as read by [`load_config`][]) without
+    """Check every section of a run config (as read by `load_config`) without
     loading SSP grids, galaxies or compiling anything. Raises `ConfigError` naming the
     key path of the first problem."""
     check_keys(config, TOP_KEYS, "")

@@ -1,7 +1,8 @@
-"""The `rubix-eqx` command: `run`, `convert`, `fit`, `telescopes`, `info`.
+"""The `rubix-eqx` command: `run`, `convert`, `fit`, `telescopes`, `info`, `--version`.
 
-Progress goes to stderr (one line when a stage starts, one with its time when it ends);
-results and the final summary go to stdout. Errors print one line and exit with status 1
+Progress goes to stderr (one line when a stage starts, one with its time when it ends;
+`fit` adds a progress bar over its batches of spaxels); results and the final summary go
+to stdout. Errors print one line and exit with status 1
 (`--debug` shows the full traceback).
 """
 
@@ -80,17 +81,12 @@ def _run(args) -> int:
         cube = pipeline(galaxy, observation, key=jax.random.key(spec.seed + 1))
         cube.flux.block_until_ready()
     out.mkdir(parents=True, exist_ok=True)
-    if paths["cube_fits"] is not None:
-        with progress.stage(f"writing {paths['cube_fits']}", "fits"):
-            cube.to_fits(paths["cube_fits"], ssp=ssp, observation=observation)
-    if paths["cube_hdf5"] is not None:
-        with progress.stage(f"writing {paths['cube_hdf5']}", "hdf5"):
-            cube.to_hdf5(paths["cube_hdf5"], ssp=ssp, observation=observation, config=config)
-    if paths["quicklook"] is not None:
+    maps = observed_maps = None
+    if any(paths[k] is not None for k in ("cube_fits", "cube_hdf5", "quicklook")):
         from ._maps import truth_maps
-        from ._quicklook import quicklook
+        from ._observed_maps import observed_truth_maps
 
-        with progress.stage(f"truth maps and {paths['quicklook']}", "quicklook"):
+        with progress.stage("truth maps (and seeing-convolved, with a PSF)", "truth"):
             maps = truth_maps(
                 galaxy,
                 observation,
@@ -99,6 +95,24 @@ def _run(args) -> int:
                 deposit=pipeline.deposit,
                 flux_unit=pipeline.flux_unit,
             )
+            if pipeline.psf is not None:
+                observed_maps = observed_truth_maps(maps, tel, psf=pipeline.psf)
+    truth = {"truth": maps, "observed_truth": observed_maps}  # TRUE_*, OBS_* in the files
+    if paths["cube_fits"] is not None:
+        from .io import write_cube_fits
+
+        with progress.stage(f"writing {paths['cube_fits']}", "fits"):
+            write_cube_fits(cube, paths["cube_fits"], ssp=ssp, observation=observation, **truth)
+    if paths["cube_hdf5"] is not None:
+        from .io import write_cube_hdf5
+
+        with progress.stage(f"writing {paths['cube_hdf5']}", "hdf5"):
+            write_cube_hdf5(cube, paths["cube_hdf5"], ssp=ssp, observation=observation,
+                            config=config, **truth)  # fmt: skip
+    if paths["quicklook"] is not None:
+        from ._quicklook import quicklook
+
+        with progress.stage(f"writing {paths['quicklook']}", "quicklook"):
             quicklook(cube, paths["quicklook"], maps=maps, observation=observation)
 
     flux = np.asarray(cube.flux, np.float64)
@@ -223,16 +237,379 @@ def _convert(args) -> int:
     return 0
 
 
-def _fit(args) -> int:
+# --- fit ----------------------------------------------------------------------------------
+
+FIT_SOLVERS = ("levenberg_marquardt", "gauss_newton", "dogleg")  # = rubix_eqx.fit SOLVERS
+FIT_DEFAULTS = {"out": "fit", "ssp": "miles", "min_snr": 3.0, "solver": FIT_SOLVERS[0],
+                "batch_size": 64}  # fmt: skip
+HDF5_FORMAT = "rubix_eqx.cube"
+
+
+def _metadata_value(meta: dict, key: str):
+    """`key` of a file's metadata, whatever its case (FITS `REDSHIFT`, HDF5 `distance`)."""
+    for k, v in meta.items():
+        if str(k).upper() == key.upper():
+            return v
+    return None
+
+
+def fit_observation(args, cube, meta: dict, path: Path):
+    """The observation of `rubix-eqx fit`, and where its redshift and distance came from.
+
+    With `--redshift` and/or `--distance` the options decide both (a distance alone means
+    z = 0; a redshift alone, the cosmological distances). Without them, the file's
+    `REDSHIFT` and `DISTANCE` (our files); a cube from another pipeline has neither."""
+    from ._config_checks import ConfigError
+    from ._observation import Observation
+
+    z, d = args.redshift, args.distance
+    if z is not None or d is not None:
+        source = "options"
+        if z is None:
+            z = 0.0
+        if z == 0 and d is None:
+            raise ConfigError(
+                "--redshift 0: a galaxy at z = 0 needs --distance (Mpc) for its flux "
+                "dimming; give --distance, or a redshift > 0."
+            )
+    else:
+        source = "file"
+        z = _metadata_value(meta, "REDSHIFT")
+        if z is None and _metadata_value(meta, "FORMAT") == HDF5_FORMAT:
+            z = float(cube.redshift)  # our HDF5 cube: a dataset, not an attribute
+        d = _metadata_value(meta, "DISTANCE")
+        if z is None and d is None:
+            raise ConfigError(
+                f"{path}: the file records no redshift or distance (a cube from another "
+                "pipeline): give --redshift Z, or --distance MPC for a nearby galaxy "
+                "(both may be given)."
+            )
+        z = 0.0 if z is None else float(z)
+        d = None if d is None else float(d)
+        if z <= 0 and d is None:
+            raise ConfigError(
+                f"{path}: the file records redshift {z:g} and no distance: give --redshift Z "
+                "(> 0) or --distance MPC."
+            )
+    observation = Observation(redshift=z, distance=d, ra=cube.ra, dec=cube.dec)
+    return observation, {"redshift": float(z), "distance": d, "source": source}
+
+
+def fit_lsf(value: str | None, cube):
+    """`cube` with the `--lsf-fwhm` LSF (a constant in Å, or a text file of two columns
+    λ and FWHM in Å, interpolated onto the cube's pixels), and a description of the LSF
+    used (`None`: the telescope's, resampled by `rubix_eqx.fit.telescope_for_cube`)."""
+    import dataclasses
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ._config_checks import ConfigError
+
+    wave = np.asarray(cube.wavelength, np.float64)
+    if value is None:
+        return cube, ("recorded in the cube" if cube.lsf_fwhm is not None else None)
     try:
-        from .fit import cli_fit  # pyright: ignore[reportAttributeAccessIssue]
-    except ImportError as e:
-        raise RuntimeError(
-            "`rubix-eqx fit` is not available in this installation: "
-            f"rubix_eqx.fit.cli_fit could not be imported ({e})."
-        ) from None
-    result = cli_fit(args)
-    return 0 if result is None else int(result)
+        constant = float(value)
+    except ValueError:
+        constant = None
+    if constant is not None:
+        if not (np.isfinite(constant) and constant > 0):
+            raise ConfigError(f"--lsf-fwhm: must be > 0 Angstrom (or a file), got {value}.")
+        fwhm = np.full(wave.shape, constant)
+        described = f"{constant:g} A (--lsf-fwhm)"
+    else:
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(
+                f"--lsf-fwhm {value}: not a number and no such file (give a FWHM in Angstrom "
+                "or a text file of two columns: wavelength, FWHM in Angstrom)."
+            )
+        try:
+            table = np.loadtxt(path, ndmin=2, dtype=np.float64)
+        except ValueError as e:
+            raise ConfigError(f"--lsf-fwhm {value}: unreadable as numbers ({e}).") from None
+        if table.ndim != 2 or table.shape[1] != 2 or table.shape[0] < 2:
+            raise ConfigError(
+                f"--lsf-fwhm {value}: expected >= 2 rows of two columns (wavelength, FWHM in "
+                f"Angstrom); got shape {table.shape}."
+            )
+        grid, values = table[:, 0], table[:, 1]
+        if not (np.all(np.isfinite(table)) and np.all(np.diff(grid) > 0)):
+            raise ConfigError(
+                f"--lsf-fwhm {value}: wavelengths must be finite and strictly increasing."
+            )
+        if not np.all(values > 0):
+            raise ConfigError(f"--lsf-fwhm {value}: FWHM values must be > 0 Angstrom.")
+        if grid[0] > wave[0] * (1 + 1e-6) or grid[-1] < wave[-1] * (1 - 1e-6):
+            raise ConfigError(
+                f"--lsf-fwhm {value}: the table covers {grid[0]:g}-{grid[-1]:g} Angstrom but "
+                f"the cube spans {wave[0]:g}-{wave[-1]:g} Angstrom."
+            )
+        fwhm = np.interp(wave, grid, values)
+        described = f"{path} (--lsf-fwhm)"
+    lsf = jnp.asarray(fwhm, cube.wavelength.dtype)
+    return dataclasses.replace(cube, lsf_fwhm=lsf), described
+
+
+def fit_telescope(value: str | None, cube):
+    """The telescope of `rubix-eqx fit`: `--telescope` (a preset name or a YAML file), else
+    the cube's (`TELMODEL`, or the preset its `INSTRUME` names). A cube of an unknown
+    instrument whose LSF is known (recorded, or `--lsf-fwhm`) gets a plain telescope of
+    its own sampling. Returns the telescope and where it came from."""
+    import difflib
+
+    from ._config_checks import ConfigError
+    from .telescope import presets, Telescope
+
+    names = presets()
+    if value is not None:
+        path = Path(value)
+        if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
+            if not path.is_file():
+                raise ConfigError(f"--telescope {value}: file not found.")
+            return Telescope.from_yaml(path), f"{path} (--telescope)"
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                f"--telescope {value}: unknown preset.{hint} Give one of {', '.join(names)}, "
+                "or a telescope YAML file."
+            )
+        return Telescope.preset(value), "--telescope"
+    if cube.telescope in names:
+        return Telescope.preset(cube.telescope), "the cube's"
+    if cube.lsf_fwhm is not None:
+        import jax.numpy as jnp
+
+        n_x, n_y = cube.shape[:2]
+        telescope = Telescope(
+            name=str(cube.telescope), spaxel_size=float(cube.spaxel_size), n_x=n_x, n_y=n_y,
+            wavelength=jnp.asarray(cube.wavelength), lsf_fwhm=jnp.asarray(cube.lsf_fwhm),
+            sampling=cube.wavelength_sampling, medium=cube.medium,
+        )  # fmt: skip
+        return telescope, "the cube's sampling and LSF (no preset)"
+    raise ConfigError(
+        f"The cube's telescope {cube.telescope!r} is not a preset and the cube records no "
+        f"LSF: give --telescope (one of {', '.join(names)}, or a YAML file) or --lsf-fwhm."
+    )
+
+
+def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progress=True, **kw):
+    """[`rubix_eqx.fit.fit_spaxels`][] over batches of `batch_size` spaxels, stitched into
+    one `SpaxelFit` of the cube's shape. Every batch has the same shape (the last is padded
+    with masked spaxels), so the solve compiles once; one model (`Pipeline`) serves them
+    all. A tqdm progress bar with the ETA goes to stderr. Also returns the seconds of the
+    first batch (with compilation) and of the rest."""
+    import dataclasses
+    import math
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from tqdm import tqdm
+
+    from ._config_checks import ConfigError
+    from ._pipeline import Pipeline
+    from .fit import fit_spaxels, telescope_for_cube
+
+    n_x, n_y, n_wave = cube.shape
+    n = n_x * n_y
+    size = min(batch_size, n)
+    n_batches = math.ceil(n / size)
+    padded = n_batches * size
+    flux = np.asarray(cube.flux).reshape(n, n_wave)
+    variance = np.asarray(cube.variance).reshape(n, n_wave)
+    mask = np.asarray(cube.mask).reshape(n)
+    if padded > n:  # masked spaxels: not fitted (status 1), dropped when stitching
+        flux = np.concatenate([flux, np.zeros((padded - n, n_wave), flux.dtype)])
+        variance = np.concatenate([variance, np.zeros((padded - n, n_wave), variance.dtype)])
+        mask = np.concatenate([mask, np.zeros(padded - n, bool)])
+
+    def batch(i):
+        rows = slice(i * size, (i + 1) * size)
+        return dataclasses.replace(
+            cube,
+            flux=jnp.asarray(flux[rows].reshape(size, 1, n_wave)),
+            variance=jnp.asarray(variance[rows].reshape(size, 1, n_wave)),
+            mask=jnp.asarray(mask[rows].reshape(size, 1)),
+        )
+
+    first = batch(0)
+    try:
+        model_telescope = telescope_for_cube(first, telescope)
+    except ValueError as e:
+        raise ConfigError(f"{e} Or give the LSF with --lsf-fwhm.") from None
+    # as `fit_spaxels` builds it, once for all batches
+    dtype = jnp.promote_types(cube.flux.dtype, jnp.result_type(float))
+    pipeline = Pipeline(
+        model_telescope, ssp, allow_sharper_lsf=True, psf=False, aperture=False, dtype=dtype
+    )
+    fits, seconds = [], []
+    with tqdm(
+        total=n, unit="spaxel", desc="fitting", file=sys.stderr, disable=not progress,
+        dynamic_ncols=True, mininterval=0.5,
+    ) as bar:  # fmt: skip
+        bar.set_postfix_str(f"{n_batches} batches of {size}; the first compiles")
+        for i in range(n_batches):
+            t0 = time.perf_counter()
+            fit = fit_spaxels(
+                first if i == 0 else batch(i), ssp, telescope, observation,
+                pipeline=pipeline, **kw,
+            )  # fmt: skip
+            fits.append(jax.block_until_ready(fit))
+            seconds.append(time.perf_counter() - t0)
+            if i == 0:
+                bar.set_postfix_str(f"{n_batches} batches of {size}")
+            bar.update(min(size, n - i * size))
+
+    def stitch(*leaves):
+        flat = np.concatenate([np.asarray(leaf).reshape(-1) for leaf in leaves])
+        return jnp.asarray(flat[:n].reshape(n_x, n_y))
+
+    return jax.tree.map(stitch, *fits), seconds[0], sum(seconds[1:])
+
+
+def _fit(args) -> int:
+    import numpy as np
+
+    from . import __version__, io
+    from ._atomic import atomic_path
+    from ._config_checks import ConfigError
+    from ._run_config import build_ssp, check_ssp
+    from .fit import plot_maps, STATUS, write_maps_fits
+    from .fit._output import MAPS
+    from .io._provenance import utc_now
+
+    progress = Progress()
+    path, out = Path(args.cube), Path(args.out)
+    if not (np.isfinite(args.min_snr) and args.min_snr >= 0):
+        raise ConfigError(f"--min-snr: must be finite and >= 0, got {args.min_snr:g}.")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1 spaxel, got {args.batch_size}.")
+    if args.redshift is not None and not (np.isfinite(args.redshift) and args.redshift >= 0):
+        raise ConfigError(f"--redshift: must be finite and >= 0, got {args.redshift:g}.")
+    if args.distance is not None and not (np.isfinite(args.distance) and args.distance > 0):
+        raise ConfigError(f"--distance: must be > 0 (Mpc), got {args.distance:g}.")
+    try:
+        ssp_name = check_ssp(args.ssp)
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
+    with progress.stage(f"reading {path}", "read"):
+        cube = io.read_cube(path)
+        meta = io.read_metadata(path)
+    observation, obs_info = fit_observation(args, cube, meta, path)
+    cube, lsf_source = fit_lsf(args.lsf_fwhm, cube)
+    telescope, telescope_source = fit_telescope(args.telescope, cube)
+    if lsf_source is None:
+        lsf_source = f"declared by telescope {telescope.name}"
+    with progress.stage(f"loading SSP grid {ssp_name!r}", "ssp"):
+        ssp = build_ssp(ssp_name)
+    n_x, n_y, n_wave = cube.shape
+    wave = np.asarray(cube.wavelength, np.float64)
+    with progress.stage(
+        f"fitting {n_x}x{n_y} spaxels x {n_wave} wavelengths in batches of "
+        f"{min(args.batch_size, n_x * n_y)} (incl. compilation)",
+        "fit",
+    ):
+        fit, first_seconds, rest_seconds = fit_in_batches(
+            cube, ssp, telescope, observation, batch_size=args.batch_size,
+            solver=args.solver, min_snr=args.min_snr,
+        )  # fmt: skip
+
+    options = {
+        "redshift": obs_info["redshift"],
+        "distance_mpc": obs_info["distance"],
+        "redshift_source": obs_info["source"],
+        "telescope": telescope.name,
+        "telescope_source": telescope_source,
+        "lsf": lsf_source,
+        "ssp": ssp.name,
+        "min_snr": args.min_snr,
+        "solver": args.solver,
+        "batch_size": args.batch_size,
+    }
+    command = ["rubix-eqx", "fit", str(path), "--out", str(out)]
+    for option in ("redshift", "distance", "telescope", "lsf_fwhm", "ssp", "min_snr", "solver",
+                   "batch_size"):  # fmt: skip
+        value = getattr(args, option)
+        if value is not None:
+            command += [f"--{option.replace('_', '-')}", str(value)]
+    header = {
+        "PROGRAM": ("rubix_eqx", "software that made these maps"),
+        "PROGVER": (__version__, "its version"),
+        "DATE": (utc_now(), "UTC date the file was written"),
+        "INFILE": (str(path.resolve()), "the fitted cube"),
+        "COMMAND": (" ".join(command), "the command, with every option"),
+        "REDSHIFT": (obs_info["redshift"], "redshift of the fit"),
+        "ZSOURCE": (obs_info["source"], "redshift/distance from: options or file"),
+        "TELMODEL": (telescope.name, "rubix_eqx telescope model"),
+        "LSFSRC": (lsf_source, "line-spread function of the model"),
+        "SSPNAME": (ssp.name, "SSP template grid"),
+        "MINSNR": (args.min_snr, "spaxels of lower median S/N not fitted"),
+        "SOLVER": (args.solver, "least-squares solver (optimistix)"),
+        "BATCH": (args.batch_size, "spaxels per solve"),
+    }
+    if obs_info["distance"] is not None:
+        header["DISTANCE"] = (obs_info["distance"], "[Mpc] distance given instead of cosmology")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"maps_fits": out / "maps.fits", "maps_png": out / "maps.png",
+             "summary": out / "fit_summary.json"}  # fmt: skip
+    with progress.stage(f"writing {paths['maps_fits']} and {paths['maps_png']}", "write"):
+        write_maps_fits(fit, paths["maps_fits"], header, cube=cube)
+        title = f"{path.name}: {telescope.name}, z = {obs_info['redshift']:g}"
+        plot_maps(fit, paths["maps_png"], title=title)
+
+    ok = np.asarray(fit.converged)
+    status = np.asarray(fit.status)
+    counts = {STATUS[k]: int(np.sum(status == k)) for k in STATUS}
+    medians = {
+        name: float(np.median(np.asarray(getattr(fit, f"{name}_err"))[ok])) if ok.any() else None
+        for name, _ in MAPS
+    }
+    chi2 = float(np.median(np.asarray(fit.chi2)[ok])) if ok.any() else None
+    summary = {
+        "rubix_eqx_version": __version__,
+        "input": str(path.resolve()),
+        "command": " ".join(command),
+        "options": options,
+        "shape": [n_x, n_y, n_wave],
+        "wavelength_range_angstrom": [float(wave[0]), float(wave[-1])],
+        "medium": cube.medium,
+        "n_spaxels": int(status.size),
+        "status_counts": counts,
+        "median_reduced_chi2": chi2,
+        "median_errors": medians,
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "seconds": {
+            **{k: round(v, 3) for k, v in progress.timings.items()},
+            "first_batch_incl_compilation": round(first_seconds, 3),
+            "other_batches": round(rest_seconds, 3),
+        },
+    }
+    with atomic_path(paths["summary"]) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+
+    distance = "" if obs_info["distance"] is None else f", d = {obs_info['distance']:g} Mpc"
+    fmt = lambda v, unit="": "n/a" if v is None else f"{v:.3g}{unit}"  # noqa: E731
+    lines = [
+        f"rubix-eqx fit: {path} -> {out}/",
+        f"  cube        {n_x}x{n_y} spaxels x {n_wave} wavelengths, {wave[0]:.1f}-"
+        f"{wave[-1]:.1f} A ({cube.medium}); telescope {telescope.name} ({telescope_source})",
+        f"  redshift    z = {obs_info['redshift']:g}{distance} (from the {obs_info['source']})",
+        f"  LSF         {lsf_source}; SSP {ssp.name}; solver {args.solver}, "
+        f"min S/N {args.min_snr:g}",
+        "  status      " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+        f"  median      reduced chi2 {fmt(chi2)}; 1-sigma errors: log age "
+        f"{fmt(medians['log_age'], ' dex')}, [M/H] {fmt(medians['metallicity'], ' dex')}, "
+        f"V {fmt(medians['velocity'], ' km/s')}, sigma {fmt(medians['dispersion'], ' km/s')}",
+        f"  time        {time.perf_counter() - progress.start:.2f} s total (first batch "
+        f"{first_seconds:.2f} s incl. compilation, other batches {rest_seconds:.2f} s)",
+    ]
+    print("\n".join(lines))
+    for p in paths.values():
+        print(f"  wrote       {p}")
+    return 0
 
 
 def _telescopes(args) -> int:
@@ -274,9 +651,15 @@ def parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="full tracebacks, INFO logging",
     )
+    from . import __version__
+
     main = argparse.ArgumentParser(
         prog="rubix-eqx", description="Mock IFU cubes of simulated galaxies.", parents=[common]
     )
+    main.add_argument(
+        "--version", action="version", version=f"rubix-eqx {__version__}",
+        help="print the version and exit",
+    )  # fmt: skip
     sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -306,7 +689,12 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "sim_file", metavar="SIM_FILE", help="snapshot chunk (e.g. snap_099.0.hdf5) or cutout"
     )
-    conv.add_argument("--loader", required=True, choices=("tng", "eagle"))
+    conv.add_argument(
+        "--loader",
+        required=True,
+        choices=("tng", "eagle"),
+        help="simulation the file comes from: %(choices)s (required)",
+    )
     conv.add_argument(
         "--subhalo-id", type=int, help="TNG: subhalo index (needs --catalog); EAGLE: SubGroupNumber"
     )
@@ -335,30 +723,97 @@ def parser() -> argparse.ArgumentParser:
     fit = sub.add_parser(
         "fit",
         parents=[common],
-        help="fit a cube (rubix_eqx.fit)",
-        description="Fit a cube; handled by rubix_eqx.fit.cli_fit(args). Options not "
-        "listed here are passed on in args.fit_args.",
+        help="fit age, [M/H], V and sigma maps to any cube",
+        description="Fit every spaxel of a cube with one SSP (log age, [M/H], V, sigma and a "
+        "mass; rubix_eqx.fit.fit_spaxels), in batches of spaxels with a progress bar. Writes "
+        "maps.fits (one image per map and error, with the cube's celestial WCS and the "
+        "provenance), maps.png and fit_summary.json into --out.",
     )
-    fit.add_argument("cube", help="cube file (FITS or HDF5)")
-    fit.add_argument("--out", help="output directory")
+    fit.add_argument(
+        "cube",
+        help="cube file: ours (FITS or HDF5), a MUSE DRP cube or a MaNGA DRP LOGCUBE",
+    )
+    fit.add_argument(
+        "--out",
+        metavar="DIR",
+        default=FIT_DEFAULTS["out"],
+        help="output directory (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--redshift",
+        type=float,
+        metavar="Z",
+        help="redshift of the galaxy (default: the file's REDSHIFT keyword; a cube from "
+        "another pipeline needs --redshift or --distance)",
+    )
+    fit.add_argument(
+        "--distance",
+        type=float,
+        metavar="MPC",
+        help="distance in Mpc, for the flux dimming; alone it means z = 0 (default: the "
+        "file's DISTANCE, else the Planck18 distances at the redshift)",
+    )
+    fit.add_argument(
+        "--telescope",
+        metavar="NAME|FILE",
+        help="telescope preset (see `rubix-eqx telescopes`) or a YAML file in the preset "
+        "schema (default: the cube's, from its TELMODEL or INSTRUME keyword)",
+    )
+    fit.add_argument(
+        "--lsf-fwhm",
+        metavar="ANGSTROM|FILE",
+        help="line-spread FWHM in Angstrom: a constant, or a text file with two columns, "
+        "wavelength and FWHM in Angstrom, interpolated onto the cube (default: the LSF "
+        "the cube records, if any, else the telescope's)",
+    )
+    fit.add_argument(
+        "--ssp",
+        metavar="NAME|FILE",
+        default=FIT_DEFAULTS["ssp"],
+        help="SSP templates: miles (E-MILES) or an SSP HDF5 file (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--min-snr",
+        type=float,
+        metavar="SNR",
+        default=FIT_DEFAULTS["min_snr"],
+        help="spaxels whose median S/N per pixel is lower are not fitted (status 1) "
+        "(default: %(default)g)",
+    )
+    fit.add_argument(
+        "--solver",
+        choices=FIT_SOLVERS,
+        default=FIT_DEFAULTS["solver"],
+        help="least-squares solver, one of %(choices)s (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=FIT_DEFAULTS["batch_size"],
+        help="spaxels per solve; every batch has this size (the last is padded), so the "
+        "solve compiles once (default: %(default)s)",
+    )
     fit.set_defaults(func=_fit)
 
-    sub.add_parser("telescopes", parents=[common], help="list telescope presets").set_defaults(
-        func=_telescopes
-    )
     sub.add_parser(
-        "info", parents=[common], help="versions, devices, cache and presets"
+        "telescopes",
+        parents=[common],
+        help="list telescope presets",
+        description="List the telescope presets: spaxel, field, aperture, wavelength range, "
+        "pixels and LSF.",
+    ).set_defaults(func=_telescopes)
+    sub.add_parser(
+        "info",
+        parents=[common],
+        help="versions, devices, cache and presets",
+        description="Print the versions, JAX devices, the SSP cache and the preset folder.",
     ).set_defaults(func=_info)
     return main
 
 
 def main(argv=None) -> int:
-    main_parser = parser()
-    args, extra = main_parser.parse_known_args(argv)
-    if args.command == "fit":
-        args.fit_args = extra
-    elif extra:
-        main_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     logging.basicConfig(
         level=logging.INFO if debug else logging.WARNING, format="%(levelname)s: %(message)s"

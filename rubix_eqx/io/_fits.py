@@ -21,7 +21,12 @@ MUSE layout (`layout="muse"`; documented in docs/api.md, "Cube files"):
   instrument's aperture (mpdaf reads any non-zero value as masked);
 - `LSF_FWHM` (ext 4, if `cube.lsf_fwhm` is known): 1-D image, the line-spread FWHM (Å)
   on the cube's pixels, with the cube's spectral WCS as axis 1 (mpdaf `Spectrum`,
-  specutils read it as a spectrum).
+  specutils read it as a spectrum);
+- given `truth=` / `observed_truth=` (`layout="muse"` only; `_truth.py`): one 2-D image
+  per map after those, `TRUE_FLUX` (or `TRUE_MASS`), `TRUE_VEL`, `TRUE_DISP`, `TRUE_H3`,
+  `TRUE_H4`, `TRUE_AGE`, `TRUE_MH` and the `OBS_*` equivalents: NumPy shape (n_y, n_x),
+  the maps' dtype, NaN on empty spaxels, `BUNIT`, `TRUTHWT`, and the celestial WCS of
+  `DATA` (`WCSAXES = 2`).
 
 WCS of `DATA`, `STAT`, `DQ` (`_header.py`): RA---TAN/DEC--TAN with a CD matrix in
 degrees, `CD1_1 = −spaxel/3600` (East left), `CD2_2 = +spaxel/3600`, zero cross terms,
@@ -58,6 +63,19 @@ from ._header import (
     write_keywords,
 )
 from ._provenance import provenance
+from ._truth import (
+    arrays as truth_arrays,
+    checked as checked_truth,
+    extension_names,
+    FIELDS as TRUTH_FIELDS,
+    KINDS as TRUTH_KINDS,
+    rebuild as rebuild_truth,
+    scalar,
+    SOLAR_METALLICITY,
+    units as truth_units,
+    WEIGHT_SUFFIX,
+    WEIGHT_TEXT,
+)
 
 
 LAYOUTS = ("muse", "muse-drp", "manga")
@@ -92,6 +110,8 @@ def write_cube_fits(
     instrume: str | None = None,
     object: str | None = None,
     psf=None,
+    truth=None,
+    observed_truth=None,
 ) -> None:
     """Write `cube` as a FITS file in the layout of a MUSE or MaNGA pipeline cube
     (layouts: module docstring / docs/api.md).
@@ -113,9 +133,27 @@ def write_cube_fits(
     - `psf`: the [`rubix_eqx.PSF`][] the cube was convolved with, written as keywords
       (`PSFTYPE`, `PSFFWHM`, `PSFBETA`, `SKY_RES`; mpdaf FSF keywords for a Moffat;
       MaNGA's `GFWHM`…`ZFWHM`), or `None`.
+    - `truth`: light- or mass-weighted [`rubix_eqx.Maps`][] of the particles
+      ([`rubix_eqx.truth_maps`][], with the cube's `flux_unit`), written as the image
+      extensions `TRUE_FLUX` (`TRUE_MASS` for mass weights), `TRUE_VEL`, `TRUE_DISP`,
+      `TRUE_H3`, `TRUE_H4`, `TRUE_AGE`, `TRUE_MH` with the cube's celestial WCS
+      (`layout="muse"` only); or `None`.
+    - `observed_truth`: the seeing-convolved maps
+      ([`rubix_eqx.observed_truth_maps`][]), written as `OBS_*` alike; or `None`.
+      Read both back with [`rubix_eqx.io.read_truth`][].
     """
     if layout not in LAYOUTS:
         raise ValueError(f"`write_cube_fits(layout=...)` must be one of {LAYOUTS}; got {layout!r}.")
+    given = {"truth": truth, "observed_truth": observed_truth}
+    for argument, maps in given.items():
+        if maps is None:
+            continue
+        if layout != "muse":
+            raise ValueError(
+                f"`write_cube_fits({argument}=...)` needs `layout='muse'`; got layout "
+                f"{layout!r} (the {layout!r} layout holds the pipeline's extensions only)."
+            )
+        checked_truth(maps, f"write_cube_fits({argument}=...)", tuple(cube.flux.shape[:2]))
     if layout == "manga":
         from ._manga import write_manga
 
@@ -165,6 +203,9 @@ def write_cube_fits(
         hdus.append(dq_hdu)
         if cube.lsf_fwhm is not None:
             hdus.append(lsf_hdu(cube))
+        for argument, prefix in TRUTH_KINDS:
+            if given[argument] is not None:
+                hdus += truth_hdus(given[argument], prefix, cube)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
 
@@ -185,6 +226,52 @@ def lsf_hdu(cube: Cube):
     hdu.header.add_comment("Line-spread FWHM on the cube's pixels, as a Gaussian fit to the")
     hdu.header.add_comment("pixel values measures it; axis 1 is the cube's wavelength axis.")
     return hdu
+
+
+def image_keywords(cube: Cube) -> dict[str, object]:
+    """The celestial WCS of `DATA` (same cards, same CD matrix) for a 2-D (x, y) image."""
+    keys = cube_keywords(cube)
+    out: dict[str, object] = {"WCSAXES": 2}
+    for key in ("CTYPE", "CUNIT", "CRPIX", "CRVAL"):
+        for axis in "12":
+            out[f"{key}{axis}"] = keys[f"{key}{axis}"]
+    for i in "12":
+        for j in "12":
+            out[f"CD{i}_{j}"] = keys[f"CD{i}_{j}"]
+    out["RADESYS"] = keys["RADESYS"]
+    return out
+
+
+def truth_hdus(maps, prefix: str, cube: Cube) -> list:
+    """One image HDU per map (`TRUE_*` or `OBS_*`): (n_y, n_x), NaN where empty."""
+    from astropy.io import fits
+
+    names = extension_names(prefix, maps.weighting)
+    values = truth_arrays(maps)
+    unit_of = truth_units(maps.weighting, cube.flux_unit)
+    wcs = image_keywords(cube)
+    kind = "seeing-convolved (PSF) " if prefix == "OBS" else ""
+    n_clipped, fraction = scalar(maps.n_clipped), scalar(maps.clipped_mass_fraction)
+    hdus = []
+    for field, (_, text) in TRUTH_FIELDS.items():
+        data = np.ascontiguousarray(values[field].T)
+        hdu = fits.ImageHDU(data=data, name=names[field])
+        h = hdu.header
+        if unit_of[field] is not None:
+            put(h, "BUNIT", unit_of[field], "")
+        put(h, "TRUTHWT", maps.weighting, "truth maps weighted by light or mass")
+        put(h, "WEIGHTS", names["flux"], "extension holding the weights")
+        if field == "metallicity":
+            put(h, "ZSOLAR", exact(SOLAR_METALLICITY), "solar metallicity (mass fraction)")
+        if n_clipped is not None:
+            put(h, "NCLIPPED", int(n_clipped), "particles clipped to the SSP grid edge")
+        if fraction is not None:
+            put(h, "CLIPFRAC", exact(fraction), "mass fraction clipped to the SSP grid")
+        write_keywords(h, wcs)
+        what = WEIGHT_TEXT[maps.weighting] if field == "flux" else text
+        h.add_comment(f"{kind}particle truth: {what}; NaN where no particle")
+        hdus.append(hdu)
+    return hdus
 
 
 def prepared_voxels(cube: Cube) -> dict:
@@ -473,3 +560,46 @@ def read_muse(hdus, path: Path) -> Cube:
         lsf_fwhm=lsf_from_extension(hdus, path, shape[2]),
         medium=medium,
     )
+
+
+def read_truth_fits(path: str | Path) -> dict:
+    """The truth maps of one of our FITS files (`TRUE_*`, `OBS_*` extensions) as
+    {`"truth"`: Maps, `"observed_truth"`: Maps}, each key present when the file has it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Cube file not found: {path}")
+    with open_fits(path) as hdus:
+        names = [hdu.name for hdu in hdus]
+        out = {}
+        for key, prefix in TRUTH_KINDS:
+            found = [w for w, suffix in WEIGHT_SUFFIX.items() if f"{prefix}_{suffix}" in names]
+            if not found:
+                continue
+            if len(found) > 1:
+                raise ValueError(
+                    f"{path}: both `{prefix}_FLUX` and `{prefix}_MASS`: one weighting per file."
+                )
+            weighting = found[0]
+            ext = extension_names(prefix, weighting)
+            missing = [name for name in ext.values() if name not in names]
+            if missing:
+                raise ValueError(f"{path}: truth extensions {missing} are missing.")
+            header = hdus[ext["flux"]].header
+            written = str(header.get("TRUTHWT", weighting))
+            if written != weighting:
+                raise ValueError(
+                    f"{path}: `{ext['flux']}` has TRUTHWT = {written!r}; its name says "
+                    f"{weighting!r}."
+                )
+            values = {}
+            for field, name in ext.items():
+                data = hdus[name].data
+                if data is None or data.ndim != 2:
+                    got = None if data is None else data.shape
+                    raise ValueError(f"{path}: `{name}` must be a 2-D image; got shape {got}.")
+                values[field] = _native(data).T
+            out[key] = rebuild_truth(
+                values, weighting, header.get("NCLIPPED"), header.get("CLIPFRAC"),
+                f"{path}: `{prefix}_*`",
+            )  # fmt: skip
+        return out

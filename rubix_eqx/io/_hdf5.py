@@ -12,7 +12,11 @@ Layout (format `rubix_eqx.cube`, version 1; documented in docs/api.md):
   `redshift` (scalar), and `lsf_fwhm` (n_wave) [Angstrom] when the cube knows it (absent:
   `None`); each with a `units` attribute where it has one;
 - group `diagnostics`: one scalar dataset per [`rubix_eqx.Diagnostics`][] field;
-- dataset `run_config` (string, YAML), if given.
+- dataset `run_config` (string, YAML), if given;
+- groups `truth` and `observed_truth`, if given (`_truth.py`): datasets `flux` (the
+  weights: flux, or mass), `velocity`, `dispersion`, `h3`, `h4`, `log_age`, `metallicity`
+  (n_x, n_y) in the maps' dtype with NaN on empty spaxels and a `units` attribute, `mask`
+  (bool), and `n_clipped`, `clipped_mass_fraction` when known; attribute `weighting`.
 """
 
 from collections.abc import Mapping
@@ -26,6 +30,15 @@ from .._atomic import atomic_path
 from .._checks import format_version
 from .._cube import Cube, Diagnostics
 from ._provenance import config_text, provenance
+from ._truth import (
+    arrays as truth_arrays,
+    checked as checked_truth,
+    FIELDS as TRUTH_FIELDS,
+    KINDS as TRUTH_KINDS,
+    rebuild as rebuild_truth,
+    scalar,
+    units as truth_units,
+)
 
 
 FORMAT = "rubix_eqx.cube"
@@ -34,7 +47,14 @@ ARRAYS = ("flux", "variance", "wavelength", "mask", "redshift")
 
 
 def write_cube_hdf5(
-    cube: Cube, path: str | Path, *, ssp=None, observation=None, config: Mapping | str | None = None
+    cube: Cube,
+    path: str | Path,
+    *,
+    ssp=None,
+    observation=None,
+    config: Mapping | str | None = None,
+    truth=None,
+    observed_truth=None,
 ) -> None:
     """Write every field of `cube` to HDF5 (layout: module docstring / docs/api.md).
 
@@ -45,7 +65,15 @@ def write_cube_hdf5(
     - `ssp`, `observation`: recorded as provenance attributes, if given.
     - `config`: the run config (a mapping, dumped as YAML, or YAML text), stored as the
       string dataset `run_config`.
+    - `truth`, `observed_truth`: light- or mass-weighted [`rubix_eqx.Maps`][] of the
+      particles ([`rubix_eqx.truth_maps`][]) and their seeing-convolved version
+      ([`rubix_eqx.observed_truth_maps`][]), stored as the groups `truth` and
+      `observed_truth`; read back with [`rubix_eqx.io.read_truth`][].
     """
+    given = {"truth": truth, "observed_truth": observed_truth}
+    for argument, maps in given.items():
+        if maps is not None:
+            checked_truth(maps, f"write_cube_hdf5({argument}=...)", tuple(cube.flux.shape[:2]))
     unit = f"{cube.flux_unit!r} erg/s/cm**2/Angstrom"
     units = {
         "flux": unit,
@@ -79,6 +107,22 @@ def write_cube_hdf5(
         text = config_text(config)
         if text is not None:
             f.create_dataset("run_config", data=text, dtype=h5py.string_dtype())
+        for argument, _ in TRUTH_KINDS:
+            if given[argument] is not None:
+                write_truth_group(f.create_group(argument), given[argument], cube.flux_unit)
+
+
+def write_truth_group(group: h5py.Group, maps, flux_unit: float) -> None:
+    group.attrs["weighting"] = maps.weighting
+    unit_of = truth_units(maps.weighting, flux_unit)
+    for field, value in truth_arrays(maps).items():
+        dset = group.create_dataset(field, data=value)
+        dset.attrs["units"] = unit_of[field] or "1"
+    group.create_dataset("mask", data=np.asarray(maps.mask, bool))
+    for name in ("n_clipped", "clipped_mass_fraction"):
+        value = scalar(getattr(maps, name))
+        if value is not None:
+            group.create_dataset(name, data=value)
 
 
 def _open(path: Path) -> h5py.File:
@@ -163,3 +207,37 @@ def hdf5_metadata(path: Path) -> dict:
             text = f["run_config"][()]
             out["run_config"] = text.decode() if isinstance(text, bytes) else str(text)
         return out
+
+
+def read_truth_hdf5(path: str | Path) -> dict:
+    """The truth maps of a cube HDF5 file: {`"truth"`: Maps, `"observed_truth"`: Maps},
+    each key present when the file has the group. Exact round trip."""
+    path = Path(path)
+    out = {}
+    with _open(path) as f:
+        for key, _ in TRUTH_KINDS:
+            if key not in f:
+                continue
+            group = f[key]
+            where = f"{path}: group `{key}`"
+            if not isinstance(group, h5py.Group):
+                raise ValueError(f"{where} must be a group; got a {type(group).__name__}.")
+            missing = [n for n in (*TRUTH_FIELDS, "mask") if n not in group]
+            if missing:
+                raise ValueError(f"{where}: missing datasets {missing}.")
+            values = {field: np.asarray(group[field][()]) for field in TRUTH_FIELDS}
+            mask = np.asarray(group["mask"][()])
+            if not np.array_equal(mask, np.isfinite(values["flux"])):
+                raise ValueError(
+                    f"{where}: dataset `mask` differs from the finite spaxels of `flux` "
+                    "(NaN marks the empty spaxels)."
+                )
+            extra = {
+                name: (group[name][()] if name in group else None)
+                for name in ("n_clipped", "clipped_mass_fraction")
+            }
+            out[key] = rebuild_truth(
+                values, str(group.attrs.get("weighting", "")), extra["n_clipped"],
+                extra["clipped_mass_fraction"], where,
+            )  # fmt: skip
+    return out

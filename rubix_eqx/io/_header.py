@@ -6,7 +6,7 @@ writes a PC matrix with CDELT = 1, converts the spectral axis to metres and prin
 significant digits, whereas MUSE and MaNGA cubes carry a CD matrix in degrees and
 Angstrom, and readers index `CD3_3` and `CD2_2` directly. We write the CD cards with every
 digit of the float64 value (a free-format card when the value needs more than 20
-characters, which astropy would otherwise truncate), and [`cube_wcs`][] parses them back
+characters, which astropy would otherwise truncate), and `cube_wcs` parses them back
 with `astropy.wcs.WCS` so the file's WCS is what astropy, mpdaf and spectral-cube see.
 """
 
@@ -80,7 +80,7 @@ def card(key: str, value, comment: str = ""):
 
 
 def put(header, key: str, value, comment: str = "") -> None:
-    """Set `key` in `header` (replacing an existing card) with [`card`][]."""
+    """Set `key` in `header` (replacing an existing card) with `card`."""
     new = card(key, value, comment)
     if key in header:
         header.remove(key)

@@ -31,6 +31,23 @@ def read_cube(path: str | Path) -> Cube:
     return read_cube_hdf5(path) if _is_hdf5(path) else read_cube_fits(path)
 
 
+def read_truth(path: str | Path) -> dict:
+    """The truth maps stored beside the cube in one of our files (FITS `TRUE_*`/`OBS_*`
+    extensions, HDF5 groups `truth`/`observed_truth`; layouts in docs/api.md).
+
+    **Returns:** a dict with `"truth"` (the particles' [`rubix_eqx.Maps`][]) and
+    `"observed_truth"` (seeing-convolved) for those the file holds; empty if none. Empty
+    spaxels (NaN in the file) read as `mask` False and 0, as `truth_maps` returns them.
+    """
+    from ._fits import read_truth_fits
+    from ._hdf5 import read_truth_hdf5
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Cube file not found: {path}")
+    return read_truth_hdf5(path) if _is_hdf5(path) else read_truth_fits(path)
+
+
 def read_metadata(path: str | Path) -> dict:
     """Provenance of a cube file as a dict: for HDF5 its root attributes plus the run
     config (`"run_config"`, YAML text); for FITS the primary header's keywords."""

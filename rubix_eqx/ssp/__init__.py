@@ -1,4 +1,5 @@
-"""SSP grids: the `SSPGrid` pytree, interpolation weights, E-MILES conversion and cache."""
+"""SSP grids: the `SSPGrid` pytree, interpolation weights, E-MILES conversion and cache, and
+readers of DSPS and pPXF 9 files (`SSPGrid.from_dsps`, `SSPGrid.from_ppxf_npz`)."""
 
 from ._cache import cache_dir as cache_dir
 from ._grid import SSPGrid as SSPGrid

@@ -28,8 +28,8 @@ class SSPGrid(eqx.Module):
       `None`. For E-MILES the nodes are the Padova 2000 isochrones' own Z (Vazdekis et
       al. 2010) and these are their [M/H] labels (−1.71 … +0.22); the labels come from
       Z and the isochrones' hydrogen fraction, so they differ from log10(Z/0.019) — the
-      [M/H] that maps and fits report — by up to 0.033 dex. Not stored by
-      [`rubix_eqx.SSPGrid.to_hdf5`][] (the E-MILES cache keeps it).
+      [M/H] that maps and fits report — by up to 0.033 dex. Stored by
+      [`rubix_eqx.SSPGrid.to_hdf5`][] as the root attribute `metallicity_label`.
     """
 
     age: Float[Array, " n_age"]
@@ -103,24 +103,130 @@ class SSPGrid(eqx.Module):
         return jnp.einsum("k,kw->w", w.weight[0], flat[w.index[0]])
 
     @classmethod
-    def load(cls, name: str = "miles", cache_dir: str | Path | None = None) -> "SSPGrid":
-        """A named grid. `"miles"`: E-MILES (Vazdekis et al. 2016) from the `miles`
-        extra, converted once into the user cache (see `rubix_eqx.ssp.cache_dir`; a cache
-        of an older conversion version is rebuilt). Its metallicity nodes are the Padova
-        2000 isochrones' Z = 0.0004, 0.001, 0.004, 0.008, 0.019, 0.03, labelled [M/H] =
-        −1.71 … +0.22 in `metallicity_label`."""
+    def load(
+        cls,
+        name: str = "miles",
+        cache_dir: str | Path | None = None,
+        *,
+        path: str | Path | None = None,
+    ) -> "SSPGrid":
+        """A named grid, converted once into the user cache.
+
+        `"miles"`: E-MILES (Vazdekis et al. 2016; Salpeter IMF, Padova 2000 isochrones,
+        base [α/Fe]). The FITS files are taken from, first match wins, `path`; the
+        directory in `$RUBIX_EQX_MILES_DIR`; the `miles_models` folder of an installed
+        pPXF 8.x (`pip install "rubix-eqx[miles]"`). pPXF ≥ 9 ships no templates: then
+        use `path`, the environment variable, or [`rubix_eqx.SSPGrid.from_ppxf_npz`][].
+        A cache of an older conversion version is rebuilt. The metallicity nodes are the
+        Padova 2000 isochrones' Z = 0.0004, 0.001, 0.004, 0.008, 0.019, 0.03, labelled
+        [M/H] = −1.71 … +0.22 in `metallicity_label`.
+
+        **Arguments:**
+
+        - `name`: `"miles"` (also `"e-miles"`, `"emiles"`).
+        - `cache_dir`: where the converted grid is kept (default
+          `rubix_eqx.ssp.cache_dir()`).
+        - `path`: a directory of E-MILES FITS files (pPXF naming) and, optionally, the
+          Vazdekis et al. mass table.
+        """
         if name.lower() in ("miles", "e-miles", "emiles"):
             from ._miles import load_miles
 
-            return load_miles(cache_dir=cache_dir)
+            return load_miles(source_dir=path, cache_dir=cache_dir)
         raise ValueError(f"`SSPGrid.load(name={name!r})`: unknown grid; known: 'miles'.")
 
     @classmethod
     def from_miles_dir(cls, path: str | Path, cache_dir: str | Path | None = None) -> "SSPGrid":
-        """Convert a directory of E-MILES FITS files (pPXF naming) and mass table."""
+        """Convert a directory of E-MILES FITS files (pPXF naming) and mass table; the
+        same as `SSPGrid.load("miles", path=path)`."""
         from ._miles import load_miles
 
         return load_miles(source_dir=path, cache_dir=cache_dir)
+
+    @classmethod
+    def from_dsps(
+        cls,
+        path: str | Path,
+        *,
+        fwhm=None,
+        medium: str = "vacuum",
+        wavelength_range: tuple[float, float] | None = None,
+        name: str | None = None,
+        citation: str | None = None,
+        licence: str = "",
+    ) -> "SSPGrid":
+        """Read a DSPS SSP file (HDF5; Hearin et al. 2023), e.g. the default
+        `ssp_data_fsps_v3.2_lgmet_age.h5`.
+
+        Datasets: `ssp_lgmet` log10 Z; `ssp_lg_age_gyr` (older files `ssp_lg_age`)
+        log10(age / Gyr); `ssp_wave` Å; `ssp_flux` (n_met, n_age, n_wave) in L☉ Hz⁻¹ per
+        M☉ formed, converted to L☉ Å⁻¹ by L_λ = L_ν c / λ_vac². Wavelengths are
+        converted to air (Morton 2000) above 2000 Å, with the flux per Å of air. DSPS
+        files carry neither resolution nor remaining mass: `remaining_mass_fraction` is 1.
+
+        **Arguments:**
+
+        - `path`: the HDF5 file.
+        - `fwhm`: the templates' resolution, Å FWHM (scalar or one per file pixel).
+          Default: twice the pixel spacing (logged as a warning) — pass the real value
+          (FSPS with MILES: 2.5 Å over 3525–7500 Å).
+        - `medium`: `"vacuum"` (FSPS, the DSPS default) or `"air"`: the file's wavelengths.
+        - `wavelength_range`: `(min, max)` in Å (air) to keep, e.g. `(3000, 10000)`.
+        - `name`, `citation`, `licence`: provenance (defaults name DSPS and the file).
+        """
+        from ._formats import DSPS_CITATION, read_dsps
+
+        return read_dsps(
+            path,
+            fwhm=fwhm,
+            medium=medium,
+            wavelength_range=wavelength_range,
+            name=name,
+            citation=DSPS_CITATION if citation is None else citation,
+            licence=licence,
+        )
+
+    @classmethod
+    def from_ppxf_npz(
+        cls,
+        path: str | Path,
+        *,
+        solar_metallicity: float = 0.019,
+        medium: str = "air",
+        wavelength_range: tuple[float, float] | None = None,
+        name: str | None = None,
+        citation: str | None = None,
+        licence: str = "",
+    ) -> "SSPGrid":
+        """Read a pPXF ≥ 9 SSP template file (`np.savez`), e.g. `spectra_emiles_9.0.npz`.
+
+        Arrays: `templates` (n_wave, n_age, n_Z) L☉ Å⁻¹ per M☉ formed (stored
+        unnormalised); `lam` Å; `ages` Gyr; `metals` [M/H], converted to Z =
+        `solar_metallicity` · 10^[M/H] and kept as `metallicity_label`; `masses` (n_age,
+        n_Z), living stars + remnants per M☉ formed, which becomes
+        `remaining_mass_fraction` (must lie in (0, 1]); `fwhm` Å (per pixel or scalar).
+
+        **Arguments:**
+
+        - `path`: the `.npz` file.
+        - `solar_metallicity`: Z☉ for [M/H] → Z. The default 0.019 is the Z☉ behind the
+          [M/H] = log10(Z / 0.019) that maps and fits report, so they report the file's
+          [M/H] labels.
+        - `medium`: `"air"` (E-MILES) or `"vacuum"`: the file's wavelengths.
+        - `wavelength_range`: `(min, max)` in Å (air) to keep.
+        - `name`, `citation`, `licence`: provenance.
+        """
+        from ._formats import PPXF_CITATION, read_ppxf_npz
+
+        return read_ppxf_npz(
+            path,
+            solar_metallicity=solar_metallicity,
+            medium=medium,
+            wavelength_range=wavelength_range,
+            name=name,
+            citation=PPXF_CITATION if citation is None else citation,
+            licence=licence,
+        )
 
     @classmethod
     def from_hdf5(cls, path: str | Path) -> "SSPGrid":

@@ -3,7 +3,9 @@
 Layout (format `rubix_eqx.ssp`, version 1): datasets `age` [Gyr], `metallicity` [Z],
 `wavelength` [Angstrom, rest, air], `flux` (n_age, n_Z, n_wave) [Lsun/Angstrom/Msun],
 `fwhm` [Angstrom], `remaining_mass_fraction` (n_age, n_Z) [1]; each with a `units`
-attribute; root attributes `format`, `format_version`, `name`, `citation`, `licence`.
+attribute; root attributes `format`, `format_version`, `name`, `citation`, `licence`, and
+optionally `metallicity_label` (float64, n_Z: the published label of each metallicity node)
+with `metallicity_label_name` (e.g. "[M/H]").
 """
 
 from pathlib import Path
@@ -37,9 +39,25 @@ def write_ssp_hdf5(ssp: SSPGrid, path: str | Path) -> None:
         f.attrs["name"] = ssp.name
         f.attrs["citation"] = ssp.citation
         f.attrs["licence"] = ssp.licence
+        if ssp.metallicity_label is not None:
+            f.attrs["metallicity_label"] = np.asarray(ssp.metallicity_label, np.float64)
+            f.attrs["metallicity_label_name"] = "[M/H]"
         for name, unit in UNITS.items():
             dset = f.create_dataset(name, data=np.asarray(getattr(ssp, name), np.float32))
             dset.attrs["units"] = unit
+
+
+def _read_labels(path: Path, attrs) -> tuple[float, ...] | None:
+    """The optional `metallicity_label` root attribute as a tuple of floats."""
+    raw = attrs.get("metallicity_label")
+    if raw is None:
+        return None
+    labels = np.atleast_1d(np.asarray(raw))
+    if labels.ndim != 1 or labels.dtype.kind not in "iuf":
+        raise ValueError(
+            f"{path}: attribute `metallicity_label` must be a 1-D numeric array; got {raw!r}."
+        )
+    return tuple(float(m) for m in labels)
 
 
 def read_ssp_hdf5(path: str | Path) -> SSPGrid:
@@ -77,8 +95,9 @@ def read_ssp_hdf5(path: str | Path) -> SSPGrid:
                 )
             arrays[name] = jnp.asarray(dset[...], jnp.float32 if dset.dtype.kind in "iu" else None)
         meta = {k: str(f.attrs.get(k, "")) for k in ("name", "citation", "licence")}
+        labels = _read_labels(path, f.attrs)
     try:
-        return SSPGrid(**arrays, **meta)
+        return SSPGrid(**arrays, **meta, metallicity_label=labels)
     except (ValueError, TypeCheckError) as e:
         shapes = ", ".join(f"`{k}` {tuple(v.shape)}" for k, v in arrays.items())
         first = str(e).splitlines()[0]

@@ -1,5 +1,11 @@
-"""E-MILES SSP spectra (Vazdekis et al. 2010, 2016) from pPXF's package data, converted
-once into our HDF5 grid in the user cache.
+"""E-MILES SSP spectra (Vazdekis et al. 2010, 2016), converted once into our HDF5 grid in
+the user cache.
+
+Where the FITS files are found, first match wins: the `path` argument of
+`SSPGrid.load("miles", path=...)`; the directory in `$RUBIX_EQX_MILES_DIR`; the
+`miles_models` folder of an installed pPXF 8.x (8.0.2 … 8.2.6 ship the same 150 files and
+mass table). pPXF ≥ 9 ships no templates (they are downloaded separately, as `.npz`; read
+those with `SSPGrid.from_ppxf_npz`).
 
 Metallicity nodes are the Padova 2000 isochrones' own Z (Vazdekis et al. 2010, MNRAS 404,
 1639): the file names' [M/H] labels −1.71, −1.31, −0.71, −0.40, 0.00, +0.22 are Z =
@@ -11,10 +17,11 @@ The MILES licence allows non-commercial use and forbids redistribution: the conv
 file lives only in the user's cache and is never shipped with this package.
 """
 
-import dataclasses
 import hashlib
+import importlib.metadata
 import importlib.resources
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -59,23 +66,49 @@ CITATION = (
     "MNRAS 463, 3409; MILES resolution: Falcon-Barroso et al. 2011, A&A 532, A95. "
     "Acknowledge: 'This research is/was (partially) based on data from the MILES project.'"
 )
+MILES_DIR_ENV = "RUBIX_EQX_MILES_DIR"
 INSTALL_HINT = (
-    "`SSPGrid.load('miles')` needs the E-MILES spectra shipped with pPXF: install the "
-    "optional extra with `pip install 'rubix-eqx[miles]'` (ppxf==8.2.6), or convert your "
-    "own download with `SSPGrid.from_miles_dir(path)`."
+    "`SSPGrid.load('miles')` needs the E-MILES FITS files: install pPXF 8.x, which ships "
+    "them, with `pip install 'rubix-eqx[miles]'` (from a clone: `pip install -e \".[miles]\"`), "
+    "or point to a directory of E-MILES FITS files (pPXF naming, "
+    "Eun1.30Z*T*_iPp0.00_baseFe_linear_FWHM_variable.fits) with "
+    f"`SSPGrid.load('miles', path=...)` or the environment variable `{MILES_DIR_ENV}`."
 )
 
 
 def ppxf_miles_dir() -> Path:
-    """The `miles_models` folder of the installed `ppxf` package."""
+    """The `miles_models` folder of the installed `ppxf` package (pPXF 8.x)."""
     try:
         root = importlib.resources.files("ppxf")
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(INSTALL_HINT) from None
+        raise ModuleNotFoundError(f"pPXF is not installed. {INSTALL_HINT}") from None
     path = Path(str(root)) / "miles_models"
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist. {INSTALL_HINT}")
+        try:
+            version = importlib.metadata.version("ppxf")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        raise FileNotFoundError(
+            f"{path} does not exist: the installed pPXF (version {version}) ships no E-MILES "
+            "FITS files (pPXF >= 9 distributes its templates separately, as .npz files; read "
+            f"one with `SSPGrid.from_ppxf_npz`). {INSTALL_HINT}"
+        )
     return path
+
+
+def miles_source(path=None) -> Path | None:
+    """The user's E-MILES directory (the `path` argument, else `$RUBIX_EQX_MILES_DIR`), or
+    `None` for pPXF's package data."""
+    if path is not None:
+        where = f"`SSPGrid.load('miles', path={str(path)!r})`"
+    elif env := os.environ.get(MILES_DIR_ENV):
+        path, where = env, f"`${MILES_DIR_ENV}` = {env!r}"
+    else:
+        return None
+    source = Path(path).expanduser()
+    if not source.is_dir():
+        raise FileNotFoundError(f"{where}: {source} is not a directory. {INSTALL_HINT}")
+    return source
 
 
 def _licence_text(header) -> str:
@@ -127,7 +160,10 @@ def convert_miles(source_dir: Path) -> SSPGrid:
             sign, metal, age = match.groups()
             files[(float(age), (-1 if sign == "m" else 1) * float(metal))] = path
     if not files:
-        raise FileNotFoundError(f"No E-MILES FITS files (Eun1.30Z*T*.fits) in {source_dir}.")
+        raise FileNotFoundError(
+            f"No E-MILES FITS files (Eun1.30Z*T*_iPp0.00_baseFe_linear_FWHM_variable.fits) "
+            f"in {source_dir}. {INSTALL_HINT}"
+        )
     ages = sorted({a for a, _ in files})
     metals = sorted({m for _, m in files})
     missing = [(a, m) for a in ages for m in metals if (a, m) not in files]
@@ -175,15 +211,12 @@ def convert_miles(source_dir: Path) -> SSPGrid:
 
 
 def write_cache(ssp: SSPGrid, path: Path) -> None:
-    """`ssp` in the SSP HDF5 layout plus the cache's `cache_version` and the [M/H]
-    `metallicity_label` root attributes (atomic)."""
+    """`ssp` in the SSP HDF5 layout (with its [M/H] `metallicity_label`) plus the cache's
+    `cache_version` root attribute (atomic)."""
     with atomic_path(path) as tmp:
         write_ssp_hdf5(ssp, tmp)
         with h5py.File(tmp, "a") as f:
             f.attrs["cache_version"] = CACHE_VERSION
-            if ssp.metallicity_label is not None:
-                f.attrs["metallicity_label"] = np.asarray(ssp.metallicity_label, np.float64)
-                f.attrs["metallicity_label_name"] = "[M/H]"
 
 
 def read_cache(path: Path) -> SSPGrid | None:
@@ -192,7 +225,6 @@ def read_cache(path: Path) -> SSPGrid | None:
     try:
         with h5py.File(path, "r") as f:
             version = f.attrs.get("cache_version")
-            labels = f.attrs.get("metallicity_label")
     except OSError as e:
         logger.warning("%s: unreadable cached E-MILES grid (%s); converting again.", path, e)
         return None
@@ -206,27 +238,27 @@ def read_cache(path: Path) -> SSPGrid | None:
             path, version, CACHE_VERSION,
         )  # fmt: skip
         return None
-    ssp = read_ssp_hdf5(path)
-    if labels is None:
-        return ssp
-    return dataclasses.replace(ssp, metallicity_label=tuple(float(m) for m in labels))
+    return read_ssp_hdf5(path)
 
 
 def load_miles(source_dir=None, cache_dir=None) -> SSPGrid:
-    """The E-MILES grid from the cache, converting it from `source_dir` (default: pPXF's
-    package data) on first use, or again if the cache is of another `cache_version`."""
+    """The E-MILES grid from the cache, converting it on first use (or again if the cache
+    is of another `cache_version`) from `source_dir`, else `$RUBIX_EQX_MILES_DIR`, else
+    pPXF 8.x's package data."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if source_dir is None:
+    source = miles_source(source_dir)
+    if source is None:
         name = CACHE_NAME
     else:
-        digest = hashlib.sha1(str(Path(source_dir).resolve()).encode()).hexdigest()[:12]
+        digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
         name = f"emiles_{digest}_v{CACHE_VERSION}.h5"
     path = cache / name
     if path.is_file():
         ssp = read_cache(path)
         if ssp is not None:
             return ssp
-    source = ppxf_miles_dir() if source_dir is None else Path(source_dir)
+    if source is None:
+        source = ppxf_miles_dir()
     logger.info("Converting E-MILES templates from %s into %s (once).", source, path)
     write_cache(convert_miles(source), path)
     ssp = read_cache(path)
