@@ -133,4 +133,3 @@ def observed_truth_maps(
         n_clipped=maps.n_clipped,
         clipped_mass_fraction=maps.clipped_mass_fraction,
     )
-

@@ -53,9 +53,7 @@ def test_fit_spaxels_compiles_once_per_shape():
     argument, and the model's static fields compare equal across calls."""
     ssp, tel, obs = tiny_ssp(metal_slope=0.3), tiny_telescope(n=2), observation()
     pipe = rx.Pipeline(tel, ssp, noise=rx.Noise(snr=50.0), dtype=jnp.float64)
-    cubes = [
-        pipe(random_galaxy(seed, 200), obs, key=jax.random.key(seed + 10)) for seed in (0, 1)
-    ]
+    cubes = [pipe(random_galaxy(seed, 200), obs, key=jax.random.key(seed + 10)) for seed in (0, 1)]
     assert not np.array_equal(np.asarray(cubes[0].flux), np.asarray(cubes[1].flux))
     counts, seconds = [], []
     for cube in cubes:

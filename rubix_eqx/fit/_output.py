@@ -54,9 +54,7 @@ def write_maps_fits(
                 f"`write_maps_fits(cube=...)`: the maps are {np.shape(fit.status)} spaxels but "
                 f"the cube has {(n_x, n_y)}."
             )
-        sky = celestial_keywords(
-            n_x, n_y, exact(cube.spaxel_size), exact(cube.ra), exact(cube.dec)
-        )
+        sky = celestial_keywords(n_x, n_y, exact(cube.spaxel_size), exact(cube.ra), exact(cube.dec))
         sky = {"WCSAXES": 2, **sky, "RADESYS": "ICRS"}
 
     def add(hdu, unit):

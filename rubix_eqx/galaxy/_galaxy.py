@@ -19,6 +19,8 @@ def _as_float(name: str, values) -> Array:
     booleans, complex numbers and strings are a `TypeError` naming the field."""
     if isinstance(values, jax.Array):
         dtype = values.dtype
+        if jnp.issubdtype(dtype, jnp.floating):
+            return values  # as given (also sharded over devices or hosts)
     else:
         try:
             values = np.asarray(values)

@@ -47,6 +47,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._cube import Cube, Diagnostics
+from ..galaxy._synthetic import SOLAR_METALLICITY
 from ._header import (
     ascii_text,
     bunit,
@@ -71,7 +72,6 @@ from ._truth import (
     KINDS as TRUTH_KINDS,
     rebuild as rebuild_truth,
     scalar,
-    SOLAR_METALLICITY,
     units as truth_units,
     WEIGHT_SUFFIX,
     WEIGHT_TEXT,

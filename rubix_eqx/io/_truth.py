@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._maps import Maps
-from ..galaxy._synthetic import SOLAR_METALLICITY
 from ._header import bunit
 
 
@@ -72,9 +71,7 @@ def checked(maps, argument: str, shape: tuple[int, int]) -> Maps:
         )
     got = tuple(maps.flux.shape)
     if got != shape:
-        raise ValueError(
-            f"`{argument}` has spaxels (n_x, n_y) = {got}; the cube has {shape}."
-        )
+        raise ValueError(f"`{argument}` has spaxels (n_x, n_y) = {got}; the cube has {shape}.")
     return maps
 
 
@@ -99,9 +96,7 @@ def rebuild(values: dict[str, np.ndarray], weighting: str, n_clipped, clipped_fr
     """`Maps` from (n_x, n_y) arrays with NaN on the empty spaxels (the weight map's NaNs
     define `mask`; the other maps are 0 there, as `truth_maps` returns them)."""
     if weighting not in WEIGHT_SUFFIX:
-        raise ValueError(
-            f"{where}: truth weighting {weighting!r} must be 'light' or 'mass'."
-        )
+        raise ValueError(f"{where}: truth weighting {weighting!r} must be 'light' or 'mass'.")
     shape = values["flux"].shape
     for field, value in values.items():
         if value.ndim != 2 or value.shape != shape:
@@ -109,6 +104,8 @@ def rebuild(values: dict[str, np.ndarray], weighting: str, n_clipped, clipped_fr
                 f"{where}: map `{field}` has shape {value.shape}; the weight map has {shape}."
             )
     mask = np.isfinite(values["flux"])
+    if isinstance(clipped_fraction, float):  # a FITS keyword: in the maps' dtype
+        clipped_fraction = np.asarray(clipped_fraction, values["flux"].dtype)
     fields = {}
     for field, value in values.items():
         value = np.array(value, copy=True)
@@ -121,4 +118,3 @@ def rebuild(values: dict[str, np.ndarray], weighting: str, n_clipped, clipped_fr
         n_clipped=None if n_clipped is None else jnp.asarray(n_clipped, jnp.int32),
         clipped_mass_fraction=None if clipped_fraction is None else jnp.asarray(clipped_fraction),
     )
-

@@ -546,16 +546,20 @@ def wavelength_array(values: Any, path: str) -> np.ndarray:
 
 
 def infer_sampling(wavelength, default: str) -> str:
-    """`"linear"` if the pixel centres are evenly spaced in λ (to 1e-6), `"log"` if in
-    log λ, else `default`."""
-    wave = np.asarray(wavelength, np.float64)
+    """`"linear"` if the pixel centres are evenly spaced in λ, `"log"` if in log λ (the
+    closer of the two, to 1e-6 or the rounding of the array's dtype), else `default`."""
+    values = np.asarray(wavelength)
+    wave = values.astype(np.float64)
     if wave.size < 3:
         return default
+    eps = np.finfo(values.dtype).eps if np.issubdtype(values.dtype, np.floating) else 0.0
+    spreads = {}
     for sampling, axis in (("linear", wave), ("log", np.log(wave))):
         d = np.diff(axis)
-        if np.all(np.abs(d - d.mean()) <= 1e-6 * abs(d.mean())):
-            return sampling
-    return default
+        spreads[sampling] = float(np.max(np.abs(d - d.mean())) / abs(d.mean()))
+    rounding = 8 * eps * float(wave[-1] / np.min(np.diff(wave)))
+    best = min(spreads, key=spreads.get)
+    return best if spreads[best] <= max(1e-6, rounding) else default
 
 
 def resample_lsf(table_wave, table_fwhm, wavelength, owner: str, where: str) -> np.ndarray:

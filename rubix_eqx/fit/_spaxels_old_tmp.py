@@ -1,0 +1,305 @@
+"""Spaxel-by-spaxel single-SSP fits of a cube: one batched, jitted least-squares solve."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Bool, Float, Int
+
+from .._cube import Cube
+from .._maps import Maps
+from .._observation import Observation
+from .._pipeline import Pipeline
+from ..galaxy._synthetic import SOLAR_METALLICITY
+from ..ssp import SSPGrid
+from ..telescope import Telescope
+from ._spectrum_model import SpectrumModel
+
+
+SOLVERS = {
+    "levenberg_marquardt": lambda rtol, atol: optx.LevenbergMarquardt(rtol=rtol, atol=atol),
+    "gauss_newton": lambda rtol, atol: optx.GaussNewton(rtol=rtol, atol=atol),
+    "dogleg": lambda rtol, atol: optx.Dogleg(rtol=rtol, atol=atol),
+}
+STATUS = {
+    0: "converged",
+    1: "masked: S/N below min_snr",
+    2: "solver did not converge",
+    3: "non-finite result",
+}
+_VELOCITY_SCALE = 100.0  # km/s per unit of the solver's velocity parameter
+
+
+class SpaxelFit(eqx.Module):
+    """Fitted maps with uncertainties.
+
+    **Attributes:**
+
+    - `maps`: a [`rubix_eqx.Maps`][] (`weighting="fit"`): `log_age` (log10 age/yr),
+      `metallicity` ([M/H]), `velocity`, `dispersion` (km/s), `flux` (fitted initial
+      stellar mass in the spaxel, M☉), `h3 = h4 = 0` (Gaussian LOSVD), `mask`
+      (fitted and converged).
+    - `log_age_err`, `metallicity_err` (dex), `velocity_err`, `dispersion_err` (km/s):
+      1σ from (JᵀJ)⁻¹ of the variance-weighted residuals at the solution.
+    - `converged`: solver converged with finite values.
+    - `status`: 0 converged, 1 masked (S/N below `min_snr`), 2 not converged,
+      3 non-finite (values reset to the starting point); see `rubix_eqx.fit.STATUS`.
+    - `chi2`: reduced χ² per spaxel. `snr`: median S/N per pixel.
+    """
+
+    maps: Maps
+    log_age_err: Float[Array, "n_x n_y"]
+    metallicity_err: Float[Array, "n_x n_y"]
+    velocity_err: Float[Array, "n_x n_y"]
+    dispersion_err: Float[Array, "n_x n_y"]
+    converged: Bool[Array, "n_x n_y"]
+    status: Int[Array, "n_x n_y"]
+    chi2: Float[Array, "n_x n_y"]
+    snr: Float[Array, "n_x n_y"]
+
+
+def _bounds(ssp: SSPGrid):
+    """(log10 age/Gyr, log10 Z) ranges of the grid (works under jit)."""
+    la, lz = jnp.log10(ssp.age), jnp.log10(ssp.metallicity)
+    return (la[0], la[-1]), (lz[0], lz[-1])
+
+
+def standard_errors(jac: Float[Array, "m p"]) -> Float[Array, " p"]:
+    """1σ errors sqrt(diag (JᵀJ)⁻¹) of whitened residuals; columns are scaled to unit norm
+    for conditioning; non-finite values (singular J) become 0."""
+    norm = jnp.linalg.norm(jac, axis=0)
+    norm = jnp.where(norm > 0, norm, 1)
+    scaled = jac / norm[None, :]
+    cov = jnp.linalg.inv(scaled.T @ scaled) / (norm[:, None] * norm[None, :])
+    err = jnp.sqrt(jnp.clip(jnp.diag(cov), 0, None))
+    return jnp.where(jnp.isfinite(err), err, 0)
+
+
+def _to_unit(x, lo, hi):
+    t = jnp.clip((x - lo) / (hi - lo), 1e-4, 1 - 1e-4)
+    return jnp.log(t / (1 - t))
+
+
+def _from_unit(u, lo, hi):
+    return lo + (hi - lo) * jax.nn.sigmoid(u)
+
+
+def fit_spaxels(
+    cube: Cube,
+    ssp: SSPGrid,
+    telescope: Telescope,
+    observation: Observation | None = None,
+    *,
+    pipeline: Pipeline | None = None,
+    solver: str = "levenberg_marquardt",
+    min_snr: float = 3.0,
+    dispersion_start: float = 80.0,
+    velocity_grid: tuple[float, float, float] = (-600.0, 600.0, 40.0),
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    max_steps: int = 200,
+) -> SpaxelFit:
+    """Fit every spaxel of `cube` with one SSP: log age, [M/H], V, σ and a mass.
+
+    The model is [`rubix_eqx.fit.SpectrumModel`][]: the pipeline's own templates, LSF
+    and rebinning, with a Gaussian LOSVD. Residuals are weighted by `cube.variance`
+    (which must be positive: make the cube with a noise stage). Ages and Z are mapped
+    to the grid's range by a logistic transform (smooth bounds). Starting points come
+    from a coarse search over every template and a velocity grid with the amplitude
+    solved linearly; then all spaxels are solved together (`jax.vmap` of
+    `optimistix.least_squares`) in one jitted call.
+
+    **Arguments:**
+
+    - `cube`, `ssp`, `telescope`: the data, the templates and the instrument.
+    - `observation`: for the redshift and distance (default: the cube's redshift, the
+      default cosmology).
+    - `pipeline`: the pipeline whose LSF and rebinning make the model (default: one for
+      `telescope` on the cube's own wavelength grid and medium, with the cube's recorded
+      `lsf_fwhm` if it has one, else the telescope's declared LSF resampled onto the
+      cube's pixels — see [`rubix_eqx.fit.telescope_for_cube`][]).
+    - `solver`: `"levenberg_marquardt"`, `"gauss_newton"` or `"dogleg"`.
+    - `min_snr`: spaxels with a lower median S/N are masked (status 1).
+    - `dispersion_start`: km/s; `velocity_grid`: (start, stop, step) km/s of the search.
+    - `rtol`, `atol`, `max_steps`: solver controls.
+
+    **Returns:** a [`rubix_eqx.fit.SpaxelFit`][]; never NaN (failures are flagged).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(
+            f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."
+        )
+    variance = np.asarray(cube.variance)
+    if not np.all(variance[np.asarray(cube.mask)] > 0):
+        raise ValueError(
+            "`fit_spaxels`: `cube.variance` must be > 0 inside the mask (make the cube with noise)."
+        )
+    if observation is None:
+        observation = Observation(redshift=cube.redshift, ra=cube.ra, dec=cube.dec)
+    # Solve in the default float precision (float64 when x64 is on: optimistix wants one
+    # dtype throughout).
+    dtype = jnp.promote_types(cube.flux.dtype, jnp.result_type(float))
+    if pipeline is None:
+        pipeline = Pipeline(
+            telescope_for_cube(cube, telescope), ssp, allow_sharper_lsf=True, psf=False,
+            aperture=False, dtype=dtype,
+        )  # fmt: skip
+    dtype = pipeline.grid.templates.dtype
+    model = SpectrumModel(pipeline, observation, lsf_fwhm=cube.lsf_fwhm)
+    n_x, n_y, n_wave = cube.flux.shape
+    flux = cube.flux.reshape(n_x * n_y, n_wave).astype(dtype)
+    var = (
+        jnp.where(cube.variance > 0, cube.variance, jnp.inf)
+        .reshape(n_x * n_y, n_wave)
+        .astype(dtype)
+    )
+    snr = jnp.median(flux / jnp.sqrt(var), axis=1)
+    active = (snr >= min_snr) & cube.mask.reshape(-1)
+    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
+    result = _solve(model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps)
+    return result(snr, (n_x, n_y))
+
+
+def telescope_for_cube(cube: Cube, telescope: Telescope) -> Telescope:
+    """`telescope` on the cube's wavelength grid, medium, field and spaxel size, with the
+    LSF the cube records (`cube.lsf_fwhm`) or else the telescope's declared FWHM
+    interpolated onto the cube's pixels."""
+    wave = np.asarray(cube.wavelength, np.float64)
+    if cube.lsf_fwhm is not None:
+        fwhm = np.asarray(cube.lsf_fwhm, np.float64)
+    else:
+        tel_wave = np.asarray(telescope.wavelength, np.float64)
+        if wave[0] < tel_wave[0] * (1 - 1e-3) or wave[-1] > tel_wave[-1] * (1 + 1e-3):
+            raise ValueError(
+                f"The cube spans {wave[0]:.1f}-{wave[-1]:.1f} Å but telescope "
+                f"{telescope.name!r} declares its LSF over {tel_wave[0]:.1f}-{tel_wave[-1]:.1f} Å "
+                "only; give a telescope whose `lsf_fwhm` covers the cube."
+            )
+        fwhm = np.interp(wave, tel_wave, np.asarray(telescope.lsf_fwhm, np.float64))
+    n_x, n_y, _ = cube.flux.shape
+    return telescope.replace(
+        wavelength=jnp.asarray(wave), lsf_fwhm=jnp.asarray(fwhm), medium=cube.medium,
+        sampling=cube.wavelength_sampling, n_x=n_x, n_y=n_y,
+        spaxel_size=float(cube.spaxel_size), aperture="square", aperture_diameter=None,
+    )  # fmt: skip
+
+
+def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):
+    """Best (age, Z on nodes and cell centres; velocity) per spaxel, amplitude linear."""
+
+    def with_midpoints(nodes):
+        mid = 0.5 * (nodes[1:] + nodes[:-1])
+        return jnp.sort(jnp.concatenate([nodes, mid]))
+
+    # Nodes and cell centres: starting on a node (a kink of the bilinear interpolation)
+    # can leave the solver in a local minimum of the age–metallicity degeneracy.
+    la_nodes = with_midpoints(jnp.log10(ssp.age))
+    lz_nodes = with_midpoints(jnp.log10(ssp.metallicity))
+    la, lz = jnp.meshgrid(la_nodes, lz_nodes, indexing="ij")
+    la, lz = la.reshape(-1), lz.reshape(-1)
+    velocities = jnp.arange(*velocity_grid, dtype=flux.dtype)
+    disp = jnp.asarray(dispersion, flux.dtype)
+    return _search(model, flux, var, la, lz, velocities, disp)
+
+
+# The jitted solves live at module level and take the model, the templates' nodes and
+# the solver as arguments: a second fit of a same-shaped cube reuses the compilation
+# (closures defined per call would be new functions, recompiled every time).
+
+
+@eqx.filter_jit
+def _search(model, flux, var, la, lz, velocities, disp):
+    def at_velocity(v):
+        models = jax.vmap(lambda a, z: model(a, z, v, disp))(la, lz)  # (n_template, n_wave)
+        dm = (flux / var) @ models.T  # (n_spaxel, n_template)
+        mm = (1 / var) @ (models**2).T
+        return dm**2 / jnp.where(mm > 0, mm, 1), dm / jnp.where(mm > 0, mm, 1)
+
+    gain, amplitude = jax.lax.map(at_velocity, velocities)  # (n_v, n_spaxel, n_template)
+    n_v, n_s, n_t = gain.shape
+    flat = jnp.transpose(gain, (1, 0, 2)).reshape(n_s, n_v * n_t)
+    best = jnp.argmax(flat, axis=1)
+    iv, it = best // n_t, best % n_t
+    amp = jnp.transpose(amplitude, (1, 0, 2)).reshape(n_s, n_v * n_t)[jnp.arange(n_s), best]
+    return la[it], lz[it], velocities[iv], jnp.full((n_s,), disp), jnp.maximum(amp, 1e-30)
+
+
+def _physical(p, a_ref, bounds):
+    (la_lo, la_hi), (lz_lo, lz_hi) = bounds
+    return (
+        _from_unit(p[0], la_lo, la_hi),
+        _from_unit(p[1], lz_lo, lz_hi),
+        p[2] * _VELOCITY_SCALE,
+        jnp.exp(p[3]),
+        p[4] * a_ref,
+    )
+
+
+def _residual_physical(model, theta, args):
+    d, v = args
+    la, lz, vel, disp, amp = theta
+    return (amp * model(la, lz, vel, disp) - d) / jnp.sqrt(v)
+
+
+@eqx.filter_jit
+def _run(model, flux, var, start, active, bounds, solver, max_steps):
+    (la_lo, la_hi), (lz_lo, lz_hi) = bounds
+
+    def one(d, v, la, lz, vel, disp, amp, act):
+        # Masked spaxels fit their own starting model: they converge at once.
+        d = jnp.where(act, d, amp * model(la, lz, vel, disp))
+        v = jnp.where(jnp.isfinite(v), v, 1.0)
+        p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
+                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la)])  # fmt: skip
+        fn = lambda p, args: _residual_physical(model, _physical(p, amp, bounds), args)
+        sol = optx.least_squares(fn, solver, p0, args=(d, v), max_steps=max_steps, throw=False)
+        theta = _physical(sol.value, amp, bounds)
+        finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
+        ok = sol.result == optx.RESULTS.successful
+        theta = jax.tree.map(
+            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp)
+        )
+        jac = jax.jacfwd(lambda t: _residual_physical(model, t, (d, v)))(theta)
+        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
+        r = _residual_physical(model, theta, (d, v))
+        chi2 = jnp.sum(r**2) / (r.shape[0] - 5)
+        status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
+        return theta, err, status, chi2
+
+    return jax.vmap(one)(flux, var, *start, active)
+
+
+def _solve(model, ssp, flux, var, start, active, solver, max_steps):
+    theta, err, status, chi2 = _run(
+        model, flux, var, start, active, _bounds(ssp), solver, max_steps
+    )
+    la, lz, vel, disp, amp = theta
+
+    def result(snr, shape):
+        converged = status == 0
+        zero = jnp.zeros_like(la)
+        maps = Maps(
+            log_age=(la + 9).reshape(shape),
+            metallicity=(lz - np.log10(SOLAR_METALLICITY)).reshape(shape),
+            velocity=vel.reshape(shape),
+            dispersion=disp.reshape(shape),
+            h3=zero.reshape(shape),
+            h4=zero.reshape(shape),
+            flux=amp.reshape(shape),
+            mask=converged.reshape(shape),
+            weighting="fit",
+        )
+        return SpaxelFit(
+            maps=maps,
+            log_age_err=err[:, 0].reshape(shape),
+            metallicity_err=err[:, 1].reshape(shape),
+            velocity_err=err[:, 2].reshape(shape),
+            dispersion_err=err[:, 3].reshape(shape),
+            converged=converged.reshape(shape),
+            status=status.astype(jnp.int32).reshape(shape),
+            chi2=jnp.where(jnp.isfinite(chi2), chi2, 0).reshape(shape),
+            snr=jnp.where(jnp.isfinite(snr), snr, 0).reshape(shape),
+        )
+
+    return result
