@@ -78,16 +78,19 @@ class Cube(eqx.Module):
     def shape(self) -> tuple[int, int, int]:
         return self.flux.shape
 
-    def to_fits(self, path, *, ssp=None, observation=None) -> None:
-        """Write a MUSE-like FITS file (`DATA`, `STAT`, `MASK`; 3-D WCS; provenance).
-        See [`rubix_eqx.io.write_cube_fits`][]; read back with [`rubix_eqx.io.read_cube`][]."""
+    def to_fits(self, path, *, ssp=None, observation=None, **options) -> None:
+        """Write a FITS file as MUSE writes it (`DATA`, `STAT`, `DQ`, `LSF_FWHM`; CD-matrix
+        WCS; provenance), or another layout: `options` are those of
+        [`rubix_eqx.io.write_cube_fits`][] (`layout`, `telescop`, `instrume`, `object`,
+        `psf`, `truth`, `observed_truth`). Read back with [`rubix_eqx.io.read_cube`][]."""
         from .io import write_cube_fits
 
-        write_cube_fits(self, path, ssp=ssp, observation=observation)
+        write_cube_fits(self, path, ssp=ssp, observation=observation, **options)
 
-    def to_hdf5(self, path, *, ssp=None, observation=None, config=None) -> None:
-        """Write every field (exact round trip), provenance and the run config to HDF5.
-        See [`rubix_eqx.io.write_cube_hdf5`][]; read back with [`rubix_eqx.io.read_cube`][]."""
+    def to_hdf5(self, path, *, ssp=None, observation=None, config=None, **options) -> None:
+        """Write every field (exact round trip), provenance and the run config to HDF5;
+        `options` are those of [`rubix_eqx.io.write_cube_hdf5`][] (`truth`,
+        `observed_truth`). Read back with [`rubix_eqx.io.read_cube`][]."""
         from .io import write_cube_hdf5
 
-        write_cube_hdf5(self, path, ssp=ssp, observation=observation, config=config)
+        write_cube_hdf5(self, path, ssp=ssp, observation=observation, config=config, **options)

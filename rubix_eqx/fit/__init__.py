@@ -14,3 +14,26 @@ from ._spaxels import (
     telescope_for_cube as telescope_for_cube,
 )
 from ._spectrum_model import SpectrumModel as SpectrumModel
+from ._galaxy_model import (
+    AbstractPrior as AbstractPrior,
+    galaxy_model as galaxy_model,
+    GalaxyModel as GalaxyModel,
+    Normal as Normal,
+    PARAMETERS as PARAMETERS,
+    PriorRangeError as PriorRangeError,
+    Uniform as Uniform,
+)
+from ._posterior import (
+    chain_diagnostics as chain_diagnostics,
+    corner_plot as corner_plot,
+    format_table as format_table,
+    GridMismatchError as GridMismatchError,
+    laplace as laplace,
+    LaplacePosterior as LaplacePosterior,
+    nuts as nuts,
+    NUTSPosterior as NUTSPosterior,
+    Posterior as Posterior,
+    posterior as posterior,
+    posterior_summary as posterior_summary,
+    write_samples_hdf5 as write_samples_hdf5,
+)
