@@ -1,4 +1,5 @@
-"""The `rubix-eqx` command: `run`, `convert`, `fit`, `telescopes`, `info`, `--version`.
+"""The `rubix-eqx` command: `run`, `convert`, `fit`, `survey`, `telescopes`, `info`,
+`--version`.
 
 Progress goes to stderr (one line when a stage starts, one with its time when it ends;
 `fit` adds a progress bar over its batches of spaxels); results and the final summary go
@@ -612,6 +613,81 @@ def _fit(args) -> int:
     return 0
 
 
+# --- survey -------------------------------------------------------------------------------
+
+
+def _survey(args) -> int:
+    from tqdm import tqdm
+
+    from .survey import load_survey, run_survey
+    from .survey._survey import log_path, manifest_path, parse_worker, worker_items
+
+    start = time.perf_counter()
+    worker = parse_worker(args.worker) if args.worker else (1, 1)
+    survey = load_survey(args.survey)
+    out = Path(args.out)
+    items = worker_items(survey.items, worker)
+    k, n = worker
+    share = "" if n == 1 else f"; worker {k}/{n}: {len(items)} of them"
+    print(f"survey {args.survey}: {survey.n_galaxies} galaxies x {survey.n_views} views = "
+          f"{len(survey.items)} items{share}", file=sys.stderr, flush=True)  # fmt: skip
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    with tqdm(total=len(items), unit="item", desc="survey", file=sys.stderr,
+              dynamic_ncols=True, mininterval=0.5) as bar:  # fmt: skip
+
+        def on_item(item, outcome, record):
+            counts[outcome if outcome != "skipped" or record.get("status") == "done"
+                   else "failed"] += 1  # fmt: skip
+            bar.set_postfix(counts, refresh=False)
+            bar.update()
+
+        result = run_survey(
+            survey, out, worker=worker, retry_failed=args.retry_failed, on_item=on_item,
+            notify=lambda text: bar.write(f"rubix-eqx survey: {text}", file=sys.stderr),
+        )  # fmt: skip
+    lines = [f"rubix-eqx survey: {args.survey} -> {out}/ (worker {k}/{n})"]
+    if result.done == 0 and not result.failed and result.skipped == result.n_items:
+        lines.append(f"  nothing to do: all {result.n_items} items are done and verified")
+    lines.append(
+        f"  items       {result.n_items} (of {result.n_total}): {result.done} computed now "
+        f"({result.redone} redone: missing, corrupt, changed or interrupted), "
+        f"{result.skipped} already done and verified, "
+        f"{len(result.failed)} failed"
+    )
+    if result.failed:
+        why = ", ".join(f"{count} {kind}" for kind, count in sorted(result.errors.items()))
+        lines.append(f"  failed      {len(result.failed)}: {why}")
+        lines += [f"    {name}: {error}" for name, error in result.failed.items()]
+    if result.interrupted:
+        lines.append(
+            f"  interrupted stopped after the current item; {result.remaining} items not run "
+            "(run the same command again to go on)"
+        )
+    lines += [
+        f"  compile     {result.compilations} XLA compilations, {result.compile_seconds:.2f} s",
+        f"  time        {time.perf_counter() - start:.2f} s total",
+        f"  manifest    {manifest_path(out, worker)} (log: {log_path(out, worker)})",
+    ]
+    print("\n".join(lines))
+    return result.exit_code
+
+
+def _infer(args) -> int:
+    from .fit._infer import infer_run
+
+    progress = Progress()
+    free = [n.strip() for n in args.free.split(",")] if args.free else None
+    summary = infer_run(
+        args.config, args.cube, args.out, free=free, num_chains=args.chains,
+        num_warmup=args.warmup, num_samples=args.samples, seed=args.seed,
+        progress=progress._print,
+    )  # fmt: skip
+    print((Path(args.out) / "posterior.txt").read_text(), end="")
+    print(f"wrote {args.out}/posterior.txt, posterior.json, corner.png, samples.h5 "
+          f"({summary['seconds']['total']:.1f} s)")  # fmt: skip
+    return 0
+
+
 def _telescopes(args) -> int:
     from .telescope import presets, Telescope
 
@@ -795,6 +871,56 @@ def parser() -> argparse.ArgumentParser:
         "solve compiles once (default: %(default)s)",
     )
     fit.set_defaults(func=_fit)
+
+    survey = sub.add_parser(
+        "survey",
+        parents=[common],
+        help="many galaxies x views, one cube each, resumable",
+        description="Make one cube per galaxy x view of a survey file (schema: "
+        "docs/survey.md), sharing one compilation per telescope and particle-count bucket. "
+        "Records each item in DIR/manifest.jsonl (JSON lines: inputs, status, timings, "
+        "output checksums, error); running the same command again skips what is done and "
+        "verified and redoes what is missing or corrupt. Ctrl-C stops after the current "
+        "item. Exit status 1 if any item failed, 130 if interrupted.",
+    )
+    survey.add_argument("survey", help="survey YAML file, e.g. survey.yaml")
+    survey.add_argument(
+        "--out", required=True, metavar="DIR",
+        help="survey directory: items/<galaxy>/<view>/, manifest and log (required)",
+    )  # fmt: skip
+    survey.add_argument(
+        "--worker",
+        metavar="K/N",
+        help="run only every N-th item, from item K-1 (1 <= K <= N), e.g. 2/4; start N "
+        "independent processes with 1/N ... N/N on the same --out: each writes "
+        "manifest.K-of-N.jsonl and all read every manifest (default: all items)",
+    )
+    survey.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run failed items again even if their inputs did not change",
+    )
+    survey.set_defaults(func=_survey)
+
+    infer = sub.add_parser(
+        "infer",
+        parents=[common],
+        help="posterior of the synthetic-disk model's parameters given a cube (MAP, NUTS)",
+        description="MAP + Laplace (optimistix) and NUTS (blackjax) through the pipeline of "
+        "CONFIG, for the synthetic-disk parameters (docs/inference.md); priors from an "
+        "optional `inference: {priors: {name: [low, high]}}` section. Writes "
+        "DIR/posterior.txt, posterior.json, corner.png and samples.h5.",
+    )
+    infer.add_argument("config", help="run config YAML that made (or models) the cube")
+    infer.add_argument("cube", help="cube file (FITS or HDF5) with a variance")
+    infer.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    infer.add_argument("--free", metavar="NAMES", help="comma-separated free parameters "
+                       "(default: those with priors in the config, else all ten)")  # fmt: skip
+    infer.add_argument("--chains", type=int, default=2, help="NUTS chains (default: 2)")
+    infer.add_argument("--warmup", type=int, default=200, help="warm-up steps (default: 200)")
+    infer.add_argument("--samples", type=int, default=300, help="draws per chain (default: 300)")
+    infer.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    infer.set_defaults(func=_infer)
 
     sub.add_parser(
         "telescopes",

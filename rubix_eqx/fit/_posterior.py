@@ -310,44 +310,56 @@ def _unconstrained_covariance(model: GalaxyModel, theta, cov):
 
 
 @eqx.filter_jit
-def _warmup(post: Posterior, u0, keys, inverse_mass, num_steps: int, max_doublings: int):
+def _window_warmup(post: Posterior, u0, keys, inverse_mass, num_steps: int,
+                   max_doublings: int, target: float):  # fmt: skip
     import blackjax
 
-    def one(u, key):
+    def window(u, key):  # Stan's windowed adaptation of step size and dense mass matrix
         adapt = blackjax.window_adaptation(
             blackjax.nuts,
             post.log_density,
             is_mass_matrix_diagonal=False,
             initial_inverse_mass_matrix=inverse_mass,
             initial_step_size=0.5,
+            target_acceptance_rate=target,
             max_num_doublings=max_doublings,
         )
         (state, params), _ = adapt.run(key, u, num_steps=num_steps)
         return state, params["step_size"], params["inverse_mass_matrix"]
 
-    return jax.vmap(one)(u0, keys)
+    return jax.vmap(window)(u0, keys)
 
 
 @eqx.filter_jit
-def _sample_block(post: Posterior, state, step_size, inverse_mass, keys, n: int, max_doublings: int):
+def _block(post: Posterior, state, da, inverse_mass, keys, adapt, max_doublings: int,
+           target: float):  # fmt: skip
+    """NUTS steps for every chain; while `adapt[k]`, step k also updates the dual
+    averaging of ε and uses its current iterate, afterwards its average. One compiled
+    function serves warm-up and sampling (blocks of a fixed length)."""
     import blackjax
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-    def chain(state, step_size, inverse_mass, key):
-        kernel = blackjax.nuts(
-            post.log_density,
-            step_size=step_size,
-            inverse_mass_matrix=inverse_mass,
-            max_num_doublings=max_doublings,
-        )
+    _, da_update, _ = dual_averaging_adaptation(target)
 
-        def step(s, k):
+    def chain(state, da, inverse_mass, key):
+        def step(carry, xs):
+            s, da = carry
+            k, adapting = xs
+            eps = jnp.exp(jnp.where(adapting, da.log_step_size, da.log_step_size_avg))
+            kernel = blackjax.nuts(
+                post.log_density, step_size=eps, inverse_mass_matrix=inverse_mass,
+                max_num_doublings=max_doublings,
+            )  # fmt: skip
             s, info = kernel.step(k, s)
-            return s, (s.position, info.is_divergent, info.acceptance_rate,
-                       info.num_integration_steps)  # fmt: skip
+            new = da_update(da, info.acceptance_rate)
+            da = jax.tree.map(lambda n, o: jnp.where(adapting, n, o), new, da)
+            out = (s.position, info.is_divergent, info.acceptance_rate,
+                   info.num_integration_steps)  # fmt: skip
+            return (s, da), out
 
-        return jax.lax.scan(step, state, jr.split(key, n))
+        return jax.lax.scan(step, (state, da), (jr.split(key, adapt.shape[0]), adapt))
 
-    return jax.vmap(chain)(state, step_size, inverse_mass, keys)
+    return jax.vmap(chain, in_axes=(0, 0, 0, 0))(state, da, inverse_mass, keys)
 
 
 def chain_diagnostics(samples) -> tuple[Array, Array]:
@@ -370,6 +382,8 @@ def nuts(
     num_warmup: int = 300,
     num_samples: int = 500,
     max_doublings: int = 6,
+    adapt_mass_matrix: bool = False,
+    target_acceptance: float = 0.8,
     block: int = 50,
     progress: Callable[[str], None] | None = None,
 ) -> NUTSPosterior:
@@ -385,6 +399,13 @@ def nuts(
       inverse mass matrix of Stan-style window adaptation.
     - `num_chains`, `num_warmup`, `num_samples`: per chain.
     - `max_doublings`: tree depth limit (≤ 2^max_doublings − 1 gradients per draw).
+    - `adapt_mass_matrix`: `False` (default) keeps the Laplace covariance as the dense
+      inverse mass matrix and tunes only the step size by dual averaging (Hoffman &
+      Gelman 2014) during warm-up: near-Gaussian posteriors then need a few gradients
+      per draw even with strong degeneracies (age–mass, [M/H]–gradient). `True` runs
+      Stan's windowed adaptation of both (blackjax `window_adaptation`), which needs a
+      longer warm-up (≳ 500 steps) to estimate a dense matrix.
+    - `target_acceptance`: of the step-size adaptation.
     - `block`: draws per compiled call; `progress` receives one line per block.
     """
     say = progress or (lambda s: None)
@@ -397,30 +418,56 @@ def nuts(
     u_map = model.to_unconstrained(start.mean)
     k_init, k_warm, k_sample = jr.split(key, 3)
     chol = jnp.linalg.cholesky(cov_u)
-    u0 = u_map + 0.5 * jr.normal(k_init, (num_chains, u_map.size), u_map.dtype) @ chol.T
+    u0 = u_map[None, :] + 0.5 * jr.normal(k_init, (num_chains, u_map.size), u_map.dtype) @ chol.T
+    import blackjax
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+
+    da_init = dual_averaging_adaptation(target_acceptance)[0]
     t0 = time.perf_counter()
-    say(f"warm-up: {num_chains} chains x {num_warmup} steps (window adaptation)")
-    state, step_size, inv_mass = _warmup(
-        post, u0, jr.split(k_warm, num_chains), cov_u, num_warmup, max_doublings
-    )
-    jax.block_until_ready(step_size)
-    t1 = time.perf_counter()
-    say(f"warm-up done in {t1 - t0:.1f} s; step sizes {np.round(np.asarray(step_size), 3)}")
+    with jax.numpy_rank_promotion("allow"):  # blackjax relies on NumPy broadcasting
+        if adapt_mass_matrix:
+            say(f"warm-up: {num_chains} chains x {num_warmup} steps (window adaptation)")
+            state, step_size, inv_mass = _window_warmup(
+                post, u0, jr.split(k_warm, num_chains), cov_u, num_warmup, max_doublings,
+                target_acceptance,
+            )  # fmt: skip
+            da = jax.vmap(da_init)(step_size)
+            da = da._replace(log_step_size_avg=jnp.log(step_size))
+            n_adapt = 0
+        else:
+            state = jax.vmap(lambda u: blackjax.nuts.init(u, post.log_density))(u0)
+            inv_mass = jnp.broadcast_to(cov_u, (num_chains, *cov_u.shape))
+            da = jax.vmap(da_init)(jnp.full((num_chains,), 0.8, u0.dtype))
+            n_adapt = num_warmup
+    total = n_adapt + num_samples
     positions, divergent, accept, n_steps = [], [], [], []
     done = 0
-    while done < num_samples:
-        n = min(block, num_samples - done)
-        state, (pos, div, acc, nst) = _sample_block(
-            post, state, step_size, inv_mass, jr.split(jr.fold_in(k_sample, done), num_chains),
-            n, max_doublings,
-        )  # fmt: skip
-        positions.append(pos), divergent.append(div), accept.append(acc), n_steps.append(nst)
-        done += n
-        say(f"sampling: {done}/{num_samples} draws per chain ({time.perf_counter() - t1:.1f} s)")
+    t1 = time.perf_counter()
+    while done < total:
+        adapt = jnp.arange(done, done + block) < n_adapt
+        with jax.numpy_rank_promotion("allow"):
+            (state, da), (pos, div, acc, nst) = _block(
+                post, state, da, inv_mass, jr.split(jr.fold_in(k_sample, done), num_chains),
+                adapt, max_doublings, target_acceptance,
+            )  # fmt: skip
+        jax.block_until_ready(pos)
+        keep = slice(max(0, n_adapt - done), min(block, total - done))
+        positions.append(pos[:, keep]), divergent.append(div[:, keep])
+        accept.append(acc[:, keep]), n_steps.append(nst[:, keep])
+        done += block
+        if done <= n_adapt:
+            t1 = time.perf_counter()
+            say(f"warm-up: {min(done, n_adapt)}/{n_adapt} steps (step size by dual averaging, "
+                f"Laplace mass matrix; {t1 - t0:.1f} s)")  # fmt: skip
+        else:
+            say(f"sampling: {min(done, total) - n_adapt}/{num_samples} draws per chain "
+                f"({time.perf_counter() - t0:.1f} s)")  # fmt: skip
     t2 = time.perf_counter()
+    step_size = jnp.exp(da.log_step_size_avg)
     u = jnp.concatenate(positions, axis=1)
     theta = jax.vmap(jax.vmap(lambda v: model.to_physical(v)[0]))(u)
-    rhat, ess = chain_diagnostics(theta)
+    with jax.numpy_rank_promotion("allow"):
+        rhat, ess = chain_diagnostics(theta)
     return NUTSPosterior(
         names=model.names,
         samples=theta,
@@ -437,7 +484,9 @@ def nuts(
 # --- summaries and files -----------------------------------------------------------------
 
 
-def posterior_summary(result: LaplacePosterior | NUTSPosterior, truth: dict | None = None) -> list[dict]:
+def posterior_summary(
+    result: LaplacePosterior | NUTSPosterior, truth: dict | None = None
+) -> list[dict]:
     """One row per parameter: mean, σ, 68 % and 95 % intervals (and R̂, ESS for NUTS;
     the truth if given)."""
     lo68, hi68 = result.interval(0.68)
@@ -470,7 +519,10 @@ def format_table(rows: list[dict]) -> str:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cells.append(f"{v:>20}" if c == "parameter" else (f"{v:>10.4g}" if v != "" else " " * 10))
+            if c == "parameter":
+                cells.append(f"{v:>20}")
+            else:
+                cells.append(f"{v:>10.4g}" if v != "" else " " * 10)
         lines.append("  ".join(cells))
     return "\n".join(lines)
 

@@ -38,8 +38,8 @@ class SpectrumModel(eqx.Module):
     pipeline: Pipeline
     template_ft: Complex[Array, "n_template n_freq"]
     redshift: Float[Array, ""]
-    scale: float  # dimming: flux_unit erg/s/cm² per (L☉ per M☉)
-    fraction: float  # fractional part of the systemic shift, pixels
+    scale: Float[Array, ""]  # dimming: flux_unit erg/s/cm² per (L☉ per M☉)
+    fraction: Float[Array, ""]  # fractional part of the systemic shift, pixels
     pad: int = eqx.field(static=True)
     length: int = eqx.field(static=True)
 
@@ -91,8 +91,8 @@ class SpectrumModel(eqx.Module):
         self.pipeline = pipeline
         self.redshift = jnp.asarray(z, dtype)
         d_l = float(observation.luminosity_distance())
-        self.scale = dimming_constant(pipeline.flux_unit) / d_l**2
-        self.fraction = s_sys - j_sys
+        self.scale = jnp.asarray(dimming_constant(pipeline.flux_unit) / d_l**2, dtype)
+        self.fraction = jnp.asarray(s_sys - j_sys, dtype)
 
     def lattice(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_work"]:
         """The broadened, shifted spectrum on the observed lattice (before the LSF)."""

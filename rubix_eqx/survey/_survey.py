@@ -90,7 +90,7 @@ class SurveyItem(NamedTuple):
     - `galaxy`, `view`: the galaxy and view labels.
     - `config`: the item's complete run config (what `rubix-eqx run` would take; also
       written into its HDF5 cube).
-    - `spec`: the checked [`RunSpec`][rubix_eqx._run_config.RunSpec] of `config`.
+    - `spec`: the checked `RunSpec` of `config` (`rubix_eqx._run_config`).
     - `inputs_hash`: SHA-256 of `config` plus the size and modification time of the
       galaxy (and SSP) file: a changed input means the item is redone.
     """
@@ -536,10 +536,13 @@ def estimate_memory(
       and noise temporaries, and the float64 host copies made for the files);
     - `templates`: n_templates × n_work × 4 bytes × 3, plus the histogram and shifted
       basis of the histogram engine when `engine="histogram"`;
-    - `chunk`: 4096 particles × 4 template windows × n_work × 4 bytes × 2.
+    - `chunk`: one direct-engine chunk (`auto_chunk_size` particles) × 4 template
+      windows × n_work × 4 bytes × 2.
 
     **Returns:** the terms and their `total`, in bytes.
     """
+    from .._engine import auto_chunk_size
+
     n_spaxel = int(telescope.n_x) * int(telescope.n_y)
     n_wave = int(telescope.n_wave)
     n_work = int(1.3 * n_wave) if n_work is None else int(n_work)
@@ -548,7 +551,7 @@ def estimate_memory(
         "lattice": float(n_spaxel) * n_work * 4 * 3,
         "cube": float(n_spaxel) * n_wave * 4 * 10,
         "templates": float(n_templates) * n_work * 4 * 3,
-        "chunk": 4096.0 * 4 * n_work * 4 * 2,
+        "chunk": float(auto_chunk_size(n_particles, n_work)) * 4 * n_work * 4 * 2,
     }
     if engine == "histogram":
         from .._engine import _HISTOGRAM_MAX_BYTES
@@ -594,7 +597,6 @@ def _load_galaxy(spec: Mapping, seed: int):
     """The galaxy of a checked `galaxy` section, with read problems turned into
     `GalaxyFileError` and invalid values into `GalaxyValueError`."""
     import h5py
-    import numpy as np
 
     from .. import _run_config as rc
 
@@ -608,17 +610,9 @@ def _load_galaxy(spec: Mapping, seed: int):
         try:
             return rc.build_galaxy(spec, seed)
         except (ValueError, TypeError, KeyError, OSError) as e:
-            with contextlib.suppress(Exception), h5py.File(path, "r") as f:
-                for name in ("position", "velocity", "mass", "age", "metallicity"):
-                    values = np.asarray(f[f"particles/{name}"][()], np.float64)
-                    bad = int(np.sum(~np.isfinite(values)))
-                    if bad:
-                        raise GalaxyValueError(
-                            f"{path}: particles/{name}: {bad} of {values.size} values are NaN "
-                            "or infinite."
-                        ) from None
+            # the reader names the file; `Galaxy` names the field of invalid values
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if "must be" in message or "is NaN" in message or "negative" in message:
+            if "`Galaxy." in message:
                 raise GalaxyValueError(message) from None
             raise GalaxyFileError(message) from None
     try:
@@ -925,6 +919,16 @@ class _Stop:
         return False
 
 
+class _ItemFilter(logging.Filter):
+    """Tags log records with the item being run."""
+
+    item = "-"
+
+    def filter(self, record):
+        record.item = self.item
+        return True
+
+
 def _error_name(e: BaseException) -> str:
     return type(e).__name__
 
@@ -967,8 +971,11 @@ def run_survey(
     c0, s0 = counter.count, counter.seconds
     manifest = _Manifest(manifest_path(out, worker))
     log = logging.FileHandler(log_path(out, worker), encoding="utf-8")
-    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(log)  # library warnings (clipping, ...) also go to the log
+    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(item)s] %(message)s"))
+    current = _ItemFilter()
+    log.addFilter(current)
+    logger.addHandler(log)  # library warnings (clipping, ...) go to the log, not stderr
+    propagate, logger.propagate = logger.propagate, False
     item_log.addHandler(log)
     context = _Context(survey)
     base = {"worker": f"{worker[0]}/{worker[1]}", "host": socket.gethostname(),
@@ -976,6 +983,7 @@ def run_survey(
     try:
         with _Stop(notify) if handle_signals else contextlib.nullcontext() as stop:
             for position, item in enumerate(items):
+                current.item = item.name
                 if stop is not None and stop.requested:
                     result.interrupted = True
                     result.remaining = len(items) - position
@@ -986,8 +994,9 @@ def run_survey(
                     if old.get("status") == "done":
                         redo_reason = verify_outputs(out, old)
                         if redo_reason is None:
+                            _clean_tmp(out / "items" / item.name)
                             result.skipped += 1
-                            item_log.info("%s: skipped (done, verified)", item.name)
+                            item_log.info("skipped (done, verified)")
                             if on_item is not None:
                                 on_item(item, "skipped", old)
                             continue
@@ -996,7 +1005,7 @@ def run_survey(
                         kind = error.get("type")
                         result.failed[item.name] = f"{kind}: {error.get('message')}"
                         result.errors[kind] = result.errors.get(kind, 0) + 1
-                        item_log.info("%s: skipped (failed before, inputs unchanged)", item.name)
+                        item_log.info("skipped (failed before, inputs unchanged)")
                         if on_item is not None:
                             on_item(item, "skipped", old)
                         continue
@@ -1044,14 +1053,15 @@ def run_survey(
                 manifest.append(final)
                 seconds = final.get("seconds", {}).get("total")
                 if status == "done":
-                    item_log.info("%s: done in %.2f s (%d compilations)", item.name, seconds,
+                    item_log.info("done in %.2f s (%d compilations)", seconds,
                                   final["compilations"])  # fmt: skip
                 else:
-                    item_log.info("%s: failed: %s", item.name, result.failed[item.name])
+                    item_log.info("failed: %s", result.failed[item.name])
                 if on_item is not None:
                     on_item(item, outcome, final)
     finally:
         logger.removeHandler(log)
+        logger.propagate = propagate
         item_log.removeHandler(log)
         log.close()
         manifest.close()
