@@ -50,7 +50,7 @@ TELESCOPE_SCHEMA = (
 )  # fmt: skip
 PIPELINE_KEYS = (
     "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
-    "allow_sharper_lsf", "psf", "aperture", "noise",
+    "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage",
 )  # fmt: skip
 CONSTANT_NOISE_KEYS = ("snr", "window")
 PHYSICAL_NOISE_KEYS = (
@@ -335,7 +335,7 @@ def check_pipeline(spec: Any) -> dict:
     for key in ("chunk_size", "oversample"):
         if options.get(key) is not None:
             kw[key] = integer(options[key], f"pipeline.{key}")
-    for key in ("lsf", "allow_sharper_lsf", "psf", "aperture"):
+    for key in ("lsf", "allow_sharper_lsf", "psf", "aperture", "crop_to_coverage"):
         if key in options:
             kw[key] = boolean(options[key], f"pipeline.{key}")
     noise = options.get("noise")
@@ -478,15 +478,26 @@ def build_pipeline_from(spec: RunSpec, ssp):
     from ._pipeline import Pipeline
     from ._stages._noise import ExposureNoise, Noise
 
+    from ._observation import Observation
+    from ._pipeline import crop_to_coverage
+
     kw = dict(spec.pipeline)
+    telescope = spec.telescope
+    if kw.pop("crop_to_coverage", False):
+        # the wavelengths the SSP grid covers at this redshift, LSF and velocity margins included
+        redshift = float(Observation(**spec.observation).redshift)
+        telescope = crop_to_coverage(
+            telescope, ssp, redshift, kw.get("velocity_margin", 1000.0),
+            lsf=kw.get("lsf", True), oversample=kw.get("oversample"),
+        )  # fmt: skip
     noise = kw.get("noise")
     if isinstance(noise, dict):
         if is_physical_noise(noise):
             flux_unit = kw.get("flux_unit", 1e-20)
-            kw["noise"] = ExposureNoise.from_telescope(spec.telescope, flux_unit=flux_unit, **noise)
+            kw["noise"] = ExposureNoise.from_telescope(telescope, flux_unit=flux_unit, **noise)
         else:
             kw["noise"] = Noise(**noise)
-    return Pipeline(spec.telescope, ssp, **kw)
+    return Pipeline(telescope, ssp, **kw)
 
 
 def build_galaxy(spec: Mapping, seed: int):

@@ -58,11 +58,11 @@ def _run(args) -> int:
         key: _output_path(out, spec.output[key])
         for key in ("cube_fits", "cube_hdf5", "quicklook", "summary")
     }
-    tel = spec.telescope
     with progress.stage(f"loading SSP grid {spec.ssp!r}", "ssp"):
         ssp = rc.build_ssp(spec.ssp)
     with progress.stage("building pipeline (templates on the working grid)", "pipeline"):
         pipeline = rc.build_pipeline_from(spec, ssp)
+    tel = pipeline.telescope  # cropped, if the config asks for it
     source = (
         "synthetic disk"
         if spec.galaxy["source"] == "synthetic"

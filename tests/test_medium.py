@@ -90,3 +90,30 @@ def test_crop_to_coverage_leaves_the_lsf_margin():
     assert np.all(np.isfinite(np.asarray(cube.flux)))
     with pytest.raises(rx.CoverageError, match="fewer than 2 pixels"):
         rx.crop_to_coverage(tel, grid, 3.0)
+
+
+def test_run_config_can_ask_for_the_crop(tmp_path):
+    """`pipeline.crop_to_coverage: true` crops at the observation's redshift (here a
+    distance alone, z = 0, where E-MILES stops inside MUSE's range)."""
+    from rubix_eqx import _run_config as rc
+
+    config = {
+        "galaxy": {"source": "synthetic", "n_stars": 100},
+        "observation": {"distance": 20.0},
+        "telescope": {"preset": "MUSE-WFM", "n_x": 2, "n_y": 2},
+        "pipeline": {"crop_to_coverage": True, "psf": False, "allow_sharper_lsf": True},
+        "output": {"directory": str(tmp_path)},
+    }
+    spec = rc.check_config(config)
+    wave = np.arange(3000.0, 8950.0, 0.9)
+    grid = rx.SSPGrid(
+        age=jnp.asarray([1.0, 10.0]), metallicity=jnp.asarray([0.01, 0.02]),
+        wavelength=jnp.asarray(wave), flux=jnp.ones((2, 2, wave.size)),
+        fwhm=jnp.full(wave.shape, 1.5), remaining_mass_fraction=jnp.ones((2, 2)),
+    )  # fmt: skip
+    pipe = rc.build_pipeline_from(spec, grid)
+    assert pipe.telescope.n_wave < spec.telescope.n_wave
+    pipe.check_coverage(0.0)
+    config["pipeline"]["crop_to_coverage"] = "yes"
+    with pytest.raises(rc.ConfigError, match="pipeline.crop_to_coverage"):
+        rc.check_config(config)

@@ -1,19 +1,5 @@
 """Recovery of galaxy properties from cubes by least squares (optimistix)."""
 
-from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
-from ._particles import (
-    fit_galaxy as fit_galaxy,
-    fit_particles as fit_particles,
-    GalaxyFit as GalaxyFit,
-    ParticleFit as ParticleFit,
-)
-from ._spaxels import (
-    fit_spaxels as fit_spaxels,
-    SpaxelFit as SpaxelFit,
-    STATUS as STATUS,
-    telescope_for_cube as telescope_for_cube,
-)
-from ._spectrum_model import SpectrumModel as SpectrumModel
 from ._galaxy_model import (
     AbstractPrior as AbstractPrior,
     galaxy_model as galaxy_model,
@@ -22,6 +8,13 @@ from ._galaxy_model import (
     PARAMETERS as PARAMETERS,
     PriorRangeError as PriorRangeError,
     Uniform as Uniform,
+)
+from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
+from ._particles import (
+    fit_galaxy as fit_galaxy,
+    fit_particles as fit_particles,
+    GalaxyFit as GalaxyFit,
+    ParticleFit as ParticleFit,
 )
 from ._posterior import (
     chain_diagnostics as chain_diagnostics,
@@ -37,3 +30,10 @@ from ._posterior import (
     posterior_summary as posterior_summary,
     write_samples_hdf5 as write_samples_hdf5,
 )
+from ._spaxels import (
+    fit_spaxels as fit_spaxels,
+    SpaxelFit as SpaxelFit,
+    STATUS as STATUS,
+    telescope_for_cube as telescope_for_cube,
+)
+from ._spectrum_model import SpectrumModel as SpectrumModel
