@@ -127,7 +127,7 @@ def test_every_option_of_every_command_is_in_its_help(capsys):
     for action in main_parser._actions:
         for option in action.option_strings:
             assert option in text
-    assert set(sub.choices) == {"run", "convert", "fit", "survey", "telescopes", "info"}
+    assert set(sub.choices) == {"run", "convert", "fit", "survey", "infer", "telescopes", "info"}
     for name, command in sub.choices.items():
         text = " ".join(_help([name, "--help"], capsys).split())  # unwrap the lines
         for action in command._actions:
