@@ -110,7 +110,9 @@ def test_same_shaped_items_share_one_compilation(first_run):
     _, out, _, stdout, _, seconds = first_run
     records = sorted(read_manifest(out).values(), key=lambda r: r["index"])
     first, rest = records[0], records[1:]
-    assert first["compilations"] >= 10  # forward model, truth maps, ...
+    # forward model, truth maps, ... (fewer when earlier tests of the session compiled
+    # some of the same programs: jit caches live per process)
+    assert first["compilations"] >= 1
     for r in rest:
         new_size = r["view"] == "i20_pa0"  # first view of galaxies 2 and 3
         assert r["compilations"] <= (2 if new_size else 0), (r["item"], r["compilations"])
