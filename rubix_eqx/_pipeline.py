@@ -145,7 +145,9 @@ class Pipeline(eqx.Module):
         if oversample is None:
             oversample = default_oversample(telescope.wavelength)
         if not (isinstance(oversample, int) and oversample >= 1):
-            raise ValueError(f"`Pipeline(oversample=...)` must be an integer >= 1; got {oversample!r}.")
+            raise ValueError(
+                f"`Pipeline(oversample=...)` must be an integer >= 1; got {oversample!r}."
+            )
         grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
         if lsf is True:
             # Extend the lattice by the LSF's half-width so flux spreads in from outside.

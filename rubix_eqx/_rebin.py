@@ -32,9 +32,7 @@ def cubic_cdf(s) -> np.ndarray:
     return 0.5 + np.sign(s) * half
 
 
-def cubic_projection(
-    edges_in: np.ndarray, integrated_in: np.ndarray, n_out: int
-) -> np.ndarray:
+def cubic_projection(edges_in: np.ndarray, integrated_in: np.ndarray, n_out: int) -> np.ndarray:
     """Integrated flux on unit bins [m, m+1), m = 0 … n_out−1, of a piecewise-constant
     spectrum with bin edges `edges_in` (in output-bin units, increasing) and integrated
     flux `integrated_in` (…, n_in): bin m receives ∫ ρ(u) K(m + ½ − u) du. Output bins

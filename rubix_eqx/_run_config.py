@@ -475,11 +475,9 @@ def build_ssp(name: str):
 
 
 def build_pipeline_from(spec: RunSpec, ssp):
-    from ._pipeline import Pipeline
-    from ._stages._noise import ExposureNoise, Noise
-
     from ._observation import Observation
-    from ._pipeline import crop_to_coverage
+    from ._pipeline import crop_to_coverage, Pipeline
+    from ._stages._noise import ExposureNoise, Noise
 
     kw = dict(spec.pipeline)
     telescope = spec.telescope

@@ -71,7 +71,8 @@ class SpectralGrid(eqx.Module):
         range from outside it; at least the cubic kernel's 2 bins)."""
         if oversample < 1 or margin < 0:
             raise ValueError(
-                f"`SpectralGrid.build`: need oversample >= 1 and margin >= 0; got {oversample}, {margin}."
+                "`SpectralGrid.build`: need oversample >= 1 and margin >= 0; "
+                f"got {oversample}, {margin}."
             )
         tel_edges = pixel_edges(np.asarray(telescope_wavelength, np.float64))
         margin = max(margin, KERNEL_MARGIN)

@@ -205,7 +205,9 @@ def cubic_project(edges_in, flux_density_in, lattice_edges, q=256):
         m = first + offset
         weight = keys_kernel(m[:, None] + 0.5 - nodes).mean(axis=1)
         ok = (m >= 0) & (m < n_out)
-        np.add.at(np.moveaxis(out, -1, 0), m[ok], np.moveaxis(integrated[..., ok] * weight[ok], -1, 0))
+        np.add.at(
+            np.moveaxis(out, -1, 0), m[ok], np.moveaxis(integrated[..., ok] * weight[ok], -1, 0)
+        )
     return out / np.diff(lattice_edges)
 
 

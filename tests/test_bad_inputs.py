@@ -1442,7 +1442,7 @@ def test_cli_run_bad_config(run_setup, changes, messages):
         ({"spaxel_size": float("inf")}, (r"spaxel_size: must be finite, got inf",)),
         (
             {"lsf_fwhm": 1.0},
-            (r"telescope 'tiny' LSF FWHM 1\.00 Å is sharper than the \d\.\d\d Å the SSP templates",),
+            (r"telescope 'tiny' LSF FWHM 1\.00 Å is sharper than the \d\.\d\d Å the SSP",),
         ),
     ],
     ids=[

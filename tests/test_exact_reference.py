@@ -14,8 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_reference import (
     C_KMS,
-    FWHM_PER_SIGMA,
     exact_spectra,
+    FWHM_PER_SIGMA,
     gaussian_population,
     kernel_variance,
     line_templates,

@@ -156,7 +156,8 @@ def test_lsf_resolution_error(ssp):
     lo, hi = lsf.sharper_range(Z)
     assert lo < wave[0] + 1 and abs(hi - crossing) < 1.0
     with pytest.raises(
-        ResolutionError, match=r"telescope 'sharp' LSF FWHM 2\.\d\d Å is sharper than the \d\.\d\d Å"
+        ResolutionError,
+        match=r"telescope 'sharp' LSF FWHM 2\.\d\d Å is sharper than the \d\.\d\d Å",
     ) as info:
         lsf.check(Z)
     message = str(info.value)

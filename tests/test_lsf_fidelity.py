@@ -136,7 +136,8 @@ def test_applied_lsf_is_recorded_where_the_templates_are_broader():
     spectrum = ref.line_templates(wave, centres, line_flux=2.0, fwhm=2.51) + 0.2
     ssp = rx.SSPGrid(
         age=jnp.asarray([1.0, 10.0]), metallicity=jnp.asarray([0.01, 0.02]),
-        wavelength=jnp.asarray(wave), flux=jnp.asarray(np.broadcast_to(spectrum, (2, 2, wave.size)).copy()),
+        wavelength=jnp.asarray(wave),
+        flux=jnp.asarray(np.broadcast_to(spectrum, (2, 2, wave.size)).copy()),
         fwhm=jnp.full(wave.shape, 2.51), remaining_mass_fraction=jnp.ones((2, 2)),
     )  # fmt: skip
     with pytest.raises(rx.ResolutionError, match="MUSE-WFM"):

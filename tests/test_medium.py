@@ -15,14 +15,22 @@ H_ALPHA_AIR = 6562.80  # Å
 H_ALPHA_VACUUM = 6564.61  # Å (NIST)
 
 
+def grid_of(wave, spectrum, fwhm) -> rx.SSPGrid:
+    """The same spectrum at every node of a 2 × 2 grid."""
+    return rx.SSPGrid(
+        age=jnp.asarray([1.0, 10.0]),
+        metallicity=jnp.asarray([0.01, 0.02]),
+        wavelength=jnp.asarray(wave),
+        flux=jnp.asarray(np.broadcast_to(spectrum, (2, 2, wave.size)).copy()),
+        fwhm=jnp.full(wave.shape, fwhm),
+        remaining_mass_fraction=jnp.ones((2, 2)),
+    )
+
+
 def line_grid() -> rx.SSPGrid:
     wave = np.arange(3000.0, 10500.0, 0.5)
     spectrum = ref.line_templates(wave, [H_ALPHA_AIR], line_flux=5.0, continuum=0.1, fwhm=2.0)
-    return rx.SSPGrid(
-        age=jnp.asarray([1.0, 10.0]), metallicity=jnp.asarray([0.01, 0.02]),
-        wavelength=jnp.asarray(wave), flux=jnp.asarray(np.broadcast_to(spectrum, (2, 2, wave.size)).copy()),
-        fwhm=jnp.full(wave.shape, 2.0), remaining_mass_fraction=jnp.ones((2, 2)),
-    )  # fmt: skip
+    return grid_of(wave, spectrum, 2.0)
 
 
 def centroid(wave, flux, centre, half=12.0) -> float:
@@ -73,11 +81,7 @@ def test_crop_to_coverage_leaves_the_lsf_margin():
     """At z = 0 E-MILES-like coverage ends inside MUSE's range: the cropped telescope is
     accepted by an LSF pipeline (before, the LSF margin was ignored and it raised)."""
     wave = np.arange(3000.0, 8950.0, 0.9)
-    grid = rx.SSPGrid(
-        age=jnp.asarray([1.0, 10.0]), metallicity=jnp.asarray([0.01, 0.02]),
-        wavelength=jnp.asarray(wave), flux=jnp.ones((2, 2, wave.size)),
-        fwhm=jnp.full(wave.shape, 1.5), remaining_mass_fraction=jnp.ones((2, 2)),
-    )  # fmt: skip
+    grid = grid_of(wave, np.ones(wave.size), 1.5)
     tel = rx.Telescope.preset("MUSE-WFM", n_x=2, n_y=2)
     with pytest.raises(rx.CoverageError):
         rx.Pipeline(tel, grid, psf=False).check_coverage(0.0)
@@ -106,11 +110,7 @@ def test_run_config_can_ask_for_the_crop(tmp_path):
     }
     spec = rc.check_config(config)
     wave = np.arange(3000.0, 8950.0, 0.9)
-    grid = rx.SSPGrid(
-        age=jnp.asarray([1.0, 10.0]), metallicity=jnp.asarray([0.01, 0.02]),
-        wavelength=jnp.asarray(wave), flux=jnp.ones((2, 2, wave.size)),
-        fwhm=jnp.full(wave.shape, 1.5), remaining_mass_fraction=jnp.ones((2, 2)),
-    )  # fmt: skip
+    grid = grid_of(wave, np.ones(wave.size), 1.5)
     pipe = rc.build_pipeline_from(spec, grid)
     assert pipe.telescope.n_wave < spec.telescope.n_wave
     pipe.check_coverage(0.0)

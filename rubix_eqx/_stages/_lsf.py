@@ -169,7 +169,8 @@ class LSF(eqx.Module):
             raise ValueError(f"`LSF.build(n_sigma=...)` must be >= 3; got {n_sigma}.")
         if not 0 <= doppler_variance <= 0.25:
             raise ValueError(
-                f"`LSF.build(doppler_variance=...)` must lie in [0, 1/4] pixel²; got {doppler_variance}."
+                "`LSF.build(doppler_variance=...)` must lie in [0, 1/4] pixel²; "
+                f"got {doppler_variance}."
             )
         dtype = grid.templates.dtype
         edges = grid.obs_log_edges
@@ -197,7 +198,8 @@ class LSF(eqx.Module):
             ssp_variance=jnp.asarray(ssp_sigma**2 + ssp_pixel**2 * _BIN_VARIANCE, dtype),
             log_step=float(grid.log_step),
             doppler_variance=float(doppler_variance),
-            fourth_cumulant=CUBIC_FOURTH_CUMULANT * 2 + BIN_FOURTH_CUMULANT
+            fourth_cumulant=CUBIC_FOURTH_CUMULANT * 2
+            + BIN_FOURTH_CUMULANT
             + (HAT_FOURTH_CUMULANT if doppler_variance > 0 else 0.0),
             half_width=half_width,
             n_sigma=float(n_sigma),
@@ -305,7 +307,8 @@ class LSF(eqx.Module):
         worst = int(np.argmax(floor / tel))
         raise ResolutionError(
             f"telescope {self.telescope_name!r} LSF FWHM {tel[worst]:.2f} Å is sharper than "
-            f"the {floor[worst]:.2f} Å the SSP templates reach on its pixels at {wave[worst]:.0f} Å "
+            f"the {floor[worst]:.2f} Å the SSP templates reach on its pixels at "
+            f"{wave[worst]:.0f} Å "
             f"(template FWHM × (1+{z:g}) plus the pixel and lattice terms, docs/physics.md), "
             f"and sharper by more than tolerance={self.tolerance:g} over "
             f"{span[0]:.0f}–{span[1]:.0f} Å; pass allow_sharper=True to add no broadening "

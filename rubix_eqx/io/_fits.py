@@ -496,19 +496,29 @@ def read_cube_fits(path: str | Path) -> Cube:
         return read_muse(hdus, path)
 
 
+def read_axes(hdus, name: str, path: Path):
+    """The flux of extension `name` (x, y, λ) and the cube's axes: `(flux, ours, spaxel,
+    ra, dec, wavelength, sampling, medium)`; `ours` for files this library wrote (their
+    spaxel and centre from our keywords, else from the celestial WCS)."""
+    primary = hdus[0].header
+    ours = primary.get("PROGRAM") == PROGRAM
+    flux = cube_data(hdus, name, path)
+    where = f"{path}: `{name}`"
+    if ours:
+        spaxel, ra, dec = float(primary["SPAXSIZE"]), float(primary["RA"]), float(primary["DEC"])
+    else:
+        spaxel, ra, dec = read_celestial(hdus[name].header, flux.shape[0], flux.shape[1], where)
+    wavelength, sampling, medium = read_spectral(hdus[name].header, flux.shape[2], where)
+    return flux, ours, spaxel, ra, dec, wavelength, sampling, medium
+
+
 def read_muse(hdus, path: Path) -> Cube:
     names = [hdu.name for hdu in hdus]
     primary = hdus[0].header
     header = hdus["DATA"].header
-    ours = primary.get("PROGRAM") == PROGRAM
-    flux = cube_data(hdus, "DATA", path)
+    flux, ours, spaxel, ra, dec, wavelength, sampling, medium = read_axes(hdus, "DATA", path)
     shape = flux.shape
     where = f"{path}: `DATA`"
-    if ours:
-        spaxel, ra, dec = float(primary["SPAXSIZE"]), float(primary["RA"]), float(primary["DEC"])
-    else:
-        spaxel, ra, dec = read_celestial(header, shape[0], shape[1], where)
-    wavelength, sampling, medium = read_spectral(header, shape[2], where)
     # our files before the MUSE layout (no LAYOUT keyword): STAT = 0 meant noiseless, and
     # a 2-D MASK extension held the aperture
     legacy = ours and "LAYOUT" not in primary

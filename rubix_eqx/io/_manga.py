@@ -33,7 +33,7 @@ from ._fits import (
     diagnostics_from,
     prepared_voxels,
     primary_hdu,
-    PROGRAM,
+    read_axes,
     spectrum_data,
     telescope_name,
 )
@@ -42,8 +42,6 @@ from ._header import (
     exact,
     parse_flux_unit,
     put,
-    read_celestial,
-    read_spectral,
     write_keywords,
 )
 
@@ -143,15 +141,9 @@ def read_manga(hdus, path: Path) -> Cube:
     names = [hdu.name for hdu in hdus]
     primary = hdus[0].header
     header = hdus["FLUX"].header
-    ours = primary.get("PROGRAM") == PROGRAM
-    flux = cube_data(hdus, "FLUX", path)
+    flux, ours, spaxel, ra, dec, wavelength, sampling, medium = read_axes(hdus, "FLUX", path)
     shape = flux.shape
     where = f"{path}: `FLUX`"
-    if ours:
-        spaxel, ra, dec = float(primary["SPAXSIZE"]), float(primary["RA"]), float(primary["DEC"])
-    else:
-        spaxel, ra, dec = read_celestial(header, shape[0], shape[1], where)
-    wavelength, sampling, medium = read_spectral(header, shape[2], where)
     if "WAVE" in names:
         wavelength = spectrum_data(hdus, "WAVE", path, shape[2]).astype(np.float64)
         if not (np.all(np.isfinite(wavelength)) and np.all(np.diff(wavelength) > 0)):
