@@ -242,10 +242,17 @@ class Pipeline(eqx.Module):
         )
 
     def __call__(
-        self, galaxy: Galaxy, observation: Observation, *, key: PRNGKeyArray | None = None
+        self,
+        galaxy: Galaxy,
+        observation: Observation,
+        *,
+        key: PRNGKeyArray | None = None,
+        speed_bound: float | None = None,
     ) -> Cube:
         """The cube of `galaxy` seen as `observation` (jitted; differentiable in every
-        floating field of both). `key` feeds the noise stage, if any."""
+        floating field of both). `key` feeds the noise stage, if any. `speed_bound`
+        (km/s): the histogram engine's velocity axis; default from the galaxy (see
+        `speed_bound`); pass `velocity_margin` to share one compilation among galaxies."""
         redshift = concrete(observation.redshift)
         if redshift is not None:
             if not np.isfinite(redshift):
@@ -255,7 +262,9 @@ class Pipeline(eqx.Module):
                 self.lsf.check(float(redshift))
         if self.noise is not None and key is None:
             raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
-        cube = _forward(self, galaxy, observation, key, self.speed_bound(galaxy, observation))
+        if speed_bound is None:
+            speed_bound = self.speed_bound(galaxy, observation)
+        cube = _forward(self, galaxy, observation, key, float(speed_bound))
         _report(cube.diagnostics)
         return cube
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import rubix_eqx as rx
+from astropy import constants as _const, units as _u
 from rubix_eqx._config_checks import ConfigError
 from rubix_eqx._run_config import (
     apply_override,
@@ -24,7 +25,7 @@ from .cases import tiny_ssp, tiny_telescope
 
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
-H_C = 6.62607015e-27 * 2.99792458e18  # erg Å
+H_C = (_const.h * _const.c).to_value(_u.erg * _u.AA)  # erg Å, from astropy
 N_SIDE = 24  # spaxels of 0.4" (the default job's sampling); the disk fits well inside
 SMALL = [  # the default job, on a smaller field and 6000-6500 Å, face-on, 20 000 stars
     f"telescope.n_x={N_SIDE}", f"telescope.n_y={N_SIDE}", "telescope.wavelength.start=6000",
@@ -133,7 +134,8 @@ def simple_noise(**exposure) -> rx.ExposureNoise:
 
 
 def test_variance_matches_a_hand_count():
-    """Against the documented formula written out in NumPy (float64)."""
+    """Against the documented formula written out in NumPy (float64), photon energies
+    from astropy's constants."""
     wave = np.linspace(5000.0, 5100.0, 81)
     flux = np.random.default_rng(0).uniform(0.0, 500.0, (3, 2, wave.size))
     noise = simple_noise(time=1800.0)

@@ -102,6 +102,11 @@ def test_dsps_flux_is_l_lambda_per_angstrom_of_air(tmp_path):
     vac_wave, dvac_dair = _air_to_vacuum(wave)
     expect = l_nu * C / vac_wave**2 * dvac_dair
     np.testing.assert_allclose(vac.flux[2, 1], expect, rtol=2e-6)
+    # and against astropy's f_ν → f_λ (spectral_density), at the vacuum wavelengths
+    from astropy import units as u
+
+    per_hz = (l_nu * u.Lsun / u.Hz).to(u.Lsun / u.AA, u.spectral_density(vac_wave * u.AA))
+    np.testing.assert_allclose(vac.flux[2, 1], per_hz.value * dvac_dair, rtol=2e-6)
 
 
 def test_dsps_below_2000_angstrom_stays_vacuum_and_increasing(tmp_path):

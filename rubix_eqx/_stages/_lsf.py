@@ -211,14 +211,24 @@ class LSF(eqx.Module):
 
     # -- σ_kernel -----------------------------------------------------------------
 
-    def floor_variance(self, redshift) -> Float[Array, " n_work"]:
+    def floor_variance(self, redshift, xp=jnp) -> Float[Array | np.ndarray, " n_work"]:
         """σ_floor² (Å²) at each lattice bin: the broadening the templates and the numerics
-        bring before the kernel (see the class docstring), at `redshift`."""
-        one_plus_z = (1 + jnp.asarray(redshift)).astype(self.wavelength.dtype)
-        rest = self.wavelength / one_plus_z
-        templates = jnp.interp(rest, self.ssp_wavelength, self.ssp_variance) * one_plus_z**2
-        lattice = self.doppler_variance * (self.wavelength * self.log_step) ** 2
-        return templates + self.tel_pixel**2 * _BIN_VARIANCE + lattice
+        bring before the kernel (see the class docstring), at `redshift`. `xp=np` gives
+        it in NumPy float64 (for eager checks, even while tracing)."""
+        if xp is np:
+            wave, ssp_wave, ssp_var, tel_pixel = (
+                np.asarray(a, np.float64)
+                for a in (self.wavelength, self.ssp_wavelength, self.ssp_variance, self.tel_pixel)
+            )
+            one_plus_z = 1 + float(redshift)
+        else:
+            wave, ssp_wave, ssp_var, tel_pixel = (
+                self.wavelength, self.ssp_wavelength, self.ssp_variance, self.tel_pixel,
+            )  # fmt: skip
+            one_plus_z = (1 + jnp.asarray(redshift)).astype(wave.dtype)
+        templates = xp.interp(wave / one_plus_z, ssp_wave, ssp_var) * one_plus_z**2
+        lattice = self.doppler_variance * (wave * self.log_step) ** 2
+        return templates + tel_pixel**2 * _BIN_VARIANCE + lattice
 
     def sharper(self, redshift) -> Bool[Array, " n_work"]:
         """Boolean per lattice bin: σ_floor exceeds the telescope's σ by more than
@@ -276,15 +286,9 @@ class LSF(eqx.Module):
 
     def _numpy_fwhm(self, redshift: float):
         """(lattice λ, telescope FWHM, floor FWHM) in Å, NumPy float64."""
-        wave, tel, ssp_wave, ssp_variance, tel_pixel = (
-            np.asarray(a, np.float64)
-            for a in (self.wavelength, self.tel_sigma, self.ssp_wavelength, self.ssp_variance,
-                      self.tel_pixel)
-        )  # fmt: skip
-        one_plus_z = 1 + float(redshift)
-        templates = np.interp(wave / one_plus_z, ssp_wave, ssp_variance) * one_plus_z**2
-        lattice = self.doppler_variance * (wave * self.log_step) ** 2
-        floor = templates + tel_pixel**2 * _BIN_VARIANCE + lattice
+        wave = np.asarray(self.wavelength, np.float64)
+        tel = np.asarray(self.tel_sigma, np.float64)
+        floor = self.floor_variance(redshift, xp=np)
         return wave, tel * FWHM_PER_SIGMA, np.sqrt(floor) * FWHM_PER_SIGMA
 
     def sharper_range(self, redshift: float) -> tuple[float, float] | None:

@@ -655,17 +655,20 @@ def survey_cube(pipeline, galaxy, observation, key, n_real: int):
     fixed at `velocity_margin` (so that every galaxy shares one compilation), and
     `diagnostics.n_particles` set to the `n_real` particles before padding. Raises
     `EmptyFieldError` if no particle falls in the field."""
+    import warnings
+
     import jax.numpy as jnp
     import numpy as np
 
-    from .._pipeline import _forward, _report
+    from .._pipeline import FieldWarning
 
     redshift = float(np.asarray(observation.redshift))
-    pipeline.check_coverage(redshift)
-    if pipeline.lsf is not None:
-        pipeline.lsf.check(redshift)
-    cube = _forward(pipeline, galaxy, observation, key if pipeline.noise is not None else None,
-                    pipeline.velocity_margin)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FieldWarning)  # an empty field is raised below
+        cube = pipeline(
+            galaxy, observation, key=key if pipeline.noise is not None else None,
+            speed_bound=pipeline.velocity_margin,
+        )  # fmt: skip
     diag = dataclasses.replace(
         cube.diagnostics, n_particles=jnp.asarray(n_real, cube.diagnostics.n_particles.dtype)
     )
@@ -676,7 +679,6 @@ def survey_cube(pipeline, galaxy, observation, key, n_real: int):
             f"all {n_real} particles lie outside the {tel.n_x}x{tel.n_y}-spaxel field of "
             f"{tel.name} at redshift {redshift:g} (the cube would be zero)."
         )
-    _report(cube.diagnostics)
     return cube
 
 
