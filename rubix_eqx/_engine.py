@@ -23,29 +23,19 @@ per-particle terms chunk by chunk inside the loop, so memory beyond the particle
 themselves is flat in N.
 """
 
+import abc
 import functools as ft
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from ._spectral_grid import SpectralGrid
-
-
-class ParticleTerms(eqx.Module):
-    """Everything the sum needs per particle (all arrays have leading axis n)."""
-
-    spaxel_index: Int[Array, "n 4"]
-    spaxel_weight: Float[Array, "n 4"]
-    template_index: Int[Array, "n 4"]
-    template_weight: Float[Array, "n 4"]
-    shift: Int[Array, " n"]  # integer part of ln D / Δ (lattice pixels)
-    fraction: Float[Array, " n"]  # fractional part
-    amplitude: Float[Array, " n"]  # flux_unit · bin per (L☉ per M☉ per bin)
+from ._stages._protocol import SpectralTerms as ParticleTerms
 
 
 def auto_chunk_size(n_particles: int, n_work: int) -> int:
@@ -235,3 +225,93 @@ def choose_engine(
         + 2 * n_spaxels * columns * n_work / _MATMUL_FLOPS_PER_SECOND
     )
     return "histogram" if histogram < direct else "direct"
+
+
+class AbstractEngine(eqx.Module):
+    """How the sum over particles is evaluated: `engine(particles, fill, terms_fn, grid,
+    n_spaxels, systemic_shift, speed_bound) -> (work, sums)`.
+
+    `particles` is a pytree of per-particle arrays (leading axis N; a
+    [`rubix_eqx.Galaxy`][]), `fill` one valid zero-mass particle (read only for an empty
+    galaxy), `terms_fn(chunk, valid)` gives a chunk's [`rubix_eqx.SpectralTerms`][] and
+    its scalar diagnostics (summed; keys starting `max_` are maxed, and
+    `max_speed` must be the chunk's largest |v_los|). Returns the (n_spaxels, n_work)
+    lattice cube and the summed diagnostics (without the `max_` keys).
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def resolve(
+        self, n_particles: int, n_spaxels: int, grid: SpectralGrid, speed_bound: float
+    ) -> "AbstractEngine":
+        """The concrete engine that runs for these sizes (itself, unless it chooses)."""
+
+    @abc.abstractmethod
+    def __call__(self, particles, fill, terms_fn: TermsFn, grid: SpectralGrid,
+                 n_spaxels: int, systemic_shift, speed_bound: float):  # fmt: skip
+        """The lattice cube of these particles and the diagnostic sums."""
+
+
+class DirectEngine(AbstractEngine):
+    """The direct sum (`direct_cube`), in chunks of `chunk_size` particles (default:
+    `auto_chunk_size`)."""
+
+    name: ClassVar[str] = "direct"
+    chunk_size: int | None = eqx.field(static=True, default=None)
+
+    def resolve(self, n_particles, n_spaxels, grid, speed_bound):
+        return self
+
+    def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
+        n = jax.tree.leaves(particles)[0].shape[0]
+        size = self.chunk_size or auto_chunk_size(n, grid.n_work)
+        work, sums = direct_cube(chunked(particles, size, fill), terms_fn, grid, n_spaxels)
+        return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
+
+
+class HistogramEngine(AbstractEngine):
+    """The (spaxel, template, shift) histogram and one matrix product
+    (`histogram_cube`), in chunks of `chunk_size` particles (default 4096). The
+    velocity axis covers |v_los| ≤ `speed_bound`; a faster particle is an error."""
+
+    name: ClassVar[str] = "histogram"
+    chunk_size: int | None = eqx.field(static=True, default=None)
+
+    def resolve(self, n_particles, n_spaxels, grid, speed_bound):
+        return self
+
+    def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
+        chunks = chunked(particles, self.chunk_size or 4096, fill)
+        n_shift = n_shift_bins(grid, speed_bound)
+        work, sums = histogram_cube(chunks, terms_fn, grid, n_spaxels, systemic_shift, n_shift)
+        work = eqx.error_if(
+            work,
+            sums["max_speed"] > speed_bound,
+            "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
+            "raise the margin, or use engine='direct'.",
+        )
+        return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
+
+
+class AutoEngine(AbstractEngine):
+    """The faster of [`rubix_eqx.DirectEngine`][] and [`rubix_eqx.HistogramEngine`][]
+    for the sizes, by the cost model `choose_engine` (measured on CPU)."""
+
+    name: ClassVar[str] = "auto"
+    chunk_size: int | None = eqx.field(static=True, default=None)
+
+    def resolve(self, n_particles, n_spaxels, grid, speed_bound):
+        name = choose_engine(
+            n_particles, n_spaxels, grid.templates.shape[0],
+            n_shift_bins(grid, speed_bound), grid.n_work,
+        )  # fmt: skip
+        return (HistogramEngine if name == "histogram" else DirectEngine)(self.chunk_size)
+
+    def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
+        n = jax.tree.leaves(particles)[0].shape[0]
+        engine = self.resolve(n, n_spaxels, grid, speed_bound)
+        return engine(particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound)
+
+
+ENGINES = {"auto": AutoEngine, "direct": DirectEngine, "histogram": HistogramEngine}
