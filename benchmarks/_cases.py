@@ -636,7 +636,7 @@ def child_profile(spec: dict) -> dict:
         if getattr(pipe, "lsf", None) is not None:
             add(
                 "lsf (broadening on the lattice)",
-                lambda: aot(lambda p, w, o: p.lsf(w, o.redshift), pipe, work, obs)[0],
+                lambda: aot(lambda p, w, o: p.stage(rx.LSF).apply(w, o.redshift), pipe, work, obs)[0],
             )
         add(
             "to_telescope (rebin to telescope pixels)",
@@ -644,7 +644,7 @@ def child_profile(spec: dict) -> dict:
         )
         if getattr(pipe, "psf", None) is not None:
             flux = jnp.ones((tel.n_x, tel.n_y, tel.n_wave), grid.templates.dtype)
-            add("psf (every λ slice)", lambda: aot(lambda p, f: p.psf(f), pipe, flux)[0])
+            add("psf (every λ slice)", lambda: aot(lambda p, f: p.stage(rx.PSFConvolution).apply(f), pipe, flux)[0])
     add(f"forward total ({used} engine)", lambda: aot(forward_fn, pipe, gal, obs)[0])
     if calls:
         timed = time_calls(

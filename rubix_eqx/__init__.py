@@ -15,8 +15,13 @@ from ._cube import Cube as Cube, Diagnostics as Diagnostics
 from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation
 from ._observed_maps import observed_truth_maps as observed_truth_maps
+from ._engine import (
+    AbstractEngine as AbstractEngine,
+    AutoEngine as AutoEngine,
+    DirectEngine as DirectEngine,
+    HistogramEngine as HistogramEngine,
+)
 from ._pipeline import (
-    CoverageError as CoverageError,
     crop_to_coverage as crop_to_coverage,
     FieldWarning as FieldWarning,
     Pipeline as Pipeline,
@@ -24,7 +29,12 @@ from ._pipeline import (
 from ._quicklook import quicklook as quicklook
 from ._spectral_grid import SpectralGrid as SpectralGrid
 from ._stages._aperture import Aperture as Aperture
-from ._stages._deposit import Deposit as Deposit
+from ._stages._build import telescope_stages as telescope_stages
+from ._stages._deposit import (
+    AbstractDeposit as AbstractDeposit,
+    CICDeposit as CICDeposit,
+    NearestDeposit as NearestDeposit,
+)
 from ._stages._lsf import LSF as LSF, ResolutionError as ResolutionError
 from ._stages._noise import (
     AbstractNoise as AbstractNoise,
@@ -32,7 +42,20 @@ from ._stages._noise import (
     Noise as Noise,
 )
 from ._stages._orient import Orient as Orient
+from ._stages._pixels import Rebin as Rebin
+from ._stages._protocol import (
+    AbstractCubeStage as AbstractCubeStage,
+    AbstractParticleStage as AbstractParticleStage,
+    AbstractSpectraStage as AbstractSpectraStage,
+    AbstractStage as AbstractStage,
+    CubeState as CubeState,
+    FitModelError as FitModelError,
+    Particles as Particles,
+    Scene as Scene,
+    SpectralTerms as SpectralTerms,
+)
 from ._stages._psf import PSFConvolution as PSFConvolution
+from ._stages._spectra import CoverageError as CoverageError, Spectra as Spectra
 from .galaxy import Galaxy as Galaxy
 from .sharding import shard as shard
 from .ssp import SSPGrid as SSPGrid

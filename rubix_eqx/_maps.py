@@ -9,7 +9,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._checks import concrete
 from ._observation import Observation
-from ._stages._deposit import Deposit, sky_pixels
+from ._stages._deposit import AbstractDeposit, DEPOSITS
+from ._stages._protocol import Particles, Scene
 from ._stages._orient import Orient
 from ._units import dimming_constant
 from .galaxy import Galaxy
@@ -76,7 +77,7 @@ def truth_maps(
     telescope: Telescope,
     ssp: SSPGrid,
     weighting: str = "light",
-    deposit: Deposit | str = "cic",
+    deposit: AbstractDeposit | str = "cic",
     flux_unit: float = 1e-20,
 ) -> Maps:
     """Light- (or mass-) weighted maps of the particles, on the cube's spaxels with the
@@ -116,15 +117,15 @@ def _truth_maps(
     telescope: Telescope,
     ssp: SSPGrid,
     weighting: str,
-    deposit: Deposit | str,
+    deposit: AbstractDeposit | str,
     flux_unit: float,
 ) -> Maps:
-    deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
-    position, v_los = Orient()(galaxy, observation)
+    deposit = DEPOSITS[deposit]() if isinstance(deposit, str) else deposit
+    scene = Scene(observation, telescope, None, flux_unit)
+    particles = deposit(Orient()(Particles(galaxy), scene), scene)
+    position, v_los = particles.position, particles.v_los
+    index, spatial = particles.spaxel_index, particles.spaxel_weight
     dtype = position.dtype
-    d_a = observation.angular_diameter_distance().astype(dtype)
-    px, py = sky_pixels(position, d_a, telescope.spaxel_size, telescope.n_x, telescope.n_y)
-    index, spatial, _ = deposit(px, py, telescope.n_x, telescope.n_y)
     sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
     if weighting == "light":
         z = observation.redshift.astype(dtype)

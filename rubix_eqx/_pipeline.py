@@ -1,8 +1,10 @@
 """`Pipeline`: star particles → IFU cube, one jitted, differentiable call."""
 
+import dataclasses
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -12,98 +14,93 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ._checks import concrete
 from ._cube import Cube, Diagnostics
-from ._engine import (
-    auto_chunk_size,
-    choose_engine,
-    chunked,
-    direct_cube,
-    histogram_cube,
-    n_shift_bins,
-    ParticleTerms,
-)
-from ._medium import convert as convert_medium
+from ._engine import AbstractEngine, ENGINES
 from ._observation import Observation
 from ._rebin import pixel_edges
 from ._spectral_grid import SpectralGrid
-from ._stages._aperture import Aperture
-from ._stages._deposit import Deposit, sky_pixels
-from ._stages._lsf import LSF
-from ._stages._noise import AbstractNoise, telescope_noise
-from ._stages._orient import Orient, rotation_matrix
-from ._stages._psf import PSFConvolution
-from ._units import C_KM_S, dimming_constant
+from ._stages._build import telescope_stages
+from ._stages._orient import rotation_matrix
+from ._stages._protocol import (
+    AbstractCubeStage,
+    AbstractParticleStage,
+    AbstractSpectraStage,
+    AbstractStage,
+    CubeState,
+    Particles,
+    Scene,
+)
+from ._stages._spectra import CoverageError, Spectra, ssp_in_medium
+from ._units import C_KM_S
 from .galaxy import Galaxy
 from .sharding import sum_over_particles
-from .ssp import ssp_weights, SSPGrid
+from .ssp import SSPGrid
 from .telescope import Telescope
 
 
 logger = logging.getLogger("rubix_eqx")
 
 
-class CoverageError(ValueError):
-    """The telescope's wavelength range, de-redshifted, leaves the SSP grid."""
-
-
 class FieldWarning(UserWarning):
     """No particle of the galaxy falls inside the field of view."""
 
 
-def log_doppler(redshift, v_los):
-    """ln of the total Doppler factor (1+z)·sqrt((1+β)/(1-β)) (relativistic)."""
-    return jnp.log1p(redshift) + jnp.arctanh(v_los / C_KM_S)
+_DOMAIN_ORDER = {"lattice": 0, "rebin": 1, "pixels": 2}
 
 
 class Pipeline(eqx.Module):
-    """Composes the stages that turn a [`rubix_eqx.Galaxy`][] and an
-    [`rubix_eqx.Observation`][] into a [`rubix_eqx.Cube`][].
+    """Turns a [`rubix_eqx.Galaxy`][] and an [`rubix_eqx.Observation`][] into a
+    [`rubix_eqx.Cube`][]: an ordered tuple of stages plus an engine
+    (docs/architecture.md).
 
-    Stages, in order: `orient` (inclination, position angle), `deposit` (projection
-    with d_A and CIC or nearest deposit), spectra (SSP interpolation, Doppler shift,
-    d_L dimming, on the ln λ lattice of [`rubix_eqx.SpectralGrid`][]), `lsf`
-    (broadening to the telescope's resolution, on the lattice), rebinning onto the
-    telescope grid, `psf` (every λ slice), `noise` (with the variance it used) and
-    `aperture` (fibre-bundle footprint). Any of `lsf`, `psf`, `noise`, `aperture` may be
-    `None`. Call it as `pipeline(galaxy, observation, key=key)`.
+    Default stages, in order: [`rubix_eqx.Orient`][] (inclination, position angle), a
+    deposit ([`rubix_eqx.CICDeposit`][]: projection with d_A, bilinear weights), the
+    spectra stage [`rubix_eqx.Spectra`][] (SSP interpolation, Doppler shift, d_L
+    dimming, on the ln λ lattice of a [`rubix_eqx.SpectralGrid`][]); then the engine's
+    sum over particles; then [`rubix_eqx.LSF`][] (on the lattice), [`rubix_eqx.Rebin`][]
+    (onto the telescope pixels), [`rubix_eqx.PSFConvolution`][] (every λ slice), noise
+    (with the variance it used) and [`rubix_eqx.Aperture`][] (fibre-bundle footprint).
+    Call it as `pipeline(galaxy, observation, key=key)`.
+
+    **Attributes:** `telescope`, `ssp`, `stages` (the tuple), `engine` (an
+    [`rubix_eqx.AbstractEngine`][]), `flux_unit`.
     """
 
     telescope: Telescope
     ssp: SSPGrid
-    grid: SpectralGrid
-    orient: Orient
-    deposit: Deposit
-    lsf: LSF | None
-    psf: PSFConvolution | None
-    noise: AbstractNoise | None
-    aperture: Aperture | None
+    stages: tuple[AbstractStage, ...]
+    engine: AbstractEngine
     flux_unit: float = eqx.field(static=True)
-    chunk_size: int | None = eqx.field(static=True)
-    velocity_margin: float = eqx.field(static=True)
-    engine: str = eqx.field(static=True)
 
     def __init__(
         self,
         telescope: Telescope,
         ssp: SSPGrid,
         *,
-        deposit: Deposit | str = "cic",
-        orient: Orient | None = None,
-        lsf: LSF | bool = True,
-        allow_sharper_lsf: bool = False,
-        psf: PSFConvolution | bool = True,
-        noise: AbstractNoise | str | None = None,
-        aperture: Aperture | bool = True,
-        flux_unit: float = 1e-20,
+        stages: Sequence[AbstractStage] | None = None,
+        engine: AbstractEngine | str = "auto",
         chunk_size: int | None = None,
-        oversample: int | None = None,
-        velocity_margin: float = 1000.0,
-        engine: str = "auto",
-        dtype=jnp.float32,
+        flux_unit: float = 1e-20,
+        **switches,
     ):
         """**Arguments:**
 
         - `telescope`, `ssp`: the instrument and the SSP grid.
-        - `deposit`: `"cic"` (bilinear, default), `"nearest"`, or a `Deposit`.
+        - `stages`: the stages, in order (particle stages, one spectra stage, cube
+          stages with the lattice ones before [`rubix_eqx.Rebin`][] and the pixel ones
+          after); default: the telescope's, from the switches below. To add a stage to
+          the defaults: `Pipeline(tel, ssp, stages=rx.telescope_stages(tel, ssp) + (...))`
+          or `pipeline.with_stage(stage, after=rx.LSF)`.
+        - `engine`: an engine, or `"direct"`, `"histogram"`, `"auto"` (default: the
+          faster for the sizes, by a cost model measured on CPU; see `rubix_eqx._engine`).
+          All are exact.
+        - `chunk_size`: particles per scan step of a named engine (default: chosen from
+          the sizes).
+        - `flux_unit`: the cube's unit in erg s⁻¹ cm⁻² Å⁻¹ (default 1e-20).
+
+        Switches of the default stages ([`rubix_eqx.telescope_stages`][]; not with
+        `stages=`):
+
+        - `deposit`: `"cic"` (bilinear, default), `"nearest"`, or a deposit stage.
         - `orient`: the orientation stage (default `Orient()`).
         - `lsf`: `True` (default) broadens to the telescope's `lsf_fwhm` (an error where
           the telescope is sharper than the templates, unless `allow_sharper_lsf=True`,
@@ -117,8 +114,6 @@ class Pipeline(eqx.Module):
           them, else its constant S/N. Needs `key=` when called.
         - `aperture`: `True` (default) masks spaxels outside a hexagonal or circular
           bundle footprint; `False` for none; or an `Aperture`.
-        - `flux_unit`: the cube's unit in erg s⁻¹ cm⁻² Å⁻¹ (default 1e-20).
-        - `chunk_size`: particles per scan step (default: chosen from the sizes).
         - `oversample`: working ln λ lattice finer than the finest telescope pixel by
           this factor; default (`None`): the smallest factor making a lattice pixel
           ≤ 45 km/s (MUSE: 1, MaNGA's 69 km/s pixels: 2), which keeps line shapes within
@@ -127,72 +122,85 @@ class Pipeline(eqx.Module):
           that the SSP grid covers the telescope range, and as the upper bound of the
           histogram engine's velocity axis (an error for faster particles; with concrete
           velocities the axis is sized from the galaxy itself, see `speed_bound`).
-        - `engine`: `"direct"`, `"histogram"` or `"auto"` (the faster for the sizes, by a
-          cost model measured on CPU; see `rubix_eqx._engine`). Both are exact.
         - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
         """
         if not flux_unit > 0:
             raise ValueError(f"`Pipeline(flux_unit=...)` must be > 0; got {flux_unit}.")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"`Pipeline(chunk_size=...)` must be >= 1; got {chunk_size}.")
-        if not 0 <= velocity_margin < C_KM_S:
+        if stages is None:
+            stages = telescope_stages(telescope, ssp, flux_unit=flux_unit, **switches)
+        elif switches:
             raise ValueError(
-                f"`Pipeline(velocity_margin=...)` must lie in [0, c); got {velocity_margin}."
+                f"`Pipeline(stages=...)` takes no switches of the default stages; got "
+                f"{sorted(switches)}."
             )
+        if isinstance(engine, str):
+            if engine not in ENGINES:
+                raise ValueError(
+                    f"`Pipeline(engine=...)` must be 'auto', 'direct' or 'histogram'; got "
+                    f"{engine!r} (or pass an engine, e.g. rx.DirectEngine())."
+                )
+            engine = ENGINES[engine](chunk_size)
         self.telescope = telescope
         self.ssp = ssp
-        ssp = ssp_in_medium(ssp, telescope.medium)  # templates in the telescope's medium
-        if oversample is None:
-            oversample = default_oversample(telescope.wavelength)
-        if not (isinstance(oversample, int) and oversample >= 1):
-            raise ValueError(
-                f"`Pipeline(oversample=...)` must be an integer >= 1; got {oversample!r}."
-            )
-        grid = SpectralGrid.build(ssp, telescope.wavelength, oversample=oversample, dtype=dtype)
-        if lsf is True:
-            # Extend the lattice by the LSF's half-width so flux spreads in from outside.
-            margin = LSF.build(telescope, ssp, grid, allow_sharper=allow_sharper_lsf).half_width
-            grid = SpectralGrid.build(ssp, telescope.wavelength, oversample, margin, dtype)
-            lsf = LSF.build(telescope, ssp, grid, allow_sharper=allow_sharper_lsf)
-        self.grid = grid
-        self.lsf = lsf if isinstance(lsf, LSF) else None
-        if psf is True:
-            psf = PSFConvolution.build(telescope) if telescope.psf is not None else None
-        self.psf = psf if isinstance(psf, PSFConvolution) else None
-        if isinstance(noise, str):
-            if noise != "telescope":
-                raise ValueError(
-                    f"`Pipeline(noise=...)` must be a Noise, 'telescope' or None; got {noise!r}."
-                )
-            noise = telescope_noise(telescope, flux_unit)
-        if noise is not None:
-            noise = noise.for_pipeline(telescope, flux_unit)
-        self.noise = noise
-        if aperture is True:
-            aperture = Aperture.build(telescope) if telescope.aperture != "square" else None
-        self.aperture = aperture if isinstance(aperture, Aperture) else None
-        self.orient = Orient() if orient is None else orient
-        self.deposit = Deposit(deposit) if isinstance(deposit, str) else deposit
-        self.flux_unit = float(flux_unit)
-        self.chunk_size = chunk_size
-        self.velocity_margin = float(velocity_margin)
-        if engine not in ("auto", "direct", "histogram"):
-            raise ValueError(
-                f"`Pipeline(engine=...)` must be 'auto', 'direct' or 'histogram'; got {engine!r}."
-            )
+        self.stages = _ordered(tuple(stages))
         self.engine = engine
+        self.flux_unit = float(flux_unit)
+
+    # -- the stages -------------------------------------------------------------------
+
+    @property
+    def spectra(self) -> AbstractSpectraStage:
+        """The spectra stage."""
+        return next(s for s in self.stages if isinstance(s, AbstractSpectraStage))
+
+    @property
+    def grid(self) -> SpectralGrid:
+        """The spectra stage's lattice."""
+        return self.spectra.grid  # type: ignore[attr-defined]
+
+    @property
+    def velocity_margin(self) -> float:
+        """km/s: the largest line-of-sight speed the spectra stage covers."""
+        return self.spectra.velocity_margin  # type: ignore[attr-defined]
+
+    def stage(self, kind: type) -> AbstractStage | None:
+        """The first stage that is an instance of `kind` (e.g. `rx.LSF`), or `None`."""
+        return next((s for s in self.stages if isinstance(s, kind)), None)
+
+    def with_stage(
+        self, stage: AbstractStage, *, after: type | None = None, before: type | None = None
+    ) -> "Pipeline":
+        """This pipeline with `stage` inserted after the first stage of kind `after` (or
+        before the first of kind `before`; default: at the end of its kind)."""
+        stages = list(self.stages)
+        kinds = [type(s) for s in stages]
+        if after is not None:
+            where = next(i for i, s in enumerate(stages) if isinstance(s, after)) + 1
+        elif before is not None:
+            where = next(i for i, s in enumerate(stages) if isinstance(s, before))
+        elif isinstance(stage, AbstractParticleStage):
+            where = next(i for i, s in enumerate(stages) if isinstance(s, AbstractSpectraStage))
+        else:
+            where = len(kinds)
+        stages.insert(where, stage)
+        return dataclasses.replace(self, stages=tuple(stages))
+
+    def without(self, kind: type) -> "Pipeline":
+        """This pipeline without its stages of kind `kind` (e.g. `rx.AbstractNoise`)."""
+        return dataclasses.replace(
+            self, stages=tuple(s for s in self.stages if not isinstance(s, kind))
+        )
+
+    # -- eager checks -----------------------------------------------------------------
 
     def engine_for(self, n_particles: int, speed_bound: float | None = None) -> str:
-        """The engine used for a galaxy of `n_particles` whose line-of-sight speeds are
-        below `speed_bound` km/s (default `velocity_margin`)."""
-        if self.engine != "auto":
-            return self.engine
-        tel = self.telescope
+        """The name of the engine that runs for a galaxy of `n_particles` whose
+        line-of-sight speeds are below `speed_bound` km/s (default `velocity_margin`)."""
         bound = self.velocity_margin if speed_bound is None else speed_bound
-        return choose_engine(
-            n_particles, tel.n_x * tel.n_y, self.grid.templates.shape[0],
-            n_shift_bins(self.grid, bound), self.grid.n_work,
-        )  # fmt: skip
+        n_spaxels = self.telescope.n_x * self.telescope.n_y
+        return self.engine.resolve(n_particles, n_spaxels, self.grid, bound).name
 
     def speed_bound(self, galaxy: Galaxy, observation: Observation) -> float:
         """The line-of-sight speed (km/s) the histogram engine's velocity axis must cover:
@@ -213,33 +221,11 @@ class Pipeline(eqx.Module):
     def covered_range(self, redshift: float) -> tuple[float, float]:
         """The observed wavelength range (Å) whose lattice the SSP grid covers at
         `redshift` for every line-of-sight speed within ±`velocity_margin`."""
-        low, high = self.grid.shift_range()
-        a = math.atanh(self.velocity_margin / C_KM_S)
-        first, last = self.grid.obs_log_edges[[0, -1]]
-        # observed edge u is covered if ln D ∈ [low, high) for all |v| ≤ margin, i.e.
-        # the range shrinks by the excess of ln(1+z) ± a over [low, high).
-        lo_excess = max(0.0, math.log1p(redshift) + a - high)
-        hi_excess = max(0.0, low - (math.log1p(redshift) - a))
-        margin = self.lsf.half_width * self.grid.log_step if self.lsf is not None else 0.0
-        return math.exp(first + margin + lo_excess), math.exp(last - margin - hi_excess)
+        return self.spectra.covered_range(float(redshift))  # type: ignore[attr-defined]
 
     def check_coverage(self, redshift: float) -> None:
         """Raise [`rubix_eqx.CoverageError`][] if the telescope range is not covered."""
-        low, high = self.grid.shift_range()
-        a = math.atanh(self.velocity_margin / C_KM_S)
-        if low <= math.log1p(redshift) - a and math.log1p(redshift) + a < high:
-            return
-        lo, hi = self.covered_range(redshift)
-        wave = np.asarray(self.telescope.wavelength)
-        z_lo, z_hi = math.expm1(low + a), math.expm1(high - a)
-        raise CoverageError(
-            f"Telescope {self.telescope.name!r} spans {wave[0]:.1f}-{wave[-1]:.1f} Å (observed) "
-            f"but at redshift {redshift:g} the SSP grid {self.ssp.name!r} "
-            f"({self.grid.rest_range[0]:.1f}-{self.grid.rest_range[1]:.1f} Å rest) covers "
-            f"only {lo:.1f}-{hi:.1f} Å observed with a ±{self.velocity_margin:g} km/s velocity "
-            f"margin (the whole range is covered for {max(z_lo, 0):.4f} <= z < {z_hi:.4f}). Crop "
-            "the telescope with `rubix_eqx.crop_to_coverage(...)`, or change the redshift."
-        )
+        self.spectra.check_coverage(self.telescope, float(redshift))  # type: ignore[attr-defined]
 
     def __call__(
         self,
@@ -250,84 +236,44 @@ class Pipeline(eqx.Module):
         speed_bound: float | None = None,
     ) -> Cube:
         """The cube of `galaxy` seen as `observation` (jitted; differentiable in every
-        floating field of both). `key` feeds the noise stage, if any. `speed_bound`
-        (km/s): the histogram engine's velocity axis; default from the galaxy (see
-        `speed_bound`); pass `velocity_margin` to share one compilation among galaxies."""
-        redshift = concrete(observation.redshift)
-        if redshift is not None:
-            if not np.isfinite(redshift):
-                raise ValueError(f"`Observation.redshift` must be finite; got {float(redshift)}.")
-            self.check_coverage(float(redshift))
-            if self.lsf is not None:
-                self.lsf.check(float(redshift))
-        if self.noise is not None and key is None:
-            raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
+        floating field of both). `key` feeds the stochastic stages (noise), if any.
+        `speed_bound` (km/s): the histogram engine's velocity axis; default from the
+        galaxy (see `speed_bound`); pass `velocity_margin` to share one compilation
+        among galaxies."""
+        scene = Scene(observation, self.telescope, key, self.flux_unit)
+        for stage in self.stages:
+            stage.check_scene(scene)
         if speed_bound is None:
             speed_bound = self.speed_bound(galaxy, observation)
         cube = _forward(self, galaxy, observation, key, float(speed_bound))
         _report(cube.diagnostics)
         return cube
 
-    def particle_terms(
-        self, galaxy: Galaxy, observation: Observation
-    ) -> tuple[ParticleTerms, dict]:
-        """Per-particle deposit, template and Doppler terms, plus diagnostics arrays."""
-        tel = self.telescope
-        position, v_los = self.orient(galaxy, observation)
-        d_a = observation.angular_diameter_distance().astype(position.dtype)
-        d_l = observation.luminosity_distance().astype(position.dtype)
-        px, py = sky_pixels(position, d_a, tel.spaxel_size, tel.n_x, tel.n_y)
-        spaxel_index, spaxel_weight, outside = self.deposit(px, py, tel.n_x, tel.n_y)
-        weights = ssp_weights(self.ssp, galaxy.age, galaxy.metallicity)
-        log_d = log_doppler(observation.redshift.astype(v_los.dtype), v_los)
-        low, high = self.grid.shift_range()
-        log_d = eqx.error_if(
-            log_d,
-            (log_d < low) | (log_d >= high),
-            "The Doppler shift of some particles (redshift plus line-of-sight velocity) "
-            "moves the telescope range outside the SSP grid; see Pipeline.covered_range.",
+
+def _ordered(stages: tuple[AbstractStage, ...]) -> tuple[AbstractStage, ...]:
+    """`stages`, checked for the order of their kinds (named errors)."""
+    names = [type(s).__name__ for s in stages]
+    kinds = []
+    for name, s in zip(names, stages):
+        if isinstance(s, AbstractParticleStage):
+            kinds.append(0)
+        elif isinstance(s, AbstractSpectraStage):
+            kinds.append(1)
+        elif isinstance(s, AbstractCubeStage):
+            kinds.append(2 + _DOMAIN_ORDER[s.domain])
+        else:
+            raise ValueError(f"`Pipeline(stages=...)`: {name} is not a stage of a known kind.")
+    if kinds.count(1) != 1 or kinds.count(3) != 1:
+        raise ValueError(
+            "`Pipeline(stages=...)` needs exactly one spectra stage and one rebin stage; "
+            f"got {names}."
         )
-        shift, fraction = self.grid.shift(log_d)
-        amplitude = galaxy.mass * (dimming_constant(self.flux_unit) / d_l**2)
-        terms = ParticleTerms(
-            spaxel_index=spaxel_index,
-            spaxel_weight=spaxel_weight.astype(self.grid.templates.dtype),
-            template_index=weights.index,
-            template_weight=weights.weight.astype(self.grid.templates.dtype),
-            shift=shift,
-            fraction=fraction.astype(self.grid.templates.dtype),
-            amplitude=amplitude.astype(self.grid.templates.dtype),
+    if kinds != sorted(kinds):
+        raise ValueError(
+            "`Pipeline(stages=...)`: stages must run particle → spectra → lattice → rebin → "
+            f"pixels; got {names}."
         )
-        return terms, {"clipped": weights.clipped, "outside": outside, "v_los": v_los}
-
-
-LATTICE_PIXEL_KM_S = 45.0  # the coarsest default lattice pixel
-
-
-def default_oversample(wavelength) -> int:
-    """The smallest lattice oversampling making the lattice pixel ≤ 45 km/s for a
-    telescope grid `wavelength` (Å)."""
-    edges = np.log(pixel_edges(np.asarray(wavelength, np.float64)))
-    pixel = float(np.min(np.diff(edges))) * C_KM_S
-    return max(1, math.ceil(pixel / LATTICE_PIXEL_KM_S - 1e-9))
-
-
-def ssp_in_medium(ssp: SSPGrid, medium: str) -> SSPGrid:
-    """`ssp` (air wavelengths, as E-MILES) with its wavelengths and FWHM converted to
-    `medium` ("air": unchanged; "vacuum": Morton 2000, see `rubix_eqx._medium`). A
-    vacuum telescope then sees rest vacuum wavelengths × (1+z), which is exact; an air
-    telescope sees rest air × (1+z), off by the dispersion of air over the redshift
-    (< 0.5 km/s for z ≤ 0.1), as every fitter that works in air assumes."""
-    if medium == "air":
-        return ssp
-    air = np.asarray(ssp.wavelength, np.float64)
-    target = convert_medium(air, "air", medium)
-    fwhm = np.asarray(ssp.fwhm, np.float64) * target / air
-    return eqx.tree_at(
-        lambda g: (g.wavelength, g.fwhm),
-        ssp,
-        (jnp.asarray(target, ssp.wavelength.dtype), jnp.asarray(fwhm, ssp.fwhm.dtype)),
-    )
+    return stages
 
 
 def crop_to_coverage(
@@ -382,52 +328,40 @@ def crop_to_coverage(
 def _particle_sums(
     galaxy: Galaxy, pipeline: Pipeline, observation: Observation, speed_bound: float
 ) -> tuple[Array, dict[str, Array]]:
-    """The work cube of these particles and the diagnostic sums (per device if the
+    """The lattice cube of these particles and the diagnostic sums (per device if the
     particles are sharded); line-of-sight speeds must stay below `speed_bound` km/s for
     the histogram engine."""
     tel = pipeline.telescope
     galaxy = galaxy.checked()
-    n_spaxels = tel.n_x * tel.n_y
-    grid = pipeline.grid
-    engine = pipeline.engine_for(galaxy.n_particles, speed_bound)
-    if engine == "histogram":
-        chunk = pipeline.chunk_size or 4096
-    else:
-        chunk = pipeline.chunk_size or auto_chunk_size(galaxy.n_particles, grid.n_work)
+    scene = Scene(observation, tel, None, pipeline.flux_unit)
+    particle_stages = [s for s in pipeline.stages if isinstance(s, AbstractParticleStage)]
+    spectra = pipeline.spectra
     # Only read for an empty galaxy: one zero-mass particle of valid age and metallicity.
     zero = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), galaxy)
     fill = eqx.tree_at(lambda g: (g.age, g.metallicity), zero, (1.0, 0.019))
-    chunks = chunked(galaxy, chunk, fill)
 
     def terms_fn(chunk):
         chunk_galaxy, valid = chunk
-        terms, flags = pipeline.particle_terms(chunk_galaxy, observation)
+        particles = Particles(chunk_galaxy)
+        for stage in particle_stages:
+            particles = stage(particles, scene)
+        terms, flags = spectra(particles, scene)
         # Particles a shifted last window repeats (and padding) carry no flux.
         terms = eqx.tree_at(lambda t: t.amplitude, terms, jnp.where(valid, terms.amplitude, 0))
         mass = chunk_galaxy.mass
-        clipped, outside = flags["clipped"] & valid, flags["outside"] & valid
-        return terms, {
-            "n_clipped": jnp.sum(clipped),
-            "clipped_mass": jnp.sum(jnp.where(clipped, mass, 0)),
-            "n_outside": jnp.sum(outside),
-            "outside_mass": jnp.sum(jnp.where(outside, mass, 0)),
-            "max_speed": jnp.max(jnp.where(valid, jnp.abs(flags["v_los"]), 0)),
-        }
+        sums = {}
+        for name, flag in flags.items():
+            flag = flag & valid
+            sums[f"n_{name}"] = jnp.sum(flag)
+            sums[f"{name}_mass"] = jnp.sum(jnp.where(flag, mass, 0))
+        v_los = jnp.zeros_like(mass) if particles.v_los is None else particles.v_los
+        sums["max_speed"] = jnp.max(jnp.where(valid, jnp.abs(v_los), 0))
+        return terms, sums
 
-    if engine == "histogram":
-        systemic = jnp.log1p(observation.redshift.astype(grid.templates.dtype)) / grid.log_step
-        n_shift = n_shift_bins(grid, speed_bound)
-        work, sums = histogram_cube(chunks, terms_fn, grid, n_spaxels, systemic, n_shift)
-        work = eqx.error_if(
-            work,
-            sums["max_speed"] > speed_bound,
-            "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
-            "raise the margin, or use engine='direct'.",
-        )
-    else:
-        work, sums = direct_cube(chunks, terms_fn, grid, n_spaxels)
-    # `max_` entries are checked above, not summed over devices.
-    return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
+    dtype = pipeline.grid.templates.dtype
+    systemic = jnp.log1p(observation.redshift.astype(dtype)) / pipeline.grid.log_step
+    n_spaxels = tel.n_x * tel.n_y
+    return pipeline.engine(galaxy, fill, terms_fn, pipeline.grid, n_spaxels, systemic, speed_bound)
 
 
 @eqx.filter_jit
@@ -440,37 +374,28 @@ def _forward(
 ) -> Cube:
     tel = pipeline.telescope
     observation = observation.checked()
-    grid = pipeline.grid
     # A sum over particles: on each device for its own particles when they are sharded
     # (rubix_eqx.sharding), then one all-reduce of the work cube and the diagnostic sums.
     bound = pipeline.velocity_margin if speed_bound is None else speed_bound
     work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation, bound)
-    n_lsf_clipped = jnp.asarray(0)
-    lsf_fwhm = None
-    if pipeline.lsf is not None:
-        work = pipeline.lsf(work, observation.redshift)
-        n_lsf_clipped = pipeline.lsf.n_clipped(observation.redshift)
-        applied = pipeline.lsf.applied_fwhm(observation.redshift)
-        lsf_fwhm = jnp.interp(tel.wavelength, pipeline.lsf.wavelength, applied)
-    flux = grid.to_telescope(work).reshape(tel.n_x, tel.n_y, tel.n_wave)
-    if pipeline.psf is not None:
-        flux = pipeline.psf(flux)
-    variance = jnp.zeros_like(flux)
-    if pipeline.noise is not None:
-        if key is None:
-            raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
-        flux, variance = pipeline.noise(flux, tel.wavelength, key)
-    mask = jnp.ones((tel.n_x, tel.n_y), bool)
-    if pipeline.aperture is not None:
-        flux, variance = pipeline.aperture(flux, variance)
-        mask = pipeline.aperture.mask
-    diag = diagnostics(galaxy, sums, n_lsf_clipped)
+    scene = Scene(observation, tel, key, pipeline.flux_unit)
+    cube = CubeState(
+        flux=work,
+        variance=jnp.zeros((), work.dtype),
+        mask=jnp.ones((tel.n_x, tel.n_y), bool),
+        lsf_fwhm=None,
+        diagnostics={"n_lsf_clipped": jnp.asarray(0)},
+        on_lattice=True,
+    )
+    for stage in pipeline.stages:
+        if isinstance(stage, AbstractCubeStage):
+            cube = stage(cube, scene)
     return Cube(
-        flux=flux,
-        variance=variance,
+        flux=cube.flux,
+        variance=jnp.broadcast_to(cube.variance, cube.flux.shape),
         wavelength=tel.wavelength,
-        mask=mask,
-        diagnostics=diag,
+        mask=cube.mask,
+        diagnostics=diagnostics(galaxy, sums, cube.diagnostics["n_lsf_clipped"]),
         redshift=observation.redshift,
         spaxel_size=tel.spaxel_size,
         ra=observation.ra,
@@ -478,7 +403,7 @@ def _forward(
         flux_unit=pipeline.flux_unit,
         wavelength_sampling=tel.sampling,
         telescope=tel.name,
-        lsf_fwhm=lsf_fwhm,
+        lsf_fwhm=cube.lsf_fwhm,
         medium=tel.medium,
     )
 

@@ -32,6 +32,18 @@ PAD = 2  # zero bins before the rest templates (and n_work + PAD after: reads ne
 KERNEL_MARGIN = 2  # observed-lattice bins beyond the telescope range: the cubic kernel's reach
 
 
+def lattice_geometry(telescope_wavelength, oversample: int = 1, margin: int = 0):
+    """(Δ, ln λ of the first edge, number of bins) of the observed lattice for a
+    telescope grid (Å): Δ = the finest telescope pixel in ln λ / `oversample`, extended
+    by max(`margin`, 2) bins beyond both ends."""
+    tel_edges = pixel_edges(np.asarray(telescope_wavelength, np.float64))
+    margin = max(margin, KERNEL_MARGIN)
+    log_step = float(np.min(np.diff(np.log(tel_edges)))) / oversample
+    u0 = float(np.log(tel_edges[0])) - margin * log_step
+    n_work = int(math.ceil(np.log(tel_edges[-1] / tel_edges[0]) / log_step - 1e-9)) + 2 * margin
+    return log_step, u0, n_work
+
+
 class SpectralGrid(eqx.Module):
     """Templates on the ln λ lattice and the rebin operator onto the telescope grid.
 
@@ -75,10 +87,7 @@ class SpectralGrid(eqx.Module):
                 f"got {oversample}, {margin}."
             )
         tel_edges = pixel_edges(np.asarray(telescope_wavelength, np.float64))
-        margin = max(margin, KERNEL_MARGIN)
-        log_step = float(np.min(np.diff(np.log(tel_edges)))) / oversample
-        u0 = float(np.log(tel_edges[0])) - margin * log_step
-        n_work = int(math.ceil(np.log(tel_edges[-1] / tel_edges[0]) / log_step - 1e-9)) + 2 * margin
+        log_step, u0, n_work = lattice_geometry(telescope_wavelength, oversample, margin)
         ssp_edges = pixel_edges(np.asarray(ssp.wavelength, np.float64))
         ssp_u = (np.log(ssp_edges) - u0) / log_step  # native edges in lattice bins
         # Rest bins whose whole kernel (±2 bins) lies on the templates.
@@ -162,12 +171,20 @@ class SpectralGrid(eqx.Module):
 
     def to_telescope(self, integrated: Float[Array, "... n_work"]) -> Float[Array, "... n_wave"]:
         """Flux density on the telescope grid (per Å) from observed-lattice integrated flux."""
-        n_wave, n_tap = self.rebin_weight.shape
-        padded = jnp.pad(integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, n_tap)])
-        out = jnp.zeros(integrated.shape[:-1] + (n_wave,), integrated.dtype)
-        lead = (1,) * (integrated.ndim - 1)
-        for k in range(n_tap):  # one gather and multiply-add per tap: no (…, n_wave, n_tap)
-            out = out + padded[..., self.rebin_start + k] * self.rebin_weight[:, k].reshape(
-                lead + (n_wave,)
-            )
-        return out
+        return rebin_to_pixels(integrated, self.rebin_start, self.rebin_weight)
+
+
+def rebin_to_pixels(
+    integrated: Float[Array, "... n_work"],
+    start: Int[Array, " n_wave"],
+    weight: Float[Array, "n_wave n_tap"],
+) -> Float[Array, "... n_wave"]:
+    """Σ_k integrated[..., start + k] · weight[:, k]: one gather and multiply-add per tap
+    (no (…, n_wave, n_tap) temporary)."""
+    n_wave, n_tap = weight.shape
+    padded = jnp.pad(integrated, [(0, 0)] * (integrated.ndim - 1) + [(0, n_tap)])
+    out = jnp.zeros(integrated.shape[:-1] + (n_wave,), integrated.dtype)
+    lead = (1,) * (integrated.ndim - 1)
+    for k in range(n_tap):
+        out = out + padded[..., start + k] * weight[:, k].reshape(lead + (n_wave,))
+    return out

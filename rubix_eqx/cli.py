@@ -86,6 +86,8 @@ def _run(args) -> int:
     if any(paths[k] is not None for k in ("cube_fits", "cube_hdf5", "quicklook")):
         from ._maps import truth_maps
         from ._observed_maps import observed_truth_maps
+        from ._stages._deposit import AbstractDeposit
+        from ._stages._psf import PSFConvolution
 
         with progress.stage("truth maps (and seeing-convolved, with a PSF)", "truth"):
             maps = truth_maps(
@@ -93,11 +95,12 @@ def _run(args) -> int:
                 observation,
                 tel,
                 ssp,
-                deposit=pipeline.deposit,
+                deposit=pipeline.stage(AbstractDeposit),
                 flux_unit=pipeline.flux_unit,
             )
-            if pipeline.psf is not None:
-                observed_maps = observed_truth_maps(maps, tel, psf=pipeline.psf)
+            psf = pipeline.stage(PSFConvolution)
+            if psf is not None:
+                observed_maps = observed_truth_maps(maps, tel, psf=psf)
     truth = {"truth": maps, "observed_truth": observed_maps}  # TRUE_*, OBS_* in the files
     if paths["cube_fits"] is not None:
         from .io import write_cube_fits

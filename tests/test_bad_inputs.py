@@ -500,7 +500,7 @@ CONSTRUCTION = [
         "deposit",
         lambda: rx.Pipeline(tiny_telescope(), tiny_ssp(), lsf=False, deposit="ngp"),
         ValueError,
-        r"`Deposit\(method=\.\.\.\)` must be 'cic' or 'nearest'; got 'ngp'",
+        r"`Pipeline\(deposit=\.\.\.\)` must be 'cic', 'nearest' or a deposit stage; got 'ngp'",
     ),
     (
         "noise string",

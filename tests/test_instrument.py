@@ -84,7 +84,7 @@ def test_lsf_conserves_flux(lsf_case, key):
     _, grid, lsf = lsf_case
     assert lsf.sharper_range(Z) is None and int(lsf.n_clipped(jnp.asarray(Z))) == 0
     work = jr.uniform(key, (3, grid.n_work), jnp.float64)
-    out = lsf(work, jnp.asarray(Z))
+    out = lsf.apply(work, jnp.asarray(Z))
     assert out.shape == work.shape
     np.testing.assert_allclose(out.sum(-1), work.sum(-1), rtol=1e-10)
 
@@ -95,7 +95,7 @@ def test_lsf_delta_line_fwhm(lsf_case, where):
     tel, grid, lsf = lsf_case
     k = int(where * grid.n_work)
     work = jnp.zeros((1, grid.n_work)).at[0, k].set(1.0)
-    out = np.asarray(lsf(work, jnp.asarray(Z)))[0]
+    out = np.asarray(lsf.apply(work, jnp.asarray(Z)))[0]
     lam = np.asarray(lsf.wavelength)
     mean = np.sum(out * lam) / out.sum()
     measured = FWHM * np.sqrt(np.sum(out * (lam - mean) ** 2) / out.sum())
@@ -121,7 +121,7 @@ def test_lsf_matches_brute_force(lsf_case):
     edges = np.exp(grid.obs_log_edges)
     cdf = np.asarray(ndtr((edges[None, :] - centre[:, None]) / sigma[:, None]))
     expected = source @ np.diff(cdf, axis=1)
-    out = np.asarray(lsf(jnp.asarray(source.reshape(n, sub).sum(1))[None], jnp.asarray(Z)))[0]
+    out = np.asarray(lsf.apply(jnp.asarray(source.reshape(n, sub).sum(1))[None], jnp.asarray(Z)))[0]
     inner = slice(2 * lsf.half_width, n - 2 * lsf.half_width)  # edges: mirror boundary
     err = np.max(np.abs(out[inner] - expected[inner])) / np.max(expected)
     assert err < 2e-4  # measured 3.2e-5 (unbroadened: 0.3)
@@ -166,9 +166,9 @@ def test_lsf_resolution_error(ssp):
     assert "(1+0.05)" in message and f"–{hi:.0f} Å" in message
     assert "allow_sharper=True" in message
     with pytest.raises(ValueError, match="sharper"):
-        lsf(work, jnp.asarray(Z))
+        lsf.apply(work, jnp.asarray(Z))
     with pytest.raises(eqx.EquinoxRuntimeError, match="sharper"):
-        eqx.filter_jit(lambda w, z: lsf(w, z))(work, jnp.asarray(Z))
+        eqx.filter_jit(lambda w, z: lsf.apply(w, z))(work, jnp.asarray(Z))
 
     clipping = LSF.build(tel, ssp, grid, allow_sharper=True)
     clipping.check(Z)  # no error
@@ -180,7 +180,7 @@ def test_lsf_resolution_error(ssp):
     # clipped region: identity (away from where the kernel reaches in)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(1, grid.n_work)))
-    out = clipping(x, jnp.asarray(Z))
+    out = clipping.apply(x, jnp.asarray(Z))
     inside = np.flatnonzero(sharper)[clipping.half_width : -clipping.half_width]
     np.testing.assert_allclose(out[0, inside], x[0, inside], rtol=1e-12)
 
@@ -193,7 +193,7 @@ def test_lsf_gradients(lsf_case, key):
     probe = jr.normal(k3, work.shape, jnp.float64)
 
     def loss(w, z):
-        return jnp.sum(probe * lsf(w, z) ** 2)
+        return jnp.sum(probe * lsf.apply(w, z) ** 2)
 
     grad_w, grad_z = jax.jit(jax.grad(loss, argnums=(0, 1)))(work, jnp.asarray(Z))
     h = 1e-6
@@ -251,7 +251,7 @@ def test_psf_point_source(kind):
     assert enclosed_fraction(psf, (min(hx, hy) + 0.5) * tel.spaxel_size) >= 0.999
     np.testing.assert_allclose(stage.kernels.sum((1, 2)), 1.0, rtol=1e-12)
     source = point_source()
-    out = np.asarray(stage(source))
+    out = np.asarray(stage.apply(source))
     np.testing.assert_allclose(out.sum((0, 1)), 1.0, rtol=1e-5)  # measured < 1e-12
     image = out[:, :, 0]
     offset = (np.arange(64) - 32)[:, None] * tel.spaxel_size
@@ -275,7 +275,7 @@ def test_psf_methods_agree_and_gradient(key):
     for stage in (separable, PSFConvolution.build(tel, PSFS["moffat"])):
 
         def loss(y, stage=stage):
-            return jnp.sum(probe * stage(y) ** 2)
+            return jnp.sum(probe * stage.apply(y) ** 2)
 
         grad = jax.grad(loss)(x)
         h = 1e-6
@@ -290,7 +290,7 @@ def test_psf_wavelength_dependent():
     psf = PSFS["gaussian"]
     stage = PSFConvolution.build(tel, psf, wavelength_dependent=True)
     assert stage.kernels.shape[0] == 8
-    out = np.asarray(stage(point_source(n_wave=tel.n_wave)))
+    out = np.asarray(stage.apply(point_source(n_wave=tel.n_wave)))
     np.testing.assert_allclose(out.sum((0, 1)), 1.0, rtol=1e-5)
     offset = (np.arange(64) - 32)[:, None, None] * tel.spaxel_size
     var = np.sum(out * offset**2, axis=(0, 1)) - tel.spaxel_size**2 / 12
@@ -324,7 +324,7 @@ def test_noise_chi2_and_floor(key):
     amplitude = jr.uniform(k1, (30, 30, 1), jnp.float64) * 10.0
     flux = (amplitude * spectrum[None, None, :]).at[:5].set(0.0)  # empty spaxels
     noise = Noise(snr=20.0, window=(6020.0, 6060.0))
-    noisy, variance = noise(flux, WAVE, k2)
+    noisy, variance = noise.apply(flux, WAVE, k2)
     assert np.all(np.isfinite(variance)) and np.all(variance[:5] > 0)
     chi2 = float(jnp.mean((noisy - flux) ** 2 / variance))
     assert 0.95 < chi2 < 1.05
@@ -378,7 +378,7 @@ def test_aperture_presets_and_masking(key):
     )
     aperture = Aperture.build(tel)
     flux = jr.uniform(key, (12, 12, 5), jnp.float64) + 1
-    flux_out, var_out = aperture(flux, 2 * flux)
+    flux_out, var_out = aperture.apply(flux, 2 * flux)
     inside = np.asarray(aperture.mask)
     assert np.all(np.asarray(flux_out)[~inside] == 0) and np.all(np.asarray(var_out)[~inside] == 0)
     np.testing.assert_array_equal(np.asarray(flux_out)[inside], np.asarray(flux)[inside])

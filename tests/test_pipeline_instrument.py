@@ -55,8 +55,8 @@ def test_lsf_on_the_lattice_matches_broadening_the_final_cube(ssp, v):
     fine_wave, wave = np.asarray(fine.wavelength), np.asarray(tel.wavelength)
     # The kernel the stage applies (σ_tel² less the templates' and the numerics' own
     # broadening: checked against an exact reference in test_lsf_fidelity.py).
-    lattice = np.asarray(pipe.lsf.wavelength)
-    kernel = np.asarray(pipe.lsf.variance(obs.redshift)) * (lattice * pipe.grid.log_step) ** 2
+    lattice = np.asarray(pipe.stage(rx.LSF).wavelength)
+    kernel = np.asarray(pipe.stage(rx.LSF).variance(obs.redshift)) * (lattice * pipe.grid.log_step) ** 2
     sigma = np.sqrt(np.interp(fine_wave, lattice, kernel))
     broadened = brute_force_lsf(fine_wave, plain, sigma)
     expected = ref.rebin(ref.pixel_edges(fine_wave), broadened, ref.pixel_edges(wave))
@@ -72,7 +72,7 @@ def test_sharper_telescope_is_a_named_error_or_reported(ssp):
     pipe = rx.Pipeline(tel, ssp, allow_sharper_lsf=True)
     cube = pipe(random_galaxy(1, 10), observation())
     assert int(cube.diagnostics.n_lsf_clipped) == pipe.grid.n_work
-    assert pipe.lsf.sharper_range(float(observation().redshift)) is not None
+    assert pipe.stage(rx.LSF).sharper_range(float(observation().redshift)) is not None
 
 
 def test_noise_stage_variance_and_determinism(ssp):

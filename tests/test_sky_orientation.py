@@ -46,7 +46,9 @@ def on_sky(galaxy, obs):
     """Sky positions (kpc), sky velocities (km/s), both (West, North, away), and the
     matrix, through the library's public orientation stage."""
     orient = rx.Orient()
-    position, v_los = orient(galaxy, obs)
+    tel = rx.Telescope.preset("MUSE-WFM", n_x=4, n_y=4)
+    oriented = orient(rx.Particles(galaxy), rx.Scene(obs, tel, None, 1e-20))
+    position, v_los = oriented.position, oriented.v_los
     matrix = np.asarray(orient.matrix(obs), np.float64)
     velocity = np.asarray(galaxy.velocity, np.float64) @ matrix.T
     np.testing.assert_allclose(velocity[:, 2], v_los, rtol=1e-12, atol=1e-9)

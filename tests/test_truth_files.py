@@ -271,7 +271,7 @@ def test_observed_flux_matches_the_psf_convolved_cube(setup):
     pipeline = rx.Pipeline(tel, ssp, lsf=False, dtype=jnp.float64)
     cube = pipeline(galaxy, obs)
     maps = rx.truth_maps(galaxy, obs, tel, ssp)
-    observed = rx.observed_truth_maps(maps, tel, psf=pipeline.psf)
+    observed = rx.observed_truth_maps(maps, tel, psf=pipeline.stage(rx.PSFConvolution))
     per_spaxel = np.asarray(cube.flux).sum(axis=2) * 2.0  # 2 Å pixels
     np.testing.assert_allclose(observed.flux, per_spaxel, rtol=1e-3, atol=1e-6 * per_spaxel.max())
     assert not np.allclose(maps.flux, per_spaxel, rtol=1e-2)  # the PSF matters here

@@ -1,6 +1,8 @@
 """Aperture: the instrument's footprint on the spaxel grid."""
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ..telescope import Telescope
+from ._protocol import AbstractCubeStage, CubeState, Scene
 
 
 def footprint(
@@ -37,8 +40,8 @@ def footprint(
     raise ValueError(f"`aperture` must be 'square', 'circle' or 'hexagon'; got {kind!r}.")
 
 
-class Aperture(eqx.Module):
-    """Stage: zero the flux and variance of spaxels outside the instrument's footprint.
+class Aperture(AbstractCubeStage):
+    """Cube stage (pixels): zero the flux and variance of spaxels outside the instrument's footprint.
 
     A spaxel is inside if its centre is (no partial spaxels): `"square"` (whole
     field), `"circle"` (within `aperture_diameter`/2 of the field centre) or
@@ -46,7 +49,8 @@ class Aperture(eqx.Module):
     centred on the field centre (pixel (n_x/2, n_y/2)). The in-footprint area is
     `mask.sum()` × spaxel², close to the shape's area (tested within a few %).
 
-    Call as `aperture(flux, variance) -> (flux, variance)`; `mask` is the footprint.
+    In a pipeline, `aperture(cube, scene)` (it sets the cube's `mask`); on arrays,
+    `aperture.apply(flux, variance) -> (flux, variance)`. `mask` is the footprint.
 
     **Attributes:**
 
@@ -68,7 +72,19 @@ class Aperture(eqx.Module):
         )
         return cls(mask=jnp.asarray(mask), kind=telescope.aperture)
 
-    def __call__(
+    domain: ClassVar[str] = "pixels"
+
+    def check_scene(self, scene: Scene) -> None:
+        pass
+
+    def for_spectrum(self) -> None:
+        return None
+
+    def __call__(self, cube: CubeState, scene: Scene) -> CubeState:
+        flux, variance = self.apply(cube.flux, cube.variance)
+        return dataclasses.replace(cube, flux=flux, variance=variance, mask=self.mask & cube.mask)
+
+    def apply(
         self, flux: Float[Array, "n_x n_y n_wave"], variance: Float[Array, "n_x n_y n_wave"]
     ) -> tuple[Float[Array, "n_x n_y n_wave"], Float[Array, "n_x n_y n_wave"]]:
         """`(flux, variance)` with spaxels outside the footprint set to 0."""

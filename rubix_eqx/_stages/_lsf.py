@@ -1,6 +1,8 @@
 """Line-spread function: Gaussian broadening of the observed ln λ lattice."""
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -10,9 +12,10 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import concrete
 from .._rebin import pixel_edges
-from .._spectral_grid import SpectralGrid
+from .._spectral_grid import lattice_geometry, SpectralGrid
 from ..ssp import SSPGrid
 from ..telescope import Telescope
+from ._protocol import AbstractCubeStage, CubeState, Scene
 
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.35482
@@ -29,8 +32,8 @@ class ResolutionError(ValueError):
     """The telescope's line-spread function is sharper than the SSP templates'."""
 
 
-class LSF(eqx.Module):
-    """Stage: Gaussian line-spread function on the observed ln λ lattice.
+class LSF(AbstractCubeStage):
+    """Cube stage (lattice): Gaussian line-spread function on the observed ln λ lattice.
 
     Applied to `work`, the (n_spaxels, n_work) integrated flux per bin on the observed
     lattice of a [`rubix_eqx.SpectralGrid`][], before the rebinning onto the telescope
@@ -90,7 +93,9 @@ class LSF(eqx.Module):
     for a locally constant continuum; the first and last h lattice bins are otherwise
     approximate. To be exact there, extend the lattice by `half_width` bins on each side.
 
-    Differentiable in `work` and in the redshift. Call as `lsf(work, redshift)`.
+    Differentiable in `work` and in the redshift. In a pipeline it is called as
+    `lsf(cube, scene)` and records the FWHM reached (`lsf_fwhm`) and `n_lsf_clipped`;
+    on an array, `lsf.apply(work, redshift)`.
 
     **Attributes:**
 
@@ -99,6 +104,8 @@ class LSF(eqx.Module):
     - `tel_pixel`: telescope pixel width at `wavelength`, Å.
     - `ssp_wavelength`, `ssp_variance`: the templates' own variance σ_ssp² + w_ssp²/12
       (Å², rest frame) at rest-frame wavelengths (Å); it scales by (1+z)².
+    - `telescope_wavelength`: the telescope's pixel centres (Å), where `Cube.lsf_fwhm`
+      is recorded.
     - `log_step`: Δ (natural log).
     - `doppler_variance`: pixel², the mean broadening of the Doppler interpolation (1/6).
     - `half_width`: h, bins.
@@ -112,6 +119,7 @@ class LSF(eqx.Module):
     tel_pixel: Float[Array, " n_work"]
     ssp_wavelength: Float[Array, " n_ssp"]
     ssp_variance: Float[Array, " n_ssp"]
+    telescope_wavelength: Float[Array, " n_wave"]
     log_step: float = eqx.field(static=True)
     doppler_variance: float = eqx.field(static=True)
     fourth_cumulant: float = eqx.field(static=True)
@@ -184,18 +192,16 @@ class LSF(eqx.Module):
         ssp_wave = np.asarray(ssp.wavelength, np.float64)
         ssp_sigma = np.asarray(ssp.fwhm, np.float64) / FWHM_PER_SIGMA
         ssp_pixel = np.diff(pixel_edges(ssp_wave))
-        largest = 0.0
-        for z in np.linspace(0.0, max_redshift, 65):
-            sig_ssp = np.interp(centres / (1 + z), ssp_wave, ssp_sigma) * (1 + z)
-            var = np.maximum(tel_sigma**2 - sig_ssp**2, 0.0)
-            largest = max(largest, float(np.sqrt(np.max(var / (centres * grid.log_step) ** 2))))
-        half_width = int(math.ceil(n_sigma * largest)) + 1
+        half_width = band_half_width(
+            centres, tel_sigma, ssp_wave, ssp_sigma, grid.log_step, max_redshift, n_sigma
+        )
         return cls(
             wavelength=jnp.asarray(centres, dtype),
             tel_sigma=jnp.asarray(tel_sigma, dtype),
             tel_pixel=jnp.asarray(tel_pixel, dtype),
             ssp_wavelength=jnp.asarray(ssp_wave, dtype),
             ssp_variance=jnp.asarray(ssp_sigma**2 + ssp_pixel**2 * _BIN_VARIANCE, dtype),
+            telescope_wavelength=jnp.asarray(tel_wave, dtype),
             log_step=float(grid.log_step),
             doppler_variance=float(doppler_variance),
             fourth_cumulant=CUBIC_FOURTH_CUMULANT * 2
@@ -321,7 +327,55 @@ class LSF(eqx.Module):
 
     # -- apply --------------------------------------------------------------------
 
-    def __call__(
+    domain: ClassVar[str] = "lattice"
+
+    def check_scene(self, scene: Scene) -> None:
+        z = concrete(scene.observation.redshift)
+        if z is not None:
+            self.check(float(z))
+
+    def __call__(self, cube: CubeState, scene: Scene) -> CubeState:
+        z = scene.observation.redshift
+        applied = jnp.interp(self.telescope_wavelength, self.wavelength, self.applied_fwhm(z))
+        diagnostics = dict(cube.diagnostics, n_lsf_clipped=self.n_clipped(z))
+        return dataclasses.replace(
+            cube, flux=self.apply(cube.flux, z), lsf_fwhm=applied, diagnostics=diagnostics
+        )
+
+    def for_spectrum(self) -> "LSF":
+        """The LSF for spectra shifted exactly (the fitter's Fourier-space LOSVD): without
+        the Doppler-interpolation variance and its fourth cumulant."""
+        if self.doppler_variance == 0:
+            return self
+        return dataclasses.replace(
+            self,
+            doppler_variance=0.0,
+            fourth_cumulant=self.fourth_cumulant - HAT_FOURTH_CUMULANT,
+        )
+
+    def with_fwhm(self, lsf_fwhm) -> "LSF":
+        """This LSF with the telescope's FWHM (Å at its pixels) replaced by `lsf_fwhm`
+        (e.g. a cube's recorded one), sharper regions clipped (`allow_sharper`), the band
+        widened if needed."""
+        dtype = self.wavelength.dtype
+        centres = np.asarray(self.wavelength, np.float64)
+        tel_wave = np.asarray(self.telescope_wavelength, np.float64)
+        fwhm = np.broadcast_to(np.asarray(lsf_fwhm, np.float64), tel_wave.shape)
+        tel_sigma = np.interp(centres, tel_wave, fwhm) / FWHM_PER_SIGMA
+        ssp_wave = np.asarray(self.ssp_wavelength, np.float64)
+        ssp_sigma = np.sqrt(np.asarray(self.ssp_variance, np.float64))  # upper bound on σ_ssp
+        half_width = band_half_width(
+            centres, tel_sigma, ssp_wave, ssp_sigma, self.log_step, self.max_redshift,
+            self.n_sigma,
+        )  # fmt: skip
+        return dataclasses.replace(
+            self,
+            tel_sigma=jnp.asarray(tel_sigma, dtype),
+            half_width=max(half_width, self.half_width),
+            allow_sharper=True,
+        )
+
+    def apply(
         self, work: Float[Array, "*batch n_work"], redshift
     ) -> Float[Array, "*batch n_work"]:
         """Broaden `work` (integrated flux per lattice bin; any leading axes) at
@@ -360,6 +414,39 @@ class LSF(eqx.Module):
         # … then the flux sent beyond either end is mirrored back onto the edge bins.
         out = out.at[..., :h].add(work[..., :h] @ _fold(w[:, :h], h, left=True))
         return out.at[..., n - h :].add(work[..., n - h :] @ _fold(w[:, n - h :], h, left=False))
+
+
+def lattice_half_width(
+    telescope: Telescope, ssp: SSPGrid, oversample: int, max_redshift: float = 1.0,
+    n_sigma: float = 4.0,
+) -> int:  # fmt: skip
+    """The LSF band half-width (bins) on the lattice of `telescope` at `oversample`, from
+    the lattice geometry alone: the margin to extend the lattice by before building it."""
+    log_step, u0, n_work = lattice_geometry(telescope.wavelength, oversample)
+    edges = u0 + log_step * np.arange(n_work + 1)
+    centres = np.exp(0.5 * (edges[1:] + edges[:-1]))
+    tel_wave = np.asarray(telescope.wavelength, np.float64)
+    tel_sigma = np.interp(centres, tel_wave, np.asarray(telescope.lsf_fwhm, np.float64))
+    ssp_sigma = np.asarray(ssp.fwhm, np.float64) / FWHM_PER_SIGMA
+    return band_half_width(
+        centres, tel_sigma / FWHM_PER_SIGMA, np.asarray(ssp.wavelength, np.float64), ssp_sigma,
+        log_step, max_redshift, n_sigma,
+    )  # fmt: skip
+
+
+def band_half_width(
+    centres, tel_sigma, ssp_wave, ssp_sigma, log_step: float, max_redshift: float, n_sigma: float
+) -> int:
+    """The kernel's half-width h (bins): `n_sigma` × the largest σ_kernel in lattice
+    pixels over z ∈ [0, `max_redshift`] (from σ_tel² − σ_ssp², an upper bound), plus one
+    bin for the 3-point term. Arrays NumPy: lattice centres, telescope σ there (Å), the
+    templates' wavelengths and σ (Å, rest)."""
+    largest = 0.0
+    for z in np.linspace(0.0, max_redshift, 65):
+        sig_ssp = np.interp(centres / (1 + z), ssp_wave, ssp_sigma) * (1 + z)
+        var = np.maximum(tel_sigma**2 - sig_ssp**2, 0.0)
+        largest = max(largest, float(np.sqrt(np.max(var / (centres * log_step) ** 2))))
+    return int(math.ceil(n_sigma * largest)) + 1
 
 
 def _fold(w: Float[Array, "n_band h"], h: int, left: bool) -> Float[Array, "h h"]:

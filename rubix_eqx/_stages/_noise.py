@@ -4,7 +4,7 @@ counts of an exposure: `ExposureNoise`), or from a target S/N or a given σ (`No
 import abc
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -15,10 +15,14 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from .._checks import concrete
 from .._units import H_C_ERG_ANGSTROM
 from ..telescope import Detector, Exposure, Telescope
+from ._protocol import AbstractCubeStage, CubeState, Scene
 
 
-class AbstractNoise(eqx.Module):
-    """The noise stage kind: `noise(flux, wavelength, key) -> (noisy, variance)`.
+class AbstractNoise(AbstractCubeStage):
+    """Cube stage (pixels), the noise kind: in a pipeline `noise(cube, scene)` (draws
+    with `scene.key`, sets the cube's variance); on arrays
+    `noise.apply(flux, wavelength, key) -> (noisy, variance)`. Not part of a fit's
+    spectrum model (`for_spectrum()` is `None`): the variance is the likelihood's.
 
     Subclasses give the per-voxel `variance` of the noiseless `flux` (cube flux unit
     squared); the noise drawn is N(0, variance) with the explicit PRNG `key`, so the
@@ -40,7 +44,22 @@ class AbstractNoise(eqx.Module):
         """This stage, checked (and adapted) for a pipeline with this telescope and cube
         unit (erg s⁻¹ cm⁻² Å⁻¹)."""
 
-    def __call__(
+    domain: ClassVar[str] = "pixels"
+
+    def check_scene(self, scene: Scene) -> None:
+        if scene.key is None:
+            raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
+
+    def for_spectrum(self) -> None:
+        return None
+
+    def __call__(self, cube: CubeState, scene: Scene) -> CubeState:
+        if scene.key is None:
+            raise ValueError("This pipeline has a noise stage: pass `key=jax.random.key(...)`.")
+        flux, variance = self.apply(cube.flux, scene.telescope.wavelength, scene.key)
+        return dataclasses.replace(cube, flux=flux, variance=cube.variance + variance)
+
+    def apply(
         self,
         flux: Float[Array, "n_x n_y n_wave"],
         wavelength: Float[Array, " n_wave"],

@@ -1,11 +1,12 @@
 """Orientation: place a galaxy on the sky by inclination and position angle."""
 
-import equinox as eqx
+import dataclasses
+
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._observation import Observation
-from ..galaxy import Galaxy
+from ._protocol import AbstractParticleStage, Particles, Scene
 
 
 def rotation_matrix(inclination, position_angle) -> Float[Array, "3 3"]:
@@ -41,8 +42,8 @@ def rotation_matrix(inclination, position_angle) -> Float[Array, "3 3"]:
     return away @ turn @ tilt
 
 
-class Orient(eqx.Module):
-    """Stage 1: sky-frame positions (kpc; x West, y North, z away from the observer)
+class Orient(AbstractParticleStage):
+    """Particle stage: sky-frame positions (kpc; x West, y North, z away from the observer)
     and line-of-sight velocities (km/s, positive = receding) from the galaxy frame.
 
     The transform is [`rubix_eqx.Orient.matrix`][]: a rotation followed by the flip of
@@ -66,10 +67,13 @@ class Orient(eqx.Module):
         """
         return rotation_matrix(observation.inclination, observation.position_angle)
 
-    def __call__(
-        self, galaxy: Galaxy, observation: Observation
-    ) -> tuple[Float[Array, "n 3"], Float[Array, " n"]]:
-        rot = self.matrix(observation).astype(galaxy.position.dtype)
-        position = galaxy.position @ rot.T
-        v_los = galaxy.velocity @ rot[2]
-        return position, v_los
+    def check_scene(self, scene: Scene) -> None:
+        pass
+
+    def __call__(self, particles: Particles, scene: Scene) -> Particles:
+        """`particles` with sky `position` and `v_los` set from its galaxy."""
+        galaxy = particles.galaxy
+        rot = self.matrix(scene.observation).astype(galaxy.position.dtype)
+        return dataclasses.replace(
+            particles, position=galaxy.position @ rot.T, v_los=galaxy.velocity @ rot[2]
+        )

@@ -9,7 +9,7 @@ A [`rubix_eqx.Pipeline`][] is an ordered tuple of stages plus an engine:
 
 Every stage is called as `stage(x, scene)`; the [`rubix_eqx.Scene`][] carries the
 observation, the telescope and the PRNG key. Each stage owns its build, its eager checks
-(`check(scene)`, run before the jitted call when the values are concrete) and its
+(`check_scene(scene)`, run before the jitted call when the values are concrete) and its
 diagnostics (it writes them into the data it returns). The pipeline reads no stage's
 internals. docs/architecture.md shows how to add a stage.
 """
@@ -91,10 +91,10 @@ class CubeState(eqx.Module):
 
 
 class AbstractStage(eqx.Module):
-    """Any stage: `stage(x, scene)`, plus `check(scene)` for eager checks."""
+    """Any stage: `stage(x, scene)`, plus `check_scene(scene)` for eager checks."""
 
     @abc.abstractmethod
-    def check(self, scene: Scene) -> None:
+    def check_scene(self, scene: Scene) -> None:
         """Raise a named error if the stage cannot serve this scene (concrete values;
         called by the pipeline before the jitted call). Most stages have nothing to do."""
 

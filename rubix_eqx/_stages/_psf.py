@@ -1,6 +1,8 @@
 """Point-spread function: 2-D convolution of every wavelength slice of the cube."""
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ..telescope import PSF, Telescope
+from ._protocol import AbstractCubeStage, CubeState, Scene
 
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.35482
@@ -86,8 +89,8 @@ def _fft_size(n: int) -> int:
         m += 1
 
 
-class PSFConvolution(eqx.Module):
-    """Stage: convolve every wavelength slice of the cube with the PSF.
+class PSFConvolution(AbstractCubeStage):
+    """Cube stage (pixels): convolve every wavelength slice of the cube with the PSF.
 
     The kernel is the PSF (Gaussian, or Moffat with index β; FWHM in arcsec) integrated
     over each spaxel (midpoint rule on `oversample`² sub-pixels, default 9×9), on a
@@ -114,7 +117,10 @@ class PSFConvolution(eqx.Module):
     target second moment (Gaussian; Moffat with β > 2) and sums to 1; its shape is a
     blend of two widths that differ by (λ_{i+1}/λ_i)^0.2 − 1 (1.9 % for MUSE, 8 kernels).
 
-    Call as `psf(flux)` with `flux` of shape (n_x, n_y, n_wave). Differentiable in it.
+    In a pipeline, `psf(cube, scene)`; on an array, `psf.apply(flux)` with `flux` of
+    shape (n_x, n_y, n_wave). Differentiable in it. A fit of single spectra does not
+    model it (`for_spectrum()` is `None`): the PSF mixes the spectra of neighbouring
+    spaxels, which a per-spaxel population fit absorbs.
 
     **Attributes:**
 
@@ -235,7 +241,18 @@ class PSFConvolution(eqx.Module):
         """Kernel half-size (spaxels) along x and y."""
         return (self.kernels.shape[1] - 1) // 2, (self.kernels.shape[2] - 1) // 2
 
-    def __call__(self, flux: Float[Array, "n_x n_y n_wave"]) -> Float[Array, "n_x n_y n_wave"]:
+    domain: ClassVar[str] = "pixels"
+
+    def check_scene(self, scene: Scene) -> None:
+        pass
+
+    def for_spectrum(self) -> None:
+        return None
+
+    def __call__(self, cube: CubeState, scene: Scene) -> CubeState:
+        return dataclasses.replace(cube, flux=self.apply(cube.flux))
+
+    def apply(self, flux: Float[Array, "n_x n_y n_wave"]) -> Float[Array, "n_x n_y n_wave"]:
         """`flux` convolved with the PSF, slice by slice (same shape and dtype)."""
         if self.profile_x is not None and self.profile_y is not None:
             tx = _toeplitz(self.profile_x.astype(flux.dtype), self.n_x)

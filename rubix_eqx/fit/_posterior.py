@@ -20,6 +20,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .._cube import Cube
 from .._pipeline import Pipeline
+from .._stages._noise import AbstractNoise
 from ._galaxy_model import GalaxyModel, Normal
 
 
@@ -112,7 +113,7 @@ def posterior(cube: Cube, pipeline: Pipeline, model: GalaxyModel) -> Posterior:
     priors against the SSP grid ([`rubix_eqx.fit.PriorRangeError`][])."""
     check_grid(cube, pipeline)
     model.check_against(pipeline.ssp)
-    noiseless = eqx.tree_at(lambda p: p.noise, pipeline, None, is_leaf=lambda x: x is None)
+    noiseless = pipeline.without(AbstractNoise)
     dtype = pipeline.grid.templates.dtype
     var = jnp.asarray(cube.variance, dtype)
     use = (var > 0) & jnp.asarray(cube.mask)[:, :, None]

@@ -1,9 +1,8 @@
 """A smooth single-population spectrum model for fitting: one SSP (bilinear in log age,
 log Z) with a Gaussian line-of-sight velocity distribution applied analytically in
 Fourier space on the ln λ lattice (as pPXF does, Cappellari 2017), then the pipeline's
-own LSF and rebinning onto the telescope grid."""
+own cube stages (LSF, rebinning, any stage added) as they act on one spectrum."""
 
-import dataclasses
 import math
 
 import equinox as eqx
@@ -12,8 +11,9 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from .._observation import Observation
-from .._pipeline import Pipeline, ssp_in_medium
-from .._stages._lsf import HAT_FOURTH_CUMULANT, LSF
+from .._pipeline import Pipeline
+from .._stages._lsf import LSF
+from .._stages._protocol import AbstractCubeStage, CubeState, FitModelError, Scene
 from .._units import C_KM_S, dimming_constant
 from ..ssp import ssp_weights, SSPGrid
 
@@ -27,15 +27,20 @@ class SpectrumModel(eqx.Module):
     (km/s, line of sight, relative to the systemic redshift), `dispersion` (km/s,
     Gaussian σ of the LOSVD). Ages and Z are clipped to the grid (as in the pipeline).
 
-    The line spread is the telescope's declared `lsf_fwhm` (the total on the pixels):
-    the pipeline's LSF stage, which makes up the difference between it and the
-    templates' resolution plus the numerical broadening of the lattice, here without the
-    Doppler-interpolation term (the Fourier-space shift is exact). So the model has the
-    declared resolution whatever made the cube; nothing is tuned to our own cubes.
+    After the LOSVD, the model applies the pipeline's cube stages as each acts on one
+    spectrum (`stage.for_spectrum()`, [`rubix_eqx.AbstractCubeStage`][]): the LSF
+    without its Doppler-interpolation term (the Fourier-space shift is exact), the
+    rebinning onto the pixels, and any stage a user added; spatial stages and noise
+    drop out; a stage that cannot act on one spectrum raises
+    [`rubix_eqx.FitModelError`][]. The line spread is the telescope's declared
+    `lsf_fwhm` (the total on the pixels), so the model has the declared resolution
+    whatever made the cube; nothing is tuned to our own cubes.
     """
 
     ssp: SSPGrid
     pipeline: Pipeline
+    stages: tuple[AbstractCubeStage, ...]
+    observation: Observation
     template_ft: Complex[Array, "n_template n_freq"]
     redshift: Float[Array, ""]
     scale: Float[Array, ""]  # dimming: flux_unit erg/s/cm² per (L☉ per M☉)
@@ -72,22 +77,8 @@ class SpectrumModel(eqx.Module):
         complex_dtype = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         self.template_ft = jnp.asarray(np.fft.rfft(window, axis=1), complex_dtype)
         self.ssp = pipeline.ssp
-        if pipeline.lsf is not None:
-            lsf = pipeline.lsf
-            if lsf_fwhm is not None:
-                tel = pipeline.telescope.replace(lsf_fwhm=jnp.asarray(lsf_fwhm))
-                lsf = LSF.build(
-                    tel, ssp_in_medium(pipeline.ssp, tel.medium), pipeline.grid,
-                    allow_sharper=True, tolerance=lsf.tolerance, max_redshift=lsf.max_redshift,
-                    n_sigma=lsf.n_sigma,
-                )  # fmt: skip
-            # The Fourier-space shift is exact: no Doppler-interpolation term to make up.
-            exact_shift = dataclasses.replace(
-                lsf,
-                doppler_variance=0.0,
-                fourth_cumulant=lsf.fourth_cumulant - HAT_FOURTH_CUMULANT,
-            )
-            pipeline = eqx.tree_at(lambda p: p.lsf, pipeline, exact_shift)
+        self.stages = spectrum_stages(pipeline, lsf_fwhm)
+        self.observation = observation
         self.pipeline = pipeline
         self.redshift = jnp.asarray(z, dtype)
         d_l = float(observation.luminosity_distance())
@@ -111,6 +102,36 @@ class SpectrumModel(eqx.Module):
 
     def __call__(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_wave"]:
         work = self.lattice(log_age, log_z, velocity, dispersion)
-        if self.pipeline.lsf is not None:
-            work = self.pipeline.lsf(work, self.redshift)
-        return self.pipeline.grid.to_telescope(work) * self.scale
+        scene = Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
+        cube = CubeState(
+            flux=work[None, :],
+            variance=jnp.zeros((), work.dtype),
+            mask=jnp.ones((1, 1), bool),
+            lsf_fwhm=None,
+            diagnostics={},
+            on_lattice=True,
+        )
+        for stage in self.stages:
+            cube = stage(cube, scene)
+        return cube.flux[0, 0] * self.scale
+
+
+def spectrum_stages(pipeline: Pipeline, lsf_fwhm=None) -> tuple[AbstractCubeStage, ...]:
+    """The pipeline's cube stages as they act on one exactly shifted spectrum; with
+    `lsf_fwhm` (Å at the telescope pixels), the LSF set to it."""
+    stages = []
+    for stage in pipeline.stages:
+        if not isinstance(stage, AbstractCubeStage):
+            continue
+        one = stage.for_spectrum()
+        if one is None:
+            continue
+        if not isinstance(one, AbstractCubeStage):
+            raise FitModelError(
+                f"{type(stage).__name__}.for_spectrum() must return a cube stage or None; "
+                f"got {type(one).__name__}."
+            )
+        if isinstance(one, LSF) and lsf_fwhm is not None:
+            one = one.with_fwhm(lsf_fwhm)
+        stages.append(one)
+    return tuple(stages)

@@ -666,7 +666,7 @@ def survey_cube(pipeline, galaxy, observation, key, n_real: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FieldWarning)  # an empty field is raised below
         cube = pipeline(
-            galaxy, observation, key=key if pipeline.noise is not None else None,
+            galaxy, observation, key=key,
             speed_bound=pipeline.velocity_margin,
         )  # fmt: skip
     diag = dataclasses.replace(
@@ -801,11 +801,15 @@ def run_item(item: SurveyItem, out: Path, context: _Context) -> dict:
     if any(k in paths for k in ("cube_fits", "cube_hdf5", "quicklook")):
         from .._maps import truth_maps
         from .._observed_maps import observed_truth_maps
+        from .._stages._deposit import AbstractDeposit
+        from .._stages._psf import PSFConvolution
 
-        maps = truth_maps(padded, observation, tel, pipeline.ssp, deposit=pipeline.deposit,
+        deposit = pipeline.stage(AbstractDeposit)
+        maps = truth_maps(padded, observation, tel, pipeline.ssp, deposit=deposit,
                           flux_unit=pipeline.flux_unit)  # fmt: skip
-        if pipeline.psf is not None:
-            observed = observed_truth_maps(maps, tel, psf=pipeline.psf)
+        psf = pipeline.stage(PSFConvolution)
+        if psf is not None:
+            observed = observed_truth_maps(maps, tel, psf=psf)
     seconds["truth"] = time.perf_counter() - t3
     t4 = time.perf_counter()
     truth = {"truth": maps, "observed_truth": observed}
