@@ -48,7 +48,7 @@ class Throughput(rx.AbstractCubeStage):
         return self
 
     def __call__(self, cube, scene):
-        return dataclasses.replace(cube, flux=cube.flux * self.curve, variance=cube.variance)
+        return dataclasses.replace(cube, flux=cube.flux * self.curve[None, None, :])
 
 
 class Unmodelled(rx.AbstractCubeStage):
@@ -105,7 +105,8 @@ def test_toy_cube_stage_reaches_the_cube_and_the_fitter(setup):
     curve = jnp.linspace(0.6, 1.0, tel.n_wave)
     pipe = base.with_stage(Throughput(curve))
     assert type(pipe.stages[-1]) is Throughput
-    np.testing.assert_allclose(pipe(galaxy, obs).flux, base(galaxy, obs).flux * curve, rtol=1e-12)
+    expected = np.asarray(base(galaxy, obs).flux) * np.asarray(curve)
+    np.testing.assert_allclose(pipe(galaxy, obs).flux, expected, rtol=1e-12)
     plain = rx.fit.SpectrumModel(base, obs)
     through = rx.fit.SpectrumModel(pipe, obs)
     args = (jnp.log10(3.0), jnp.log10(0.012), jnp.asarray(40.0), jnp.asarray(90.0))
@@ -131,3 +132,31 @@ def test_stage_order_and_kinds_are_checked(setup):
         rx.Pipeline(tel, ssp, stages=stages + [eqx.nn.Identity()])
     with pytest.raises(ValueError, match="takes no switches"):
         rx.Pipeline(tel, ssp, stages=stages, lsf=False)
+
+
+def test_cubic_ssp_interpolation(setup):
+    """interpax's cubic weights: exact at the nodes, sum to 1, clipped like the bilinear
+    ones; the cubic spectrum model's gradient in log age matches central differences and
+    is continuous across a node (the bilinear one jumps there)."""
+    ssp, _, _, obs, base = setup
+    ages = jnp.asarray([2.0, 3.0, 0.1, 20.0])
+    zs = jnp.asarray([0.019, 0.01, 0.019, 0.019])
+    weights, clipped = rx.ssp.cubic_weights(ssp, ages, zs)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(weights[0], np.eye(12)[1 * 3 + 1], atol=1e-12)  # a node
+    assert clipped.tolist() == [False, False, True, True]
+    assert clipped.tolist() == rx.ssp.ssp_weights(ssp, ages, zs).clipped.tolist()
+    cubic = rx.fit.SpectrumModel(base, obs, interpolation="cubic")
+    bilinear = rx.fit.SpectrumModel(base, obs)
+    rest = (jnp.log10(0.012), jnp.asarray(0.0), jnp.asarray(80.0))
+    flux = lambda m, a: jnp.sum(m(a, *rest) ** 2)
+    node = float(np.log10(2.0))
+    for model, jumps in ((cubic, False), (bilinear, True)):
+        left, right = (jax.grad(lambda a: flux(model, a))(node + d) for d in (-1e-7, 1e-7))
+        assert (abs(right - left) > 1e-3 * abs(left)) == jumps
+    a = node + 0.13
+    h = 1e-5
+    fd = (flux(cubic, a + h) - flux(cubic, a - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(lambda a: flux(cubic, a))(a), fd, rtol=1e-6)
+    with pytest.raises(ValueError, match="interpolation"):
+        rx.fit.SpectrumModel(base, obs, interpolation="spline")

@@ -15,7 +15,7 @@ from .._pipeline import Pipeline
 from .._stages._lsf import LSF
 from .._stages._protocol import AbstractCubeStage, CubeState, FitModelError, Scene
 from .._units import C_KM_S, dimming_constant
-from ..ssp import ssp_weights, SSPGrid
+from ..ssp import cubic_weights, ssp_weights, SSPGrid
 
 
 class SpectrumModel(eqx.Module):
@@ -47,6 +47,7 @@ class SpectrumModel(eqx.Module):
     fraction: Float[Array, ""]  # fractional part of the systemic shift, pixels
     pad: int = eqx.field(static=True)
     length: int = eqx.field(static=True)
+    interpolation: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -54,11 +55,21 @@ class SpectrumModel(eqx.Module):
         observation: Observation,
         max_velocity: float = 1500.0,
         lsf_fwhm=None,
+        interpolation: str = "bilinear",
     ):
         """**Arguments:** `pipeline` (its grid, LSF and rebinning), `observation` (redshift,
         distance), `max_velocity` (km/s, the largest |V| the model must represent), and
         `lsf_fwhm` (Å at the telescope's pixels, e.g. a cube's recorded `lsf_fwhm`: the
-        line spread to model instead of the telescope's declared one)."""
+        line spread to model instead of the telescope's declared one), `interpolation`
+        in (log age, log Z): `"bilinear"` (default; the pipeline's own, exact on the
+        grid's cells) or `"cubic"` (C¹, smooth gradients across nodes; interpax, see
+        [`rubix_eqx.ssp.cubic_weights`][])."""
+        if interpolation not in ("bilinear", "cubic"):
+            raise ValueError(
+                "`SpectrumModel(interpolation=...)` must be 'bilinear' or 'cubic'; got "
+                f"{interpolation!r}."
+            )
+        self.interpolation = interpolation
         grid = pipeline.grid
         z = float(observation.redshift)
         s_sys = math.log1p(z) / grid.log_step
@@ -89,10 +100,15 @@ class SpectrumModel(eqx.Module):
         """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
         grid = self.pipeline.grid
         dtype = grid.templates.dtype
-        w = ssp_weights(self.ssp, jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,)))
-        mixed = jnp.einsum(
-            "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
-        )
+        age, metallicity = jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,))
+        if self.interpolation == "cubic":
+            weights, _ = cubic_weights(self.ssp, age, metallicity)
+            mixed = weights[0].astype(self.template_ft.dtype) @ self.template_ft
+        else:
+            w = ssp_weights(self.ssp, age, metallicity)
+            mixed = jnp.einsum(
+                "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
+            )
         nu = jnp.arange(self.template_ft.shape[1], dtype=dtype) / self.length
         shift = self.fraction + jnp.arctanh(velocity / C_KM_S) / grid.log_step
         sigma = dispersion / C_KM_S / grid.log_step
