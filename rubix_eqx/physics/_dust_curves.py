@@ -186,8 +186,11 @@ def charlot_fall_optical_depth(
     return tau_v[:, None] * scale[None, :]
 
 
-def transmission(a_v: Float[ArrayLike, "*n"], curve: Float[ArrayLike, " n_wave"]):
-    """10^(−0.4 A_V · A(λ)/A_V): the fraction of light transmitted by a screen."""
-    return 10.0 ** (-0.4 * jnp.asarray(a_v)[..., None] * jnp.asarray(curve))
+def transmission(
+    a_v: Float[ArrayLike, " n"], curve: Float[ArrayLike, " n_wave"]
+) -> Float[Array, "n n_wave"]:
+    """10^(−0.4 A_V · A(λ)/A_V): the fraction of light transmitted by a screen of `a_v`
+    (mag) with the curve values `curve` (A(λ)/A_V)."""
+    return 10.0 ** (-0.4 * jnp.asarray(a_v)[:, None] * jnp.asarray(curve)[None, :])
 
 

@@ -184,5 +184,5 @@ def line_widths(
     2.27 km/s for O."""
     t = jnp.asarray(temperature)[..., None]
     mass_g = jnp.asarray([line.mass_amu for line in LINES], t.dtype) * _AMU_G
-    thermal = _K_B * t / mass_g / 1e10  # (km/s)²
+    thermal = _K_B * t / mass_g[None, :] / 1e10  # (km/s)²
     return jnp.sqrt(thermal + jnp.asarray(turbulent_sigma) ** 2)
