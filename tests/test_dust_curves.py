@@ -1,14 +1,13 @@
 """Attenuation curves against the dust-extinction package; column → A_V; Charlot & Fall."""
 
 import astropy.units as u
+import extinction
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import extinction
-from dust_extinction.parameter_averages import CCM89, F99
-
 import rubix_eqx as rx
+from dust_extinction.parameter_averages import CCM89, F99
 
 
 # ≥ 10 wavelengths spanning each curve's range, avoiding the exact segment boundaries
@@ -17,6 +16,8 @@ WAVE = {
     "calzetti00": np.geomspace(1205.0, 21950.0, 31),
     "f99": np.geomspace(1005.0, 33000.0, 41),
 }
+
+
 def _calzetti_extinction_package(r_v):
     # dust-extinction has no Calzetti curve: the `extinction` package (Barbary) does
     return lambda wave: extinction.calzetti00(np.asarray(wave.to_value(u.AA)), 1.0, r_v)
@@ -82,7 +83,9 @@ def test_metal_column_to_av():
     sigma_gas = 2.21e21 * m_h / 0.7381 / (msun / kpc**2)  # M☉/kpc² of gas
     av = rx.physics.metal_column_to_av(jnp.asarray(sigma_gas * 0.0134))
     assert float(av) == pytest.approx(1.0, rel=1e-12)
-    assert float(rx.physics.metal_column_to_av(jnp.asarray(sigma_gas * 0.0134), 0.2)) == pytest.approx(0.5)
+    assert float(
+        rx.physics.metal_column_to_av(jnp.asarray(sigma_gas * 0.0134), 0.2)
+    ) == pytest.approx(0.5)
 
 
 def test_charlot_fall():

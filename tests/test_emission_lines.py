@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 from rubix_eqx._medium import vacuum_to_air
 from rubix_eqx.physics import line_index as idx
@@ -51,8 +50,12 @@ def test_strong_line_ratios_follow_curti2020_and_clip():
     x = np.clip(8.69 + np.log10(z / 0.0134), 7.6, 8.9) - 8.69
     n2 = -0.489 + 1.513 * x - 2.554 * x**2 - 5.293 * x**3 - 2.867 * x**4
     r3 = -0.277 - 3.549 * x - 3.593 * x**2 - 0.981 * x**3
-    np.testing.assert_allclose(np.log10(lum[:, idx("[NII]6583")] / lum[:, idx("Halpha")]), n2, atol=1e-12)
-    np.testing.assert_allclose(np.log10(lum[:, idx("[OIII]5007")] / lum[:, idx("Hbeta")]), r3, atol=1e-12)
+    np.testing.assert_allclose(
+        np.log10(lum[:, idx("[NII]6583")] / lum[:, idx("Halpha")]), n2, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        np.log10(lum[:, idx("[OIII]5007")] / lum[:, idx("Hbeta")]), r3, atol=1e-12
+    )
     # [NII]/Hα rises with O/H over the calibrated range (the N2 index's known behaviour)
     lum = jax.jit(rx.physics.line_luminosities)
     grid = 0.0134 * 10 ** np.linspace(-1.0, 0.0, 20)

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import rubix_eqx as rx
 from rubix_eqx.physics._kernels import cubic_spline_3d
 
@@ -39,7 +38,9 @@ def test_cubic_spline_pixel_integrals_and_flux():
         x0, y0 = np.asarray(position[p])
         for i in range(5):
             for j in range(5):
-                ref = _pixel_integral_reference(x0, y0, float(size[p]), int(corner[p, 0]) + i, int(corner[p, 1]) + j)
+                ref = _pixel_integral_reference(
+                    x0, y0, float(size[p]), int(corner[p, 0]) + i, int(corner[p, 1]) + j
+                )
                 assert float(frac[p, i, j]) == pytest.approx(ref, abs=1e-6)
 
 
@@ -69,7 +70,12 @@ def test_fraction_gradients_vs_finite_differences(kernel):
     grad = jax.jit(jax.grad(f))(params)
     f_jit = jax.jit(f)
     eps = 1e-6
-    fd = np.array([(f_jit(params.at[k].add(eps)) - f_jit(params.at[k].add(-eps))) / (2 * eps) for k in range(3)])
+    fd = np.array(
+        [
+            (f_jit(params.at[k].add(eps)) - f_jit(params.at[k].add(-eps))) / (2 * eps)
+            for k in range(3)
+        ]
+    )
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 

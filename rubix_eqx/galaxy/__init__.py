@@ -1,4 +1,4 @@
-"""Galaxies: the `Galaxy` (stars) and `Gas` pytrees, synthetic galaxies with known truth, and loaders."""
+"""Galaxies: `Galaxy` (stars) and `Gas` pytrees, synthetic galaxies with truth, loaders."""
 
 from ._align import (
     centre as centre,

@@ -223,7 +223,7 @@ def load_eagle_gas(
     radius: float | None = None,
     eos_temperature: float | None = 1e4,
 ):
-    """[`rubix_eqx.galaxy.from_eagle_gas`][], plus a dict describing the snapshot and the selection."""
+    """[`rubix_eqx.galaxy.from_eagle_gas`][], plus a dict describing snapshot and selection."""
     import warnings
 
     import jax.numpy as jnp
@@ -236,10 +236,13 @@ def load_eagle_gas(
 
     if metallicity not in ("smoothed", "particle"):
         raise ValueError(
-            f"`from_eagle_gas(metallicity=...)` must be 'smoothed' or 'particle'; got {metallicity!r}."
+            "`from_eagle_gas(metallicity=...)` must be 'smoothed' or 'particle'; "
+            f"got {metallicity!r}."
         )
     if subgroup_number is not None and group_number is None:
-        raise ValueError("`subgroup_number` needs `group_number` (SubGroupNumber is per FoF group).")
+        raise ValueError(
+            "`subgroup_number` needs `group_number` (SubGroupNumber is per FoF group)."
+        )
     files = chunk_files(path)
     with h5py.File(files[0], "r") as f:
         if "Header" not in f:
@@ -250,7 +253,9 @@ def load_eagle_gas(
     redshift = attr(header, "Redshift")
     if a_snap is None:
         if redshift is None:
-            raise ValueError(f"{path}: the header has neither `ExpansionFactor`/`Time` nor `Redshift`.")
+            raise ValueError(
+                f"{path}: the header has neither `ExpansionFactor`/`Time` nor `Redshift`."
+            )
         a_snap = 1 / (1 + redshift)
     a_snap = float(a_snap)
     redshift = float(redshift) if redshift is not None else 1 / a_snap - 1
@@ -275,9 +280,13 @@ def load_eagle_gas(
                 continue
             keep = np.ones(gas["Coordinates"].shape[0], bool)
             if group_number is not None:
-                for field in ("GroupNumber",) + (("SubGroupNumber",) if subgroup_number is not None else ()):
+                for field in ("GroupNumber",) + (
+                    ("SubGroupNumber",) if subgroup_number is not None else ()
+                ):
                     if field not in gas:
-                        raise ValueError(f"{file}: missing dataset `PartType0/{field}` needed for the selection.")
+                        raise ValueError(
+                            f"{file}: missing dataset `PartType0/{field}` needed for the selection."
+                        )
                 keep &= np.abs(gas["GroupNumber"][()]) == group_number
                 if subgroup_number is not None:
                     keep &= gas["SubGroupNumber"][()] == subgroup_number
@@ -331,7 +340,9 @@ def load_eagle_gas(
             )
             info["frame"] = "gas (no star particles in the file)"
     else:
-        frame = stellar_frame(position, velocity, mass, centre=False, align=align, radius=radius, box=None)
+        frame = stellar_frame(
+            position, velocity, mass, centre=False, align=align, radius=radius, box=None
+        )
         info["frame"] = "box"
     position, velocity = apply_frame(frame, position, velocity)
     dtype = jnp.result_type(float)

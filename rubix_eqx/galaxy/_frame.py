@@ -37,9 +37,7 @@ def stellar_frame(position, velocity, mass, *, centre: bool, align: bool, radius
     if not mass[inside].sum() > 0:
         inside = np.ones_like(inside)
     v_sys = np.average(velocity[inside], axis=0, weights=mass[inside])
-    rotation = (
-        face_on_rotation(relative, velocity - v_sys, mass, radius) if align else np.eye(3)
-    )
+    rotation = face_on_rotation(relative, velocity - v_sys, mass, radius) if align else np.eye(3)
     return Frame(origin, v_sys, rotation, box)
 
 

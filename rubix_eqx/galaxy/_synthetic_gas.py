@@ -61,7 +61,9 @@ def synthetic_gas_disk(
     mass = jnp.full((n_gas,), total_mass / n_gas, dtype)
     star_forming = (radius < sf_radius).astype(dtype)
     sf_mass = jnp.sum(mass * star_forming)
-    sfr = jnp.where(sf_mass > 0, total_sfr * mass * star_forming / jnp.maximum(sf_mass, 1e-300), 0.0)
+    sfr = jnp.where(
+        sf_mass > 0, total_sfr * mass * star_forming / jnp.maximum(sf_mass, 1e-300), 0.0
+    )
     metallicity = SOLAR_METALLICITY * 10.0 ** (metallicity_centre + metallicity_gradient * radius)
     surface = total_mass / (2 * jnp.pi * scale_length**2) * jnp.exp(-radius / scale_length)
     density = surface / (2 * scale_height)  # M☉/kpc³ in the mid-plane

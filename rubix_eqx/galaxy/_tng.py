@@ -299,7 +299,9 @@ def _tng_snapshot(path, files):
         a_snap = 1 / (1 + redshift)
     a_snap = float(a_snap)
     redshift = float(redshift) if redshift is not None else 1 / a_snap - 1
-    cosmology, h, source = sim_cosmology([header, params], PLANCK15_TNG, "Planck15 (TNG)", Path(path))
+    cosmology, h, source = sim_cosmology(
+        [header, params], PLANCK15_TNG, "Planck15 (TNG)", Path(path)
+    )
     unit = lambda key, default: float(attr(header, key, attr(params, key, default)))
     length = unit("UnitLength_in_cm", KPC_CM) / KPC_CM
     mass_unit = unit("UnitMass_in_g", 1e10 * MSUN_G) / MSUN_G
@@ -321,7 +323,7 @@ def load_tng_gas(
     eos_temperature: float | None = 1e4,
     n_neighbours: int = 32,
 ):
-    """[`rubix_eqx.galaxy.from_tng_gas`][], plus a dict describing the snapshot and the selection."""
+    """[`rubix_eqx.galaxy.from_tng_gas`][], plus a dict describing the snapshot and selection."""
     from ._frame import apply_frame
     from ._gas import Gas
     from ._io import Z_FLOOR
@@ -379,7 +381,20 @@ def load_tng_gas(
         smoothing = kth_neighbour_distance(position, k=min(n_neighbours, n - 1))
         info["smoothing_length"] = f"distance to the {min(n_neighbours, n - 1)}-th neighbour"
     _finish_gas_fields(info, sfr, temperature, metallicity, eos_temperature, Z_FLOOR)
-    frame = _tng_frame(path, subhalo_id, group_id, catalog, centre, align, radius, box_kpc, position, velocity, mass, info)
+    frame = _tng_frame(
+        path,
+        subhalo_id,
+        group_id,
+        catalog,
+        centre,
+        align,
+        radius,
+        box_kpc,
+        position,
+        velocity,
+        mass,
+        info,
+    )
     position, velocity = apply_frame(frame, position, velocity)
     gas = _make_gas(Gas, position, velocity, mass, metallicity, sfr, temperature, smoothing)
     return gas, info
@@ -399,7 +414,20 @@ def _finish_gas_fields(info, sfr, temperature, metallicity, eos_temperature, z_f
     info["n_zero_metallicity"] = int(low.sum())
 
 
-def _tng_frame(path, subhalo_id, group_id, catalog, centre, align, radius, box_kpc, position, velocity, mass, info):
+def _tng_frame(
+    path,
+    subhalo_id,
+    group_id,
+    catalog,
+    centre,
+    align,
+    radius,
+    box_kpc,
+    position,
+    velocity,
+    mass,
+    info,
+):
     """The frame of `from_tng` with the same arguments (from the stars), or of the gas itself
     when the file has no star particles."""
     from ._frame import stellar_frame
@@ -415,14 +443,18 @@ def _tng_frame(path, subhalo_id, group_id, catalog, centre, align, radius, box_k
             if "PartType4" not in str(e):
                 raise
             info["frame"] = "gas (no star particles in the file)"
-            return stellar_frame(position, velocity, mass, centre=centre, align=align, radius=radius, box=box_kpc)
+            return stellar_frame(
+                position, velocity, mass, centre=centre, align=align, radius=radius, box=box_kpc
+            )
         info["frame"] = "stars"
         return stellar_frame(
             stars.position, stars.velocity, stars.mass,
             centre=centre, align=align, radius=radius, box=box_kpc,
         )  # fmt: skip
     info["frame"] = "box"
-    return stellar_frame(position, velocity, mass, centre=False, align=align, radius=radius, box=None)
+    return stellar_frame(
+        position, velocity, mass, centre=False, align=align, radius=radius, box=None
+    )
 
 
 def _make_gas(cls, position, velocity, mass, metallicity, sfr, temperature, smoothing):
@@ -430,7 +462,15 @@ def _make_gas(cls, position, velocity, mass, metallicity, sfr, temperature, smoo
 
     dtype = jnp.result_type(float)
     values = (position, velocity, mass, metallicity, sfr, temperature, smoothing)
-    names = ("position", "velocity", "mass", "metallicity", "sfr", "temperature", "smoothing_length")
+    names = (
+        "position",
+        "velocity",
+        "mass",
+        "metallicity",
+        "sfr",
+        "temperature",
+        "smoothing_length",
+    )
     return cls(**{k: jnp.asarray(v, dtype) for k, v in zip(names, values)})
 
 

@@ -6,7 +6,6 @@ Out-of-range wavelengths raise a `ValueError` when the values are concrete (eage
 `jit` they are not checked and the formula is evaluated as written (extrapolated).
 """
 
-
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -38,7 +37,9 @@ def _poly(coefficients, y):
     return sum(c * y**n for n, c in enumerate(coefficients))
 
 
-def ccm89(wavelength: Float[ArrayLike, "*n"], r_v: Float[ArrayLike, ""] = 3.1) -> Float[Array, "*n"]:
+def ccm89(
+    wavelength: Float[ArrayLike, "*n"], r_v: Float[ArrayLike, ""] = 3.1
+) -> Float[Array, "*n"]:
     """A(λ)/A_V of Cardelli, Clayton & Mathis (1989, ApJ 345, 245), eqs. 2–5: a(x) + b(x)/R_V,
     x = 1/λ [µm⁻¹] in 0.3–10 µm⁻¹ (1000 Å–3.33 µm). Milky-Way extinction, 2 ≤ R_V ≤ 6."""
     x = 1e4 / jnp.asarray(wavelength)
@@ -82,7 +83,9 @@ def _natural_cubic_spline(knots_x, knots_y, x):
     slope = jnp.diff(knots_y) / h
     rhs = 6 * (slope[1:] - slope[:-1])
     inner = jnp.diag(2 * (h[:-1] + h[1:])) + jnp.diag(h[1:-1], 1) + jnp.diag(h[1:-1], -1)
-    m = jnp.concatenate([jnp.zeros(1, h.dtype), jnp.linalg.solve(inner, rhs), jnp.zeros(1, h.dtype)])
+    m = jnp.concatenate(
+        [jnp.zeros(1, h.dtype), jnp.linalg.solve(inner, rhs), jnp.zeros(1, h.dtype)]
+    )
     i = jnp.clip(jnp.searchsorted(knots_x, x, side="right") - 1, 0, n - 2)
     x0, x1, hi = knots_x[i], knots_x[i + 1], h[i]
     t0, t1 = x1 - x, x - x0
@@ -192,5 +195,3 @@ def transmission(
     """10^(−0.4 A_V · A(λ)/A_V): the fraction of light transmitted by a screen of `a_v`
     (mag) with the curve values `curve` (A(λ)/A_V)."""
     return 10.0 ** (-0.4 * jnp.asarray(a_v)[:, None] * jnp.asarray(curve)[None, :])
-
-

@@ -41,6 +41,7 @@ LINES: tuple[EmissionLine, ...] = (
     EmissionLine("[SII]6716", 6718.29, 6716.44, "S+", _S),
     EmissionLine("[SII]6731", 6732.67, 6730.82, "S+", _S),
 )
+"""The emission lines of [`rubix_eqx.physics.line_luminosities`][], in its column order."""
 LINE_NAMES: tuple[str, ...] = tuple(line.name for line in LINES)
 _INDEX = {name: i for i, name in enumerate(LINE_NAMES)}
 
@@ -84,13 +85,17 @@ def line_index(name: str) -> int:
     try:
         return _INDEX[name]
     except KeyError:
-        raise ValueError(f"Unknown emission line {name!r}; known: {', '.join(LINE_NAMES)}.") from None
+        raise ValueError(
+            f"Unknown emission line {name!r}; known: {', '.join(LINE_NAMES)}."
+        ) from None
 
 
 def line_wavelengths(medium: str = "air") -> Float[Array, " n_lines"]:
     """Rest wavelengths (Å) of [`rubix_eqx.physics.LINES`][] in `medium` (`"air"` or `"vacuum"`)."""
     if medium not in ("air", "vacuum"):
-        raise ValueError(f"`line_wavelengths(medium=...)` must be 'air' or 'vacuum'; got {medium!r}.")
+        raise ValueError(
+            f"`line_wavelengths(medium=...)` must be 'air' or 'vacuum'; got {medium!r}."
+        )
     return jnp.asarray([getattr(line, medium) for line in LINES], jnp.result_type(float))
 
 

@@ -67,9 +67,11 @@ def _cumulative_table():
     sigma = lambda r: np.interp(r, radii, profile, right=0.0)
     sigma_pp = sigma(np.hypot(points[:, None], points[None, :]))
     sigma_np = sigma(np.hypot(nodes[:, None], points[None, :]))
-    cell = (weights[:, None] * sigma_pp * weights[None, :]).reshape(
-        _N_TABLE - 1, 6, _N_TABLE - 1, 6
-    ).sum((1, 3))
+    cell = (
+        (weights[:, None] * sigma_pp * weights[None, :])
+        .reshape(_N_TABLE - 1, 6, _N_TABLE - 1, 6)
+        .sum((1, 3))
+    )
     f = np.zeros((_N_TABLE, _N_TABLE))
     f[1:, 1:] = np.cumsum(np.cumsum(cell, 0), 1)
     line = (sigma_np * weights[None, :]).reshape(_N_TABLE, _N_TABLE - 1, 6).sum(2)
@@ -146,7 +148,9 @@ def stencil_fractions(
     if kernel not in KERNELS:
         raise ValueError(f"Unknown kernel {kernel!r}; known: {', '.join(KERNELS)}.")
     if not (isinstance(stencil, int) and stencil >= 1 and stencil % 2 == 1):
-        raise ValueError(f"`stencil_fractions(stencil=...)` must be an odd integer ≥ 1; got {stencil}.")
+        raise ValueError(
+            f"`stencil_fractions(stencil=...)` must be an odd integer ≥ 1; got {stencil}."
+        )
     position = jnp.asarray(position)
     size = jnp.asarray(size)
     corner = jnp.floor(position).astype(jnp.int32) - stencil // 2
@@ -172,9 +176,13 @@ def kth_neighbour_distance(position, k: int = 32) -> np.ndarray:
     position = np.asarray(position, np.float64)
     n = position.shape[0]
     if position.ndim != 2 or position.shape[1] != 3:
-        raise ValueError(f"`kth_neighbour_distance(position=...)` must have shape (n, 3); got {position.shape}.")
+        raise ValueError(
+            f"`kth_neighbour_distance(position=...)` must have shape (n, 3); got {position.shape}."
+        )
     if not (isinstance(k, int) and 1 <= k < n):
-        raise ValueError(f"`kth_neighbour_distance(k=...)` must be an integer in [1, {n - 1}]; got {k}.")
+        raise ValueError(
+            f"`kth_neighbour_distance(k=...)` must be an integer in [1, {n - 1}]; got {k}."
+        )
     lo = position.min(0)
     extent = np.maximum(position.max(0) - lo, 1e-12)
     cell = max(float(np.prod(extent) * k / n) ** (1 / 3), 1e-12 * float(extent.max()))
