@@ -7,6 +7,7 @@ from . import (
     fit as fit,
     galaxy as galaxy,
     io as io,
+    physics as physics,
     sharding as sharding,
     ssp as ssp,
     telescope as telescope,

@@ -205,3 +205,182 @@ def from_eagle(
         align=align,
         radius=radius,
     )[0]
+
+
+# --- gas (PartType0) ---------------------------------------------------------------------
+
+SEC_PER_YEAR = 3.15576e7  # Julian year, s (EAGLE's Constants/SEC_PER_YEAR if present)
+
+
+def load_eagle_gas(
+    path: str | Path,
+    group_number: int | None = None,
+    subgroup_number: int | None = None,
+    *,
+    metallicity: str = "smoothed",
+    centre: bool = True,
+    align: bool = False,
+    radius: float | None = None,
+    eos_temperature: float | None = 1e4,
+):
+    """[`rubix_eqx.galaxy.from_eagle_gas`][], plus a dict describing snapshot and selection."""
+    import warnings
+
+    import jax.numpy as jnp
+
+    from ._frame import apply_frame, stellar_frame
+    from ._gas import Gas
+    from ._io import Z_FLOOR
+    from ._tng import _finish_gas_fields
+    from ._warnings import MassFallbackWarning
+
+    if metallicity not in ("smoothed", "particle"):
+        raise ValueError(
+            "`from_eagle_gas(metallicity=...)` must be 'smoothed' or 'particle'; "
+            f"got {metallicity!r}."
+        )
+    if subgroup_number is not None and group_number is None:
+        raise ValueError(
+            "`subgroup_number` needs `group_number` (SubGroupNumber is per FoF group)."
+        )
+    files = chunk_files(path)
+    with h5py.File(files[0], "r") as f:
+        if "Header" not in f:
+            raise ValueError(f"{path}: no `Header` group: not an EAGLE snapshot.")
+        header = dict(f["Header"].attrs)
+        constants = dict(f["Constants"].attrs) if "Constants" in f else {}
+    a_snap = attr(header, "ExpansionFactor", attr(header, "Time"))
+    redshift = attr(header, "Redshift")
+    if a_snap is None:
+        if redshift is None:
+            raise ValueError(
+                f"{path}: the header has neither `ExpansionFactor`/`Time` nor `Redshift`."
+            )
+        a_snap = 1 / (1 + redshift)
+    a_snap = float(a_snap)
+    redshift = float(redshift) if redshift is not None else 1 / a_snap - 1
+    _, h, cosmo_source = sim_cosmology([header], PLANCK13_EAGLE, "Planck13 (EAGLE)", Path(path))
+    kpc_cm = float(attr(constants, "CM_PER_MPC", CM_PER_MPC)) / 1e3
+    msun_g = float(attr(constants, "SOLAR_MASS", SOLAR_MASS_G))
+    year_s = float(attr(constants, "SEC_PER_YEAR", SEC_PER_YEAR))
+    names = {
+        "position": "Coordinates",
+        "velocity": "Velocity",
+        "mass": "Mass",
+        "metallicity": "SmoothedMetallicity" if metallicity == "smoothed" else "Metallicity",
+        "sfr": "StarFormationRate",
+        "temperature": "Temperature",
+        "smoothing_length": "SmoothingLength",
+    }
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    for file in files:
+        with h5py.File(file, "r") as f:
+            gas = f.get("PartType0")
+            if gas is None or "Coordinates" not in gas:
+                continue
+            keep = np.ones(gas["Coordinates"].shape[0], bool)
+            if group_number is not None:
+                for field in ("GroupNumber",) + (
+                    ("SubGroupNumber",) if subgroup_number is not None else ()
+                ):
+                    if field not in gas:
+                        raise ValueError(
+                            f"{file}: missing dataset `PartType0/{field}` needed for the selection."
+                        )
+                keep &= np.abs(gas["GroupNumber"][()]) == group_number
+                if subgroup_number is not None:
+                    keep &= gas["SubGroupNumber"][()] == subgroup_number
+            for key, field in names.items():
+                if field not in gas:
+                    raise ValueError(f"{file}: missing dataset `PartType0/{field}`.")
+                dset = gas[field]
+                columns[key].append(_cgs(dset, dset[()][keep], a_snap, h, str(file)))
+    if not columns["position"]:
+        raise ValueError(f"{path}: no `PartType0` gas particles in the file(s).")
+    data = {k: np.concatenate(v) for k, v in columns.items()}
+    if data["mass"].shape[0] == 0:
+        raise ValueError(f"{path}: no gas particles selected.")
+    position = data["position"] / kpc_cm
+    velocity = data["velocity"] / 1e5
+    mass = data["mass"] / msun_g
+    sfr = data["sfr"] / msun_g * year_s
+    temperature = data["temperature"]
+    z = data["metallicity"]
+    smoothing = data["smoothing_length"] / kpc_cm
+    box = attr(header, "BoxSize")
+    box_kpc = float(box) * a_snap / h * 1e3 if box is not None else None
+    info = {
+        "loader": "eagle-gas",
+        "source": str(path),
+        "snapshot_redshift": redshift,
+        "snapshot_scale_factor": a_snap,
+        "hubble_param": h,
+        "cosmology": cosmo_source,
+        "metallicity_field": names["metallicity"],
+        "n_particles": int(mass.shape[0]),
+        "n_star_forming": int((sfr > 0).sum()),
+        "smoothing_length": "SmoothingLength (kernel support radius)",
+    }
+    _finish_gas_fields(info, sfr, temperature, z, eos_temperature, Z_FLOOR)
+    if centre:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MassFallbackWarning)
+                stars, _ = load_eagle(path, group_number, subgroup_number, centre=False)
+            frame = stellar_frame(
+                stars.position, stars.velocity, stars.mass,
+                centre=True, align=align, radius=radius, box=box_kpc,
+            )  # fmt: skip
+            info["frame"] = "stars"
+        except ValueError as e:
+            if "PartType4" not in str(e):
+                raise
+            frame = stellar_frame(
+                position, velocity, mass, centre=True, align=align, radius=radius, box=box_kpc
+            )
+            info["frame"] = "gas (no star particles in the file)"
+    else:
+        frame = stellar_frame(
+            position, velocity, mass, centre=False, align=align, radius=radius, box=None
+        )
+        info["frame"] = "box"
+    position, velocity = apply_frame(frame, position, velocity)
+    dtype = jnp.result_type(float)
+    values = dict(
+        position=position, velocity=velocity, mass=mass, metallicity=z, sfr=sfr,
+        temperature=temperature, smoothing_length=smoothing,
+    )  # fmt: skip
+    return Gas(**{k: jnp.asarray(v, dtype) for k, v in values.items()}), info
+
+
+def from_eagle_gas(
+    path: str | Path,
+    group_number: int | None = None,
+    subgroup_number: int | None = None,
+    *,
+    metallicity: str = "smoothed",
+    centre: bool = True,
+    align: bool = False,
+    radius: float | None = None,
+    eos_temperature: float | None = 1e4,
+):
+    """Gas particles (`PartType0`) of an EAGLE snapshot as a [`rubix_eqx.galaxy.Gas`][], in
+    the frame of the stars.
+
+    Units from each dataset's `CGSConversionFactor`, `aexp-scale-exponent`,
+    `h-scale-exponent` (as [`rubix_eqx.galaxy.from_eagle`][]): `Coordinates`, `Velocity`,
+    `Mass`, `SmoothedMetallicity` (or `Metallicity`), `StarFormationRate` (g/s → M☉/yr with
+    `Constants/SEC_PER_YEAR`, else 3.15576e7 s), `Temperature` (K), `SmoothingLength` (the
+    SPH kernel's support radius, h⁻¹ cMpc → kpc). Star-forming particles (SFR > 0) are on
+    EAGLE's imposed pressure floor P ∝ ρ^(4/3) (Schaye & Dalla Vecchia 2008), whose
+    temperature is not that of the line-emitting phase: they keep their SFR and get
+    T = `eos_temperature` (10⁴ K; `None` keeps the file's value). Z ≤ 0 is set to 10⁻⁸.
+
+    **Arguments:** as [`rubix_eqx.galaxy.from_eagle`][] (`centre`, `align` and `radius`
+    define the frame from the **stars** of the same selection; a file without stars is
+    centred on its gas), plus `eos_temperature` (K or None).
+    """
+    return load_eagle_gas(
+        path, group_number, subgroup_number, metallicity=metallicity, centre=centre,
+        align=align, radius=radius, eos_temperature=eos_temperature,
+    )[0]  # fmt: skip
