@@ -13,15 +13,15 @@ from . import (
     telescope as telescope,
 )
 from ._cube import Cube as Cube, Diagnostics as Diagnostics
-from ._maps import Maps as Maps, truth_maps as truth_maps
-from ._observation import Observation as Observation
-from ._observed_maps import observed_truth_maps as observed_truth_maps
 from ._engine import (
     AbstractEngine as AbstractEngine,
     AutoEngine as AutoEngine,
     DirectEngine as DirectEngine,
     HistogramEngine as HistogramEngine,
 )
+from ._maps import Maps as Maps, truth_maps as truth_maps
+from ._observation import Observation as Observation
+from ._observed_maps import observed_truth_maps as observed_truth_maps
 from ._pipeline import (
     crop_to_coverage as crop_to_coverage,
     FieldWarning as FieldWarning,

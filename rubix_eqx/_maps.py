@@ -10,8 +10,8 @@ from jaxtyping import Array, Bool, Float, Int
 from ._checks import concrete
 from ._observation import Observation
 from ._stages._deposit import AbstractDeposit, DEPOSITS
-from ._stages._protocol import Particles, Scene
 from ._stages._orient import Orient
+from ._stages._protocol import Particles, Scene
 from ._units import dimming_constant
 from .galaxy import Galaxy
 from .galaxy._synthetic import SOLAR_METALLICITY

@@ -29,7 +29,7 @@ from ._stages._protocol import (
     Particles,
     Scene,
 )
-from ._stages._spectra import CoverageError, Spectra, ssp_in_medium
+from ._stages._spectra import CoverageError, ssp_in_medium
 from ._units import C_KM_S
 from .galaxy import Galaxy
 from .sharding import sum_over_particles

@@ -59,8 +59,14 @@ def radial_profile(values: np.ndarray, n_annuli: int) -> np.ndarray:
 def test_default_job_is_physical(default_job):
     pipe, noisy, clean = default_job
     assert isinstance(pipe.stage(rx.AbstractNoise), rx.ExposureNoise)
-    assert pipe.stage(rx.AbstractNoise).exposure.time == 3600.0 and pipe.stage(rx.AbstractNoise).exposure.n_exposures == 4
-    assert pipe.stage(rx.AbstractNoise).spaxel_size == 0.4 and pipe.stage(rx.AbstractNoise).flux_unit == pipe.flux_unit
+    assert (
+        pipe.stage(rx.AbstractNoise).exposure.time == 3600.0
+        and pipe.stage(rx.AbstractNoise).exposure.n_exposures == 4
+    )
+    assert (
+        pipe.stage(rx.AbstractNoise).spaxel_size == 0.4
+        and pipe.stage(rx.AbstractNoise).flux_unit == pipe.flux_unit
+    )
     assert np.all(np.asarray(noisy.variance) > 0)
 
 
@@ -199,10 +205,16 @@ def test_stage_properties(key):
 def test_pipeline_noise_telescope_and_flux_unit():
     tel = rx.Telescope.preset("SAMI", n_x=6, n_y=6)
     pipe = rx.Pipeline(tel, tiny_ssp(), noise="telescope", flux_unit=1e-19, lsf=False)
-    assert isinstance(pipe.stage(rx.AbstractNoise), rx.ExposureNoise) and pipe.stage(rx.AbstractNoise).flux_unit == 1e-19
+    assert (
+        isinstance(pipe.stage(rx.AbstractNoise), rx.ExposureNoise)
+        and pipe.stage(rx.AbstractNoise).flux_unit == 1e-19
+    )
     legacy = tiny_telescope(snr=15.0, snr_window=(5000.0, 5500.0))  # no detector: constant S/N
     pipe = rx.Pipeline(legacy, tiny_ssp(), noise="telescope", lsf=False)
-    assert isinstance(pipe.stage(rx.AbstractNoise), rx.Noise) and pipe.stage(rx.AbstractNoise).snr == 15.0
+    assert (
+        isinstance(pipe.stage(rx.AbstractNoise), rx.Noise)
+        and pipe.stage(rx.AbstractNoise).snr == 15.0
+    )
 
 
 @pytest.mark.parametrize("name", rx.telescope.presets())
@@ -242,7 +254,10 @@ def test_config_forms_build_the_right_stage():
     pipe = build_pipeline_from(
         check_config(apply_override(base, "pipeline.noise={sky: 2.0e-17, n_exposures: 2}")), ssp
     )
-    assert pipe.stage(rx.AbstractNoise).exposure.sky_wavelength is None and pipe.stage(rx.AbstractNoise).exposure.n_exposures == 2
+    assert (
+        pipe.stage(rx.AbstractNoise).exposure.sky_wavelength is None
+        and pipe.stage(rx.AbstractNoise).exposure.n_exposures == 2
+    )
     assert float(pipe.stage(rx.AbstractNoise).exposure.sky[0]) == pytest.approx(2e-17)
 
 

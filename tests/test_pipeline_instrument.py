@@ -56,7 +56,9 @@ def test_lsf_on_the_lattice_matches_broadening_the_final_cube(ssp, v):
     # The kernel the stage applies (σ_tel² less the templates' and the numerics' own
     # broadening: checked against an exact reference in test_lsf_fidelity.py).
     lattice = np.asarray(pipe.stage(rx.LSF).wavelength)
-    kernel = np.asarray(pipe.stage(rx.LSF).variance(obs.redshift)) * (lattice * pipe.grid.log_step) ** 2
+    kernel = (
+        np.asarray(pipe.stage(rx.LSF).variance(obs.redshift)) * (lattice * pipe.grid.log_step) ** 2
+    )
     sigma = np.sqrt(np.interp(fine_wave, lattice, kernel))
     broadened = brute_force_lsf(fine_wave, plain, sigma)
     expected = ref.rebin(ref.pixel_edges(fine_wave), broadened, ref.pixel_edges(wave))

@@ -44,9 +44,14 @@ pytestmark = pytest.mark.filterwarnings(
 
 @eqx.filter_jit
 def cube_of(pipe: rx.Pipeline, galaxy: rx.Galaxy, obs: rx.Observation, key=None) -> rx.Cube:
-    TRACES[("cube", pipe.stage(rx.LSF) is not None, pipe.stage(rx.AbstractNoise) is not None, galaxy.n_particles)] += (
-        1  # at trace time only
-    )
+    TRACES[
+        (
+            "cube",
+            pipe.stage(rx.LSF) is not None,
+            pipe.stage(rx.AbstractNoise) is not None,
+            galaxy.n_particles,
+        )
+    ] += 1  # at trace time only
     return pipe(galaxy, obs, key=key)
 
 

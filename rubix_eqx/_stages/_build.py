@@ -10,7 +10,7 @@ from ..ssp import SSPGrid
 from ..telescope import Telescope
 from ._aperture import Aperture
 from ._deposit import AbstractDeposit, DEPOSITS
-from ._lsf import LSF, lattice_half_width
+from ._lsf import lattice_half_width, LSF
 from ._noise import AbstractNoise, telescope_noise
 from ._orient import Orient
 from ._pixels import Rebin
@@ -51,9 +51,7 @@ def telescope_stages(
     if oversample is None:
         oversample = default_oversample(telescope.wavelength)
     if not (isinstance(oversample, int) and oversample >= 1):
-        raise ValueError(
-            f"`Pipeline(oversample=...)` must be an integer >= 1; got {oversample!r}."
-        )
+        raise ValueError(f"`Pipeline(oversample=...)` must be an integer >= 1; got {oversample!r}.")
     if isinstance(deposit, str):
         if deposit not in DEPOSITS:
             raise ValueError(
@@ -95,4 +93,3 @@ def telescope_stages(
         aperture if isinstance(aperture, Aperture) else None,
     )
     return tuple(s for s in stages if s is not None)
-

@@ -46,9 +46,7 @@ class AbstractDeposit(AbstractParticleStage):
         px, py = sky_pixels(particles.position, d_a, tel.spaxel_size, tel.n_x, tel.n_y)
         index, weight, outside = deposit_weights(self, px, py, tel.n_x, tel.n_y)
         flags = dict(particles.flags, outside=outside)
-        return dataclasses.replace(
-            particles, spaxel_index=index, spaxel_weight=weight, flags=flags
-        )
+        return dataclasses.replace(particles, spaxel_index=index, spaxel_weight=weight, flags=flags)
 
 
 def deposit_weights(

@@ -375,9 +375,7 @@ class LSF(AbstractCubeStage):
             allow_sharper=True,
         )
 
-    def apply(
-        self, work: Float[Array, "*batch n_work"], redshift
-    ) -> Float[Array, "*batch n_work"]:
+    def apply(self, work: Float[Array, "*batch n_work"], redshift) -> Float[Array, "*batch n_work"]:
         """Broaden `work` (integrated flux per lattice bin; any leading axes) at
         `redshift` (0-d, may be traced). Returns the same shape and dtype."""
         z = concrete(redshift)

@@ -41,6 +41,4 @@ class Rebin(AbstractCubeStage):
     def __call__(self, cube: CubeState, scene: Scene) -> CubeState:
         flux = rebin_to_pixels(cube.flux, self.start, self.weight)
         flux = flux.reshape(self.n_x, self.n_y, flux.shape[-1])
-        return dataclasses.replace(
-            cube, flux=flux, variance=jnp.zeros_like(flux), on_lattice=False
-        )
+        return dataclasses.replace(cube, flux=flux, variance=jnp.zeros_like(flux), on_lattice=False)
