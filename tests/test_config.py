@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rubix_eqx._config_checks import ConfigError
-from rubix_eqx._run_config import apply_override, check_config, load_config
+from rubix_eqx.config import ConfigError
+from rubix_eqx.config import apply_override, check_config, load_config
 
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
