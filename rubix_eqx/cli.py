@@ -260,8 +260,8 @@ def fit_observation(args, cube, meta: dict, path: Path):
     With `--redshift` and/or `--distance` the options decide both (a distance alone means
     z = 0; a redshift alone, the cosmological distances). Without them, the file's
     `REDSHIFT` and `DISTANCE` (our files); a cube from another pipeline has neither."""
-    from .config import ConfigError
     from ._observation import Observation
+    from .config import ConfigError
 
     z, d = args.redshift, args.distance
     if z is not None or d is not None:
@@ -410,8 +410,8 @@ def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progre
     import numpy as np
     from tqdm import tqdm
 
-    from .config import ConfigError
     from ._pipeline import Pipeline
+    from .config import ConfigError
     from .fit import fit_spaxels, telescope_for_cube
 
     n_x, n_y, n_wave = cube.shape
@@ -476,8 +476,7 @@ def _fit(args) -> int:
 
     from . import __version__, io
     from ._atomic import atomic_path
-    from .config import ConfigError
-    from .config import build_ssp
+    from .config import build_ssp, ConfigError
     from .config._run import check_ssp
     from .fit import plot_maps, STATUS, write_maps_fits
     from .fit._output import MAPS

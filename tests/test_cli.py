@@ -295,8 +295,8 @@ def test_fit_observation_options_and_file_keywords(tmp_path):
 
     import rubix_eqx as rx
     import rubix_eqx.io  # noqa: F401
-    from rubix_eqx.config import ConfigError
     from rubix_eqx.cli import fit_observation
+    from rubix_eqx.config import ConfigError
 
     def args(redshift=None, distance=None):
         return argparse.Namespace(redshift=redshift, distance=distance)
@@ -328,8 +328,8 @@ def test_fit_observation_options_and_file_keywords(tmp_path):
 def test_fit_lsf_option(tmp_path):
     import rubix_eqx as rx
     import rubix_eqx.io  # noqa: F401
-    from rubix_eqx.config import ConfigError
     from rubix_eqx.cli import fit_lsf, fit_telescope
+    from rubix_eqx.config import ConfigError
 
     cube = rx.io.read_cube(_foreign_cube(tmp_path))  # 5000-5048.75 Å, no LSF
     wave = np.asarray(cube.wavelength)

@@ -234,9 +234,8 @@ def test_unreachable_stop_names_the_nearest_reachable_values():
 
 
 def test_yaml_exponent_numbers_are_numbers(tmp_path):
-    from rubix_eqx.config import read_yaml
+    from rubix_eqx.config import check_config, load_config, read_yaml
     from rubix_eqx.config._yaml import load_yaml_text
-    from rubix_eqx.config import check_config, load_config
 
     assert load_yaml_text("a: 1e5\nb: 1.0e10\nc: -2E-3\nd: 10\ne: '1e5'\nf: e5\n") == {
         "a": 1e5, "b": 1e10, "c": -2e-3, "d": 10, "e": "1e5", "f": "e5",

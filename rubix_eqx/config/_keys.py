@@ -13,8 +13,6 @@ from ..telescope._telescope import APERTURES, MEDIA, PSF_KINDS, SAMPLINGS
 from ._checks import check_keys, choice, ConfigError, integer, join, number, window
 
 
-
-
 class _Required:
     def __repr__(self) -> str:
         return "required"
@@ -318,6 +316,8 @@ TELESCOPE_KEYS: tuple[Key, ...] = (
     Key("exposure.reference_wavelength", "float", ANGSTROM, None,
         "> 0, inside the grid: the wavelength of `snr`", _positive),
 )  # fmt: skip
+"""The telescope schema: one [`rubix_eqx.config.Key`][] per key of a telescope mapping, in
+the order they are checked (a section's row before its keys)."""
 
 KEYS_BY_NAME = {key.name: key for key in TELESCOPE_KEYS}
 

@@ -445,12 +445,15 @@ def check_config(config: Mapping) -> RunSpec:
 
 
 def build_ssp(name: str):
+    """The [`rubix_eqx.SSPGrid`][] of a checked `ssp` value (a grid name or an HDF5 path)."""
     from ..ssp import SSPGrid
 
     return SSPGrid.from_hdf5(name) if name.endswith((".h5", ".hdf5")) else SSPGrid.load(name)
 
 
 def build_pipeline_from(spec: RunSpec, ssp):
+    """The [`rubix_eqx.Pipeline`][] of a checked run config (`check_config`) and its SSP
+    grid; crops the telescope first if `pipeline.crop_to_coverage` asks for it."""
     from .._observation import Observation
     from .._pipeline import crop_to_coverage, Pipeline
     from .._stages._noise import ExposureNoise, Noise
@@ -520,6 +523,7 @@ def build_galaxy(spec: Mapping, seed: int):
 
 
 def build_observation(kwargs: Mapping):
+    """The [`rubix_eqx.Observation`][] of a checked `observation` section."""
     from .._observation import Observation
 
     return Observation(**kwargs)

@@ -750,8 +750,8 @@ def run_item(item: SurveyItem, out: Path, context: _Context) -> dict:
     import numpy as np
 
     from .. import __version__
-    from ..config import _run as rc
     from .._atomic import atomic_path
+    from ..config import _run as rc
 
     spec = item.spec
     tel = spec.telescope

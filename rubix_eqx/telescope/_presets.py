@@ -15,4 +15,3 @@ def preset_dir() -> Path:
 def presets() -> list[str]:
     """Names of the available telescope presets."""
     return sorted(p.stem for p in preset_dir().glob("*.yaml"))
-
