@@ -3,6 +3,7 @@
 import importlib.metadata as _metadata
 
 from . import (
+    config as config,
     cosmology as cosmology,
     fit as fit,
     galaxy as galaxy,

@@ -54,3 +54,25 @@ def format_version(path, attrs) -> int | None:
         return int(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{path}: `format_version` must be an integer; got {raw!r}.") from None
+
+
+def wavelength_window(value, where: str, error: type[ValueError] = ValueError):
+    """`(start, stop)` of a wavelength window as two floats, Angstrom: finite, 0 < start <
+    stop; else `error` (a `ValueError` subclass) with a message beginning with `where`.
+    The one check of a noise window (`Noise(window=...)`, `Telescope.snr_window`, the
+    `noise.window` config keys)."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
+        raise error(f"{where}: must be [start, stop] in Angstrom, got {value!r}.")
+    if any(isinstance(v, bool) for v in value):
+        raise error(f"{where}: must be [start, stop] in Angstrom (numbers), got {value!r}.")
+    try:
+        start, stop = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        raise error(
+            f"{where}: must be [start, stop] in Angstrom (numbers), got {value!r}."
+        ) from None
+    if not (np.isfinite(start) and np.isfinite(stop) and start > 0):
+        raise error(f"{where}: must be finite and > 0 Angstrom, got {[start, stop]}.")
+    if not start < stop:
+        raise error(f"{where}: start must be < stop, got {[start, stop]}.")
+    return start, stop

@@ -47,7 +47,7 @@ def _output_path(directory: Path, name: str | None) -> Path | None:
 def _run(args) -> int:
     import numpy as np
 
-    from . import _run_config as rc
+    from . import config as rc
 
     progress = Progress()
     with progress.stage("checking config", "check"):
@@ -263,8 +263,8 @@ def fit_observation(args, cube, meta: dict, path: Path):
     With `--redshift` and/or `--distance` the options decide both (a distance alone means
     z = 0; a redshift alone, the cosmological distances). Without them, the file's
     `REDSHIFT` and `DISTANCE` (our files); a cube from another pipeline has neither."""
-    from ._config_checks import ConfigError
     from ._observation import Observation
+    from .config import ConfigError
 
     z, d = args.redshift, args.distance
     if z is not None or d is not None:
@@ -308,7 +308,7 @@ def fit_lsf(value: str | None, cube):
     import jax.numpy as jnp
     import numpy as np
 
-    from ._config_checks import ConfigError
+    from .config import ConfigError
 
     wave = np.asarray(cube.wavelength, np.float64)
     if value is None:
@@ -363,7 +363,7 @@ def fit_telescope(value: str | None, cube):
     its own sampling. Returns the telescope and where it came from."""
     import difflib
 
-    from ._config_checks import ConfigError
+    from .config import ConfigError
     from .telescope import presets, Telescope
 
     names = presets()
@@ -413,8 +413,8 @@ def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progre
     import numpy as np
     from tqdm import tqdm
 
-    from ._config_checks import ConfigError
     from ._pipeline import Pipeline
+    from .config import ConfigError
     from .fit import fit_spaxels, telescope_for_cube
 
     n_x, n_y, n_wave = cube.shape
@@ -479,8 +479,8 @@ def _fit(args) -> int:
 
     from . import __version__, io
     from ._atomic import atomic_path
-    from ._config_checks import ConfigError
-    from ._run_config import build_ssp, check_ssp
+    from .config import build_ssp, ConfigError
+    from .config._run import check_ssp
     from .fit import plot_maps, STATUS, write_maps_fits
     from .fit._output import MAPS
     from .io._provenance import utc_now
@@ -955,7 +955,7 @@ def main(argv=None) -> int:
     except Exception as e:  # one line unless --debug
         if debug:
             raise
-        from ._config_checks import ConfigError
+        from .config import ConfigError
 
         lines = str(e).strip().splitlines() or [""]
         prefix = "" if isinstance(e, ConfigError) else f"{type(e).__name__}: "

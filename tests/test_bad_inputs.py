@@ -1507,7 +1507,7 @@ def test_cli_run_missing_config(tmp_path, capsys):
 
 def test_cli_run_bad_galaxy_file(run_setup, tmp_path):
     root, base = run_setup
-    import rubix_eqx._run_config as run_config
+    import rubix_eqx.config._run as run_config
 
     if "path" not in getattr(run_config, "FILE_KEYS", ()) or not hasattr(rx.galaxy, "from_hdf5"):
         pytest.skip("run configs cannot read galaxy files")

@@ -86,7 +86,7 @@ def test_errors_are_one_line_with_exit_code(tmp_path, capsys):
         .err.strip()
         .endswith("FileNotFoundError: Config file not found: " + str(tmp_path / "none.yaml"))
     )
-    from rubix_eqx._config_checks import ConfigError
+    from rubix_eqx.config import ConfigError
 
     with pytest.raises(ConfigError, match="galaxy.n_star: unknown key"):
         main(["run", str(DEFAULT), "--set", "galaxy.n_star=3", "--debug"])
@@ -295,8 +295,8 @@ def test_fit_observation_options_and_file_keywords(tmp_path):
 
     import rubix_eqx as rx
     import rubix_eqx.io  # noqa: F401
-    from rubix_eqx._config_checks import ConfigError
     from rubix_eqx.cli import fit_observation
+    from rubix_eqx.config import ConfigError
 
     def args(redshift=None, distance=None):
         return argparse.Namespace(redshift=redshift, distance=distance)
@@ -328,8 +328,8 @@ def test_fit_observation_options_and_file_keywords(tmp_path):
 def test_fit_lsf_option(tmp_path):
     import rubix_eqx as rx
     import rubix_eqx.io  # noqa: F401
-    from rubix_eqx._config_checks import ConfigError
     from rubix_eqx.cli import fit_lsf, fit_telescope
+    from rubix_eqx.config import ConfigError
 
     cube = rx.io.read_cube(_foreign_cube(tmp_path))  # 5000-5048.75 Å, no LSF
     wave = np.asarray(cube.wavelength)

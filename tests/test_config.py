@@ -1,14 +1,16 @@
 """Run configs: every class of error names its key path; overrides; the default config."""
 
+import re
 from pathlib import Path
 
 import pytest
+import rubix_eqx as rx
 import yaml
-from rubix_eqx._config_checks import ConfigError
-from rubix_eqx._run_config import apply_override, check_config, load_config
+from rubix_eqx.config import apply_override, check_config, ConfigError, load_config
 
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+TELESCOPES_MD = Path(__file__).resolve().parents[1] / "docs" / "telescopes.md"
 
 
 def base() -> dict:
@@ -192,3 +194,74 @@ def test_bad_overrides():
         load_config(DEFAULT, ["seed=[1, 2"])
     with pytest.raises(ConfigError, match="empty key"):
         load_config(DEFAULT, ["galaxy..n=1"])
+
+
+# --------------------------------------------------------------------------------------
+# One telescope key table: the loader, the run config and the docs agree with it
+
+
+def _documented_keys() -> list[str]:
+    text = TELESCOPES_MD.read_text()
+    section = text.split("## YAML schema", 1)[1].split("Number of wavelength pixels", 1)[0]
+    return re.findall(r"^\| `([a-z_.]+)` \|", section, flags=re.MULTILINE)
+
+
+def test_every_telescope_key_is_documented_and_every_documented_key_exists():
+    from rubix_eqx.config import TELESCOPE_KEYS
+
+    table = [key.name for key in TELESCOPE_KEYS]
+    documented = _documented_keys()
+    assert len(set(table)) == len(table) and len(set(documented)) == len(documented)
+    assert set(table) - set(documented) == set(), "in TELESCOPE_KEYS, not in docs/telescopes.md"
+    assert set(documented) - set(table) == set(), "in docs/telescopes.md, not in TELESCOPE_KEYS"
+    for key in TELESCOPE_KEYS:  # and each row is the rendered one (`python -m rubix_eqx.config`)
+        assert f"| `{key.name}` | {key.type} | {key.unit} |" in TELESCOPES_MD.read_text()
+
+
+def test_the_key_table_is_the_schema_of_presets_and_run_configs():
+    """Every key of every preset is a row of the table; the run config's `telescope`
+    section takes exactly the table's top-level keys (plus preset/file/overrides); a key
+    the table does not have is refused in both, naming the path."""
+    from rubix_eqx.config import read_yaml, TELESCOPE_KEYS
+
+    names = {key.name for key in TELESCOPE_KEYS}
+    for preset in rx.telescope.presets():
+        data = read_yaml(rx.telescope.preset_dir() / f"{preset}.yaml")
+        for key, value in data.items():
+            assert key in names, (preset, key)
+            if isinstance(value, dict) and key not in ("lsf_fwhm",):
+                for sub in value:
+                    assert f"{key}.{sub}" in names, (preset, key, sub)
+    defaults = {k.name: k.default for k in TELESCOPE_KEYS}
+    spec = check_config({"telescope": {"preset": "SAMI", "detector": {"read_noise": None}}})
+    assert spec.telescope.detector.read_noise == defaults["detector.read_noise"] == 0.0
+    with pytest.raises(ConfigError, match=r"^telescope\.psf\.betta: unknown key\. Did you mean"):
+        check_config({"telescope": {"preset": "SAMI", "psf": {"betta": 2.0}}})
+    with pytest.raises(ConfigError, match=r"^telescope\[SAMI\]\.psf\.betta: unknown key"):
+        rx.Telescope.preset("SAMI", psf={"betta": 2.0})
+
+
+@pytest.mark.parametrize(
+    "window, problem",
+    [([6000.0], r"must be \[start, stop\] in Angstrom, got"),
+     ([6400.0, 6000.0], r"start must be < stop, got \[6400\.0, 6000\.0\]\."),
+     ([-1.0, 6000.0], "must be finite and > 0 Angstrom"),
+     (["a", 6000.0], r"must be \[start, stop\] in Angstrom \(numbers\)"),
+     ([True, 6000.0], r"must be \[start, stop\] in Angstrom \(numbers\)")],
+)  # fmt: skip
+def test_one_noise_window_check_for_noise_telescope_and_configs(window, problem):
+    """The same check (and message) in `rx.Noise`, `rx.Telescope`, a telescope mapping and
+    a run config's `pipeline.noise`; each names its own field. (The containers' type check
+    refuses a window that is not two floats before the value check sees it.)"""
+    from .cases import tiny_telescope
+
+    with pytest.raises(ConfigError, match=r"^telescope\[SAMI\]\.noise\.window: " + problem):
+        rx.Telescope.preset("SAMI", noise={"window": window})
+    with pytest.raises(ConfigError, match=r"^pipeline\.noise\.window: " + problem):
+        check_config({"pipeline": {"noise": {"snr": 5.0, "window": window}}})
+    if len(window) == 2 and all(type(w) is float for w in window):
+        with pytest.raises(ValueError, match=r"^`Noise\(window=\.\.\.\)`: " + problem):
+            rx.Noise(snr=10.0, window=tuple(window))
+        with pytest.raises(ValueError, match=r"^`Telescope\.snr_window`: " + problem):
+            tiny_telescope(snr=10.0, snr_window=tuple(window))
+    assert rx.Noise(snr=10.0, window=(6000.0, 6400.0)).window == (6000.0, 6400.0)

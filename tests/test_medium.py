@@ -99,7 +99,7 @@ def test_crop_to_coverage_leaves_the_lsf_margin():
 def test_run_config_can_ask_for_the_crop(tmp_path):
     """`pipeline.crop_to_coverage: true` crops at the observation's redshift (here a
     distance alone, z = 0, where E-MILES stops inside MUSE's range)."""
-    from rubix_eqx import _run_config as rc
+    from rubix_eqx import config as rc
 
     config = {
         "galaxy": {"source": "synthetic", "n_stars": 100},

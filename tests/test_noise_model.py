@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import rubix_eqx as rx
 from astropy import constants as _const, units as _u
-from rubix_eqx._config_checks import ConfigError
-from rubix_eqx._run_config import (
+from rubix_eqx._stages._noise import pixel_widths
+from rubix_eqx.config import (
     apply_override,
     build_pipeline,
     build_pipeline_from,
     check_config,
+    ConfigError,
     load_config,
 )
-from rubix_eqx._stages._noise import pixel_widths
 from rubix_eqx.telescope import Detector, Exposure
 
 from .cases import tiny_ssp, tiny_telescope

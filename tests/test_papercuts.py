@@ -151,12 +151,11 @@ def test_galaxy_under_jit_and_vmap_still_builds():
 
 
 def test_preset_with_a_wavelength_array_resamples_its_lsf():
-    from rubix_eqx._config_checks import read_yaml
-    from rubix_eqx.telescope._presets import preset_path
+    from rubix_eqx.config import read_yaml
 
     wave = np.arange(5000.0, 6000.0, 1.25)
     tel = rx.Telescope.preset("MUSE-WFM", n_x=4, wavelength=wave)
-    table = read_yaml(preset_path("MUSE-WFM"))["lsf_fwhm"]
+    table = read_yaml(rx.telescope.preset_dir() / "MUSE-WFM.yaml")["lsf_fwhm"]
     expect = np.interp(wave, table["wavelength"], table["fwhm"])
     assert tel.n_wave == wave.size and tel.n_x == 4 and tel.sampling == "linear"
     np.testing.assert_array_equal(np.asarray(tel.wavelength), wave)
@@ -188,7 +187,7 @@ def test_replace_with_a_wavelength_array_resamples_the_lsf():
 
 
 def test_wavelengths_outside_the_lsf_table_are_refused():
-    from rubix_eqx._config_checks import ConfigError
+    from rubix_eqx.config import ConfigError
 
     outside = np.arange(4000.0, 5000.0, 1.25)
     with pytest.raises(
@@ -215,7 +214,7 @@ def test_wavelengths_outside_the_lsf_table_are_refused():
 
 
 def test_unreachable_stop_names_the_nearest_reachable_values():
-    from rubix_eqx._config_checks import ConfigError
+    from rubix_eqx.config import ConfigError
 
     with pytest.raises(
         ConfigError,
@@ -235,8 +234,8 @@ def test_unreachable_stop_names_the_nearest_reachable_values():
 
 
 def test_yaml_exponent_numbers_are_numbers(tmp_path):
-    from rubix_eqx._config_checks import load_yaml_text, read_yaml
-    from rubix_eqx._run_config import check_config, load_config
+    from rubix_eqx.config import check_config, load_config, read_yaml
+    from rubix_eqx.config._yaml import load_yaml_text
 
     assert load_yaml_text("a: 1e5\nb: 1.0e10\nc: -2E-3\nd: 10\ne: '1e5'\nf: e5\n") == {
         "a": 1e5, "b": 1e10, "c": -2e-3, "d": 10, "e": "1e5", "f": "e5",
@@ -258,7 +257,8 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path):
 
 def test_integers_from_yaml_1_1_strings_and_non_integers():
     import yaml
-    from rubix_eqx._config_checks import ConfigError, integer
+    from rubix_eqx.config import ConfigError
+    from rubix_eqx.config._checks import integer
 
     # a mapping read by PyYAML itself holds '1e5' as a string: still an integer
     assert yaml.safe_load("n: 1e5") == {"n": "1e5"}
@@ -274,7 +274,7 @@ def test_integers_from_yaml_1_1_strings_and_non_integers():
 
 
 def test_set_null_removes_a_key():
-    from rubix_eqx._run_config import apply_override, check_config
+    from rubix_eqx.config import apply_override, check_config
 
     config = {"galaxy": {"n_stars": 500, "scale_length": 4.0}, "pipeline": {"noise": "telescope"},
               "seed": 3}  # fmt: skip
@@ -295,7 +295,7 @@ def test_set_null_removes_a_key():
 
 
 def test_set_null_from_the_command_line(tmp_path):
-    from rubix_eqx._run_config import check_config, load_config
+    from rubix_eqx.config import check_config, load_config
 
     path = tmp_path / "run.yaml"
     path.write_text("galaxy: {n_stars: 100, scale_length: 2.0}\nobservation: {redshift: 0.03}\n")

@@ -229,7 +229,7 @@ def test_bad_galaxies_are_recorded_and_the_rest_completes(inputs):
 
 
 def test_memory_guard_refuses_before_allocating(inputs, monkeypatch):
-    from rubix_eqx import _run_config
+    from rubix_eqx.config import _run as _run_config
     from rubix_eqx.survey import available_memory, load_survey, read_manifest, run_survey
 
     root = inputs / "memory"
@@ -263,7 +263,7 @@ def test_memory_guard_refuses_before_allocating(inputs, monkeypatch):
 
 
 def test_survey_config_errors_name_the_field(inputs):
-    from rubix_eqx._config_checks import ConfigError
+    from rubix_eqx.config import ConfigError
     from rubix_eqx.survey import load_survey
 
     def survey(**kw):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rubix_eqx as rx
 import yaml
-from rubix_eqx._config_checks import ConfigError
+from rubix_eqx.config import ConfigError
 
 
 PRESETS = ["CALIFA-V500", "Hector", "KCWI", "MUSE-NFM", "MUSE-WFM", "MaNGA", "SAMI"]

@@ -12,7 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._checks import concrete
+from .._checks import concrete, wavelength_window
 from .._units import H_C_ERG_ANGSTROM
 from ..telescope import Detector, Exposure, Telescope
 from ._protocol import AbstractCubeStage, CubeState, Scene
@@ -133,11 +133,7 @@ class Noise(AbstractNoise):
         if snr is not None and not snr > 0:
             raise ValueError(f"`Noise(snr=...)` must be > 0; got {snr}.")
         if window is not None:
-            if len(window) != 2 or not float(window[0]) < float(window[1]):
-                raise ValueError(
-                    f"`Noise(window=...)` must be (start, stop) with start < stop; got {window}."
-                )
-            window = (float(window[0]), float(window[1]))
+            window = wavelength_window(window, "`Noise(window=...)`")
         if sigma is not None:
             sigma = jnp.asarray(sigma)
             if not jnp.issubdtype(sigma.dtype, jnp.floating):

@@ -1,5 +1,5 @@
 """Survey runs (docs/survey.md): plan the items (galaxies × views), run one item, and read
-and write the manifest. Everything shared is a run config (`rubix_eqx._run_config`).
+and write the manifest. Everything shared is a run config (`rubix_eqx.config`).
 
 Design, in short:
 
@@ -41,7 +41,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .._config_checks import check_keys, ConfigError, integer, join, number, read_yaml
+from ..config import ConfigError, read_yaml
+from ..config._checks import check_keys, integer, join, number
 
 
 logger = logging.getLogger("rubix_eqx")
@@ -90,7 +91,7 @@ class SurveyItem(NamedTuple):
     - `galaxy`, `view`: the galaxy and view labels.
     - `config`: the item's complete run config (what `rubix-eqx run` would take; also
       written into its HDF5 cube).
-    - `spec`: the checked `RunSpec` of `config` (`rubix_eqx._run_config`).
+    - `spec`: the checked `RunSpec` of `config` (`rubix_eqx.config`).
     - `inputs_hash`: SHA-256 of `config` plus the size and modification time of the
       galaxy (and SSP) file: a changed input means the item is redone.
     """
@@ -280,7 +281,7 @@ def load_survey(path: str | Path) -> Survey:
 
     **Returns:** a [`rubix_eqx.survey.Survey`][].
     """
-    from .. import _run_config as rc
+    from ..config import _run as rc
 
     data = read_yaml(path)
     data = check_keys({} if data is None else data, SURVEY_KEYS, "", required=("galaxies",))
@@ -598,7 +599,7 @@ def _load_galaxy(spec: Mapping, seed: int):
     `GalaxyFileError` and invalid values into `GalaxyValueError`."""
     import h5py
 
-    from .. import _run_config as rc
+    from ..config import _run as rc
 
     if spec["source"] == "file" and spec["loader"] == "hdf5":
         path = spec["path"]
@@ -720,7 +721,7 @@ class _Context:
         self.galaxy = None
 
     def pipeline(self, item: SurveyItem):
-        from .. import _run_config as rc
+        from ..config import _run as rc
 
         spec = item.spec
         key = _canonical([item.config.get("telescope"), spec.ssp, spec.pipeline])
@@ -748,8 +749,9 @@ def run_item(item: SurveyItem, out: Path, context: _Context) -> dict:
     import jax
     import numpy as np
 
-    from .. import __version__, _run_config as rc
+    from .. import __version__
     from .._atomic import atomic_path
+    from ..config import _run as rc
 
     spec = item.spec
     tel = spec.telescope

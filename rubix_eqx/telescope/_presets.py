@@ -15,11 +15,3 @@ def preset_dir() -> Path:
 def presets() -> list[str]:
     """Names of the available telescope presets."""
     return sorted(p.stem for p in preset_dir().glob("*.yaml"))
-
-
-def preset_path(name: str) -> Path:
-    names = presets()
-    for known in names:
-        if known.lower() == name.lower():
-            return preset_dir() / f"{known}.yaml"
-    raise ValueError(f"Unknown telescope preset {name!r}; available: {', '.join(names)}.")

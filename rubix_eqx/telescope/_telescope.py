@@ -1,6 +1,7 @@
-"""The `Telescope` pytree: spatial sampling, wavelength grid, LSF, PSF and noise defaults."""
+"""The `Telescope` pytree: spatial sampling, wavelength grid, LSF, PSF and noise defaults.
+Pure containers with value checks; reading them from mappings and YAML is
+`rubix_eqx.config`'s (the `preset`/`from_yaml`/`from_dict` front doors delegate there)."""
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, jaxtyped
 
-from .._checks import concrete, require
-from .._config_checks import (
-    check_keys,
-    choice,
-    ConfigError,
-    deep_merge,
-    integer,
-    join,
-    number,
-    read_yaml,
-)
+from .._checks import concrete, require, wavelength_window
 from .._typecheck import typechecker
 
 
@@ -56,7 +47,7 @@ def _curve(values) -> Array:
     return jnp.atleast_1d(jnp.asarray(arr, dtype=dtype))  # a strong (not weak) dtype
 
 
-def _float_dtype(values):
+def float_dtype(values):
     """The float dtype of `values` as JAX holds it (float64 → float32 without x64), else
     float32."""
     dtype = getattr(values, "dtype", None)
@@ -68,7 +59,7 @@ def _float_dtype(values):
 def _float_array(values) -> Array:
     """A NumPy array or list as a JAX float array (its float dtype kept; else float32)."""
     arr = np.asarray(values)
-    return jnp.asarray(arr, _float_dtype(arr))
+    return jnp.asarray(arr, float_dtype(arr))
 
 
 def _optional_curve(values) -> Array | None:
@@ -328,6 +319,8 @@ class Telescope(eqx.Module):
             )
         if self.snr is not None and not (np.isfinite(self.snr) and self.snr > 0):
             raise ValueError(f"`Telescope.snr` must be > 0; got {self.snr}.")
+        if self.snr_window is not None:
+            wavelength_window(self.snr_window, "`Telescope.snr_window`")
         if wave is not None and self.detector is not None:
             _covers("Telescope.detector", "throughput", self.detector.throughput_wavelength, wave)
         if wave is not None and self.exposure is not None:
@@ -372,7 +365,7 @@ class Telescope(eqx.Module):
                     self.wavelength, self.lsf_fwhm, wave, f"telescope {self.name!r}",
                     "`Telescope.replace(wavelength=...)`",
                 )  # fmt: skip
-                changes["lsf_fwhm"] = jnp.asarray(fwhm, _float_dtype(changes["wavelength"]))
+                changes["lsf_fwhm"] = jnp.asarray(fwhm, float_dtype(changes["wavelength"]))
             if "sampling" not in changes and wave is not None:
                 changes["sampling"] = infer_sampling(wave, self.sampling)
         fields.update(changes)
@@ -386,163 +379,32 @@ class Telescope(eqx.Module):
         (Angstrom, strictly increasing), e.g. `wavelength=np.arange(5000.0, 6000.0, 1.25)`:
         the preset's LSF table is then interpolated onto them (a `ConfigError` if they
         leave the table), and `sampling` is `"log"` if they are evenly spaced in log λ,
-        else `"linear"`."""
-        from ._presets import preset_path
+        else `"linear"`. Schema: [`rubix_eqx.config.TELESCOPE_KEYS`][]."""
+        from ..config import telescope_preset
 
-        data = read_yaml(preset_path(name))
-        return cls.from_dict(deep_merge(data, overrides), path=f"telescope[{name}]")
+        return telescope_preset(name, **overrides)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Telescope":
         """A telescope from a YAML file in the preset schema (docs/telescopes.md)."""
-        return cls.from_dict(read_yaml(path), path=str(path))
+        from ..config import telescope_from_yaml
+
+        return telescope_from_yaml(path)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "telescope") -> "Telescope":
         """A telescope from a mapping in the preset schema; errors name the key path."""
-        keys = (
-            "name", "description", "references", "spaxel_size", "n_x", "n_y", "aperture",
-            "aperture_diameter", "wavelength", "lsf_fwhm", "psf", "noise", "medium", "detector",
-            "exposure",
-        )  # fmt: skip
-        check_keys(
-            data,
-            keys,
-            path,
-            required=("name", "spaxel_size", "n_x", "n_y", "wavelength", "lsf_fwhm"),
-        )
-        if isinstance(data["wavelength"], Mapping):
-            wave_spec = check_keys(
-                data["wavelength"], ("start", "stop", "step", "sampling"),
-                join(path, "wavelength"), required=("start", "stop", "step"),
-            )  # fmt: skip
-            wavelength, sampling = wavelength_grid(wave_spec, join(path, "wavelength"))
-            dtype = jnp.float32
-        else:  # pixel centres given as an array
-            wavelength = wavelength_array(data["wavelength"], join(path, "wavelength"))
-            sampling = infer_sampling(wavelength, "linear")
-            dtype = _float_dtype(np.asarray(data["wavelength"]))
-        lsf = _lsf_table(data["lsf_fwhm"], wavelength, join(path, "lsf_fwhm"))
-        aperture = choice(data.get("aperture", "square"), join(path, "aperture"), APERTURES)
-        diameter = data.get("aperture_diameter")
-        if aperture != "square" or diameter is not None:
-            diameter = number(diameter, join(path, "aperture_diameter"), positive=True)
-        psf = None
-        if data.get("psf") is not None:
-            psf_path = join(path, "psf")
-            spec = check_keys(
-                data["psf"], ("kind", "fwhm", "beta"), psf_path, required=("kind", "fwhm")
-            )
-            kind = choice(spec["kind"], join(psf_path, "kind"), PSF_KINDS)
-            beta = spec.get("beta")
-            if kind == "moffat":
-                beta = number(beta, join(psf_path, "beta"), lo=1.0000001)
-            psf = PSF(
-                kind=kind,
-                fwhm=number(spec["fwhm"], join(psf_path, "fwhm"), positive=True),
-                beta=beta,
-            )
-        snr, window = None, None
-        if data.get("noise") is not None:
-            noise_path = join(path, "noise")
-            spec = check_keys(data["noise"], ("snr", "window"), noise_path)
-            if spec.get("snr") is not None:
-                snr = number(spec["snr"], join(noise_path, "snr"), positive=True)
-            if spec.get("window") is not None:
-                w = spec["window"]
-                if not isinstance(w, list | tuple) or len(w) != 2:
-                    raise ConfigError(
-                        f"{join(noise_path, 'window')}: must be [start, stop] in Angstrom."
-                    )
-                window = tuple(number(v, join(noise_path, "window")) for v in w)
-                if not window[0] < window[1]:
-                    raise ConfigError(
-                        f"{join(noise_path, 'window')}: start must be < stop; got {list(window)}."
-                    )
-        detector = None
-        if data.get("detector") is not None:
-            detector = detector_from_dict(data["detector"], wavelength, join(path, "detector"))
-        exposure = None
-        if data.get("exposure") is not None:
-            exposure = exposure_from_dict(data["exposure"], wavelength, join(path, "exposure"))
-        refs = data.get("references") or ()
-        return cls(
-            name=str(data["name"]),
-            spaxel_size=number(data["spaxel_size"], join(path, "spaxel_size"), positive=True),
-            n_x=integer(data["n_x"], join(path, "n_x")),
-            n_y=integer(data["n_y"], join(path, "n_y")),
-            wavelength=jnp.asarray(wavelength, dtype),
-            lsf_fwhm=jnp.asarray(lsf, dtype),
-            aperture=aperture,
-            aperture_diameter=diameter,
-            sampling=sampling,
-            psf=psf,
-            snr=snr,
-            snr_window=window,
-            description=str(data.get("description", "")),
-            references=tuple(str(r) for r in refs),
-            medium=choice(data.get("medium", "air"), join(path, "medium"), MEDIA),
-            detector=detector,
-            exposure=exposure,
-        )
+        from ..config import telescope_from_dict
+
+        return telescope_from_dict(data, path)
 
 
 def wavelength_grid(spec: Mapping[str, Any], path: str) -> tuple[np.ndarray, str]:
-    """Pixel centres (float64, Angstrom) from `{start, stop, step, sampling}`; `step` is in
-    Angstrom for linear sampling and in dex (Δlog10 λ) for log sampling.
+    """Pixel centres (float64, Angstrom) and sampling from `{start, stop, step, sampling}`:
+    [`rubix_eqx.config.wavelength_grid`][]."""
+    from ..config import wavelength_grid as grid
 
-    Linear: `stop` must be reached from `start` in whole steps (to 1e-6 of a step), else
-    a `ConfigError` names the two nearest reachable values. Log: the last pixel is the
-    one nearest to `stop` (`n = round(log10(stop/start)/step) + 1`), as a stop in Å is
-    never exactly a whole number of dex steps away."""
-    start = number(spec["start"], join(path, "start"), positive=True)
-    stop = number(spec["stop"], join(path, "stop"), positive=True)
-    step = number(spec["step"], join(path, "step"), positive=True)
-    sampling = choice(spec.get("sampling", "linear"), join(path, "sampling"), SAMPLINGS)
-    if not stop > start:
-        raise ConfigError(f"{join(path, 'stop')}: must be > start ({start:g}); got {stop:g}.")
-    if sampling == "linear":
-        steps = (stop - start) / step
-        n = int(round(steps))
-        if abs(steps - n) > 1e-6:
-            below = start + step * math.floor(steps)
-            above = start + step * math.ceil(steps)
-            raise ConfigError(
-                f"{join(path, 'stop')}: {stop:.10g} is not reached from start {start:.10g} in "
-                f"steps of {step:.10g} Angstrom ({steps:.6g} steps); the nearest reachable "
-                f"values are {below:.10g} and {above:.10g}."
-            )
-        return start + step * np.arange(n + 1), sampling
-    n = int(round(np.log10(stop / start) / step)) + 1
-    return 10.0 ** (np.log10(start) + step * np.arange(n)), sampling
-
-
-def wavelength_array(values: Any, path: str) -> np.ndarray:
-    """Pixel centres (float64, Angstrom) given as an array: 1-D, >= 2 values, finite,
-    positive and strictly increasing, else a `ConfigError` naming `path`."""
-    try:
-        wave = np.asarray(values, np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{path}: must be {{start, stop, step}} or an array of pixel centres in Angstrom, "
-            f"got {values!r}."
-        ) from None
-    if wave.ndim != 1 or wave.size < 2:
-        raise ConfigError(
-            f"{path}: an array of pixel centres must be 1-D with >= 2 values; got shape "
-            f"{wave.shape}."
-        )
-    if not np.all(np.isfinite(wave)):
-        raise ConfigError(f"{path}: pixel centres must be finite.")
-    if not wave[0] > 0:
-        raise ConfigError(f"{path}: pixel centres must be > 0 Angstrom; got {wave[0]:g}.")
-    if not np.all(np.diff(wave) > 0):
-        i = int(np.argmin(np.diff(wave) > 0))
-        raise ConfigError(
-            f"{path}: pixel centres must be strictly increasing; got {wave[i]:g} then "
-            f"{wave[i + 1]:g} at index {i}."
-        )
-    return wave
+    return grid(spec, path)
 
 
 def infer_sampling(wavelength, default: str) -> str:
@@ -578,127 +440,3 @@ def resample_lsf(table_wave, table_fwhm, wavelength, owner: str, where: str) -> 
             "`lsf_fwhm` (Angstrom at each new pixel) as well, or wavelengths inside that range."
         )
     return np.interp(wave, grid, fwhm)
-
-
-def _lsf_table(spec: Any, wavelength: np.ndarray, path: str) -> np.ndarray:
-    """LSF FWHM (Angstrom) at each pixel from a constant, a `{wavelength, fwhm}` table,
-    or an array with one value per pixel."""
-    if not isinstance(spec, Mapping):
-        if np.ndim(spec) == 0:
-            return np.full(wavelength.shape, number(spec, path, positive=True))
-        values = np.asarray([number(v, path, positive=True) for v in np.ravel(spec)])
-        if np.ndim(spec) != 1 or values.size != wavelength.size:
-            raise ConfigError(
-                f"{path}: an array of FWHM values must have one value per pixel "
-                f"({wavelength.size}); got shape {np.shape(spec)}."
-            )
-        return values
-    check_keys(spec, ("wavelength", "fwhm"), path, required=("wavelength", "fwhm"))
-    grid = np.asarray([number(v, join(path, "wavelength")) for v in spec["wavelength"]])
-    fwhm = np.asarray([number(v, join(path, "fwhm"), positive=True) for v in spec["fwhm"]])
-    if grid.size != fwhm.size or grid.size < 2:
-        raise ConfigError(f"{path}: `wavelength` and `fwhm` need the same length >= 2.")
-    if not np.all(np.diff(grid) > 0):
-        raise ConfigError(f"{join(path, 'wavelength')}: must be strictly increasing.")
-    if grid[0] > wavelength[0] * (1 + 1e-4) or grid[-1] < wavelength[-1] * (1 - 1e-4):
-        raise ConfigError(
-            f"{path}: table covers {grid[0]:g}-{grid[-1]:g} Angstrom but the grid spans "
-            f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom."
-        )
-    return np.interp(wavelength, grid, fwhm)
-
-
-DETECTOR_KEYS = (
-    "collecting_area", "throughput", "read_noise", "dark_current", "pixel_area",
-    "pixel_dispersion",
-)  # fmt: skip
-EXPOSURE_KEYS = (
-    "time", "n_exposures", "sky", "snr", "reference_sb", "reference_wavelength",
-)  # fmt: skip
-
-
-def curve_table(
-    spec: Any, path: str, wavelength: np.ndarray | None, *, positive=False, hi=None
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """`(table wavelengths or None, values)` from a constant or a `{wavelength, value}`
-    table (Angstrom, strictly increasing, covering `wavelength` if given)."""
-    checks = {"positive": positive, "non_negative": not positive, "hi": hi}
-    if not isinstance(spec, Mapping):
-        return None, np.asarray([number(spec, path, **checks)])
-    check_keys(spec, ("wavelength", "value"), path, required=("wavelength", "value"))
-    for key in ("wavelength", "value"):
-        if not isinstance(spec[key], list | tuple):
-            raise ConfigError(f"{join(path, key)}: must be a list of numbers, got {spec[key]!r}.")
-    where = join(path, "wavelength")
-    grid = np.asarray([number(v, where, positive=True) for v in spec["wavelength"]])
-    values = np.asarray([number(v, join(path, "value"), **checks) for v in spec["value"]])
-    if grid.size != values.size or grid.size < 2:
-        raise ConfigError(
-            f"{path}: `wavelength` and `value` need the same length >= 2; got {grid.size} "
-            f"and {values.size}."
-        )
-    if not np.all(np.diff(grid) > 0):
-        raise ConfigError(f"{join(path, 'wavelength')}: must be strictly increasing.")
-    if wavelength is not None and (
-        grid[0] > wavelength[0] * (1 + 1e-4) or grid[-1] < wavelength[-1] * (1 - 1e-4)
-    ):
-        raise ConfigError(
-            f"{path}: table covers {grid[0]:g}-{grid[-1]:g} Angstrom but the grid spans "
-            f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom."
-        )
-    return grid, values
-
-
-def _as_array(values: np.ndarray | None):
-    return None if values is None else jnp.asarray(values, jnp.float32)
-
-
-def detector_from_dict(spec: Any, wavelength: np.ndarray, path: str) -> Detector:
-    """A [`Detector`][rubix_eqx.telescope.Detector] from the preset schema's `detector` block."""
-    spec = check_keys(spec, DETECTOR_KEYS, path, required=("collecting_area", "throughput"))
-    t_wave, throughput = curve_table(
-        spec["throughput"], join(path, "throughput"), wavelength, positive=True, hi=1.0
-    )
-    kw: dict[str, Any] = {}
-    for key in ("read_noise", "dark_current"):
-        if spec.get(key) is not None:
-            kw[key] = number(spec[key], join(path, key), non_negative=True)
-    for key in ("pixel_area", "pixel_dispersion"):
-        if spec.get(key) is not None:
-            kw[key] = number(spec[key], join(path, key), positive=True)
-    if ("pixel_area" in kw) != ("pixel_dispersion" in kw):
-        missing = "pixel_dispersion" if "pixel_area" in kw else "pixel_area"
-        raise ConfigError(
-            f"{join(path, missing)}: required with `{path}.pixel_area`/`pixel_dispersion` "
-            "(give both, or neither for one detector pixel per voxel)."
-        )
-    area = number(spec["collecting_area"], join(path, "collecting_area"), positive=True)
-    return Detector(
-        collecting_area=area,
-        throughput=_as_array(throughput),
-        throughput_wavelength=_as_array(t_wave),
-        **kw,
-    )
-
-
-def exposure_from_dict(spec: Any, wavelength: np.ndarray, path: str) -> Exposure:
-    """An [`Exposure`][rubix_eqx.telescope.Exposure] from the preset schema's `exposure`
-    block (`time` or `snr` + `reference_sb` + `reference_wavelength`; `n_exposures`, `sky`)."""
-    spec = check_keys(spec, EXPOSURE_KEYS, path, required=("sky",))
-    s_wave, sky = curve_table(spec["sky"], join(path, "sky"), wavelength)
-    kw: dict[str, Any] = {}
-    if spec.get("n_exposures") is not None:
-        kw["n_exposures"] = integer(spec["n_exposures"], join(path, "n_exposures"))
-    for key in ("time", "snr", "reference_sb", "reference_wavelength"):
-        if spec.get(key) is not None:
-            kw[key] = number(spec[key], join(path, key), positive=True)
-    ref = kw.get("reference_wavelength")
-    if ref is not None and not wavelength[0] <= ref <= wavelength[-1]:
-        raise ConfigError(
-            f"{join(path, 'reference_wavelength')}: must lie inside the grid "
-            f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom, got {ref:g}."
-        )
-    try:
-        return Exposure(sky=_as_array(sky), sky_wavelength=_as_array(s_wave), **kw)
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None

@@ -1,16 +1,13 @@
-"""Checks for dictionaries read from YAML: errors name the key path."""
+"""Checks of values read from YAML or given as mappings: errors name the key path."""
 
 import difflib
-import functools
 import math
-import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or invalid; the message names its key path."""
+from .._checks import wavelength_window
+from ._error import ConfigError
+from ._yaml import FLOAT_12
 
 
 def join(path: str, key: str) -> str:
@@ -65,7 +62,7 @@ def integer(value: Any, path: str, *, minimum: int = 1) -> int:
     mapping read with `yaml.safe_load`); `10.5`, `true`, `"40"` (quoted) or `"many"` do
     not."""
     number_ = value
-    if isinstance(value, str) and _FLOAT_12.match(value.strip()):
+    if isinstance(value, str) and FLOAT_12.match(value.strip()):
         number_ = float(value.replace("_", ""))
     if isinstance(number_, float) and math.isfinite(number_) and number_.is_integer():
         number_ = int(number_)
@@ -89,54 +86,7 @@ def choice(value: Any, path: str, options: Iterable[str]) -> str:
     return value
 
 
-# YAML 1.1 (PyYAML) reads `1e5` and `1.0e10` as strings: its float pattern wants a dot
-# and a signed exponent. YAML 1.2 and every other reader take them as numbers, and so do
-# we: a loader that adds the 1.2 pattern (an exponent without a dot or a sign).
-_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
-
-
-@functools.cache
-def _loader():
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """PyYAML's safe loader with YAML 1.2 floats (`1e5`)."""
-
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
-    return Loader
-
-
-def load_yaml_text(text: str) -> Any:
-    """Parse YAML text as `read_yaml` does (safe; `1e5` is a number)."""
-    import yaml
-
-    return yaml.load(text, Loader=_loader())
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error reports the line and column. Numbers such as
-    `1e5` are numbers (YAML 1.2), not the strings PyYAML's YAML 1.1 resolver makes."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file not found: {path}")
-    try:
-        return load_yaml_text(path.read_text())
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path}: malformed YAML at {where}: {e.problem}.") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}.") from None
-
-
-def deep_merge(base: Mapping, overrides: Mapping) -> dict:
-    """`base` with `overrides` applied recursively (mappings merge, other values replace)."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def window(value: Any, path: str) -> tuple[float, float]:
+    """A `[start, stop]` wavelength window (Angstrom), checked by the one window check of
+    the package ([`rubix_eqx.Noise`][] and `Telescope.snr_window` use it too)."""
+    return wavelength_window(value, path, ConfigError)

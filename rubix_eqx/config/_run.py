@@ -1,0 +1,537 @@
+"""Run configurations (YAML): checked in full before anything is computed, then built
+into the typed pytrees. Errors name the key path (`telescope.psf.fwhm: must be > 0, got
+-1.`), unknown keys come with a did-you-mean hint, and malformed YAML reports the line
+and column. Schema: docs/configuration.md."""
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ._checks import boolean, check_keys, choice, ConfigError, integer, join, number
+from ._keys import KEYS_BY_NAME, TELESCOPE_KEYS as SCHEMA
+from ._telescope import preset_file, telescope_from_dict
+from ._yaml import deep_merge, load_yaml_text, read_yaml
+
+
+TOP_KEYS = ("seed", "galaxy", "observation", "telescope", "ssp", "pipeline", "output")
+SYNTHETIC_KEYS = (
+    "source", "n_stars", "total_mass", "scale_length", "scale_height", "bulge_fraction",
+    "bulge_radius", "v_flat", "r_turn", "dispersion", "bulge_dispersion", "log_age_centre",
+    "log_age_gradient", "metallicity_centre", "metallicity_gradient", "log_age_scatter",
+    "metallicity_scatter",
+)  # fmt: skip
+POSITIVE_SYNTHETIC = ("total_mass", "scale_length", "scale_height", "bulge_radius", "r_turn")
+NON_NEGATIVE_SYNTHETIC = (
+    "dispersion",
+    "bulge_dispersion",
+    "log_age_scatter",
+    "metallicity_scatter",
+)
+FILE_KEYS = (
+    "source", "path", "loader", "subhalo_id", "group_id", "catalog", "centre", "align",
+    "radius", "metallicity",
+)  # fmt: skip
+LOADERS = ("hdf5", "tng", "eagle")
+OBSERVATION_KEYS = ("redshift", "distance", "inclination", "position_angle", "ra", "dec")
+TELESCOPE_KEYS = ("preset", "file", "overrides")
+TELESCOPE_SCHEMA = tuple(key.name for key in SCHEMA if not key.section)
+PIPELINE_KEYS = (
+    "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
+    "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage",
+)  # fmt: skip
+CONSTANT_NOISE_KEYS = ("snr", "window")
+PHYSICAL_NOISE_KEYS = (
+    "exposure_time", "n_exposures", "sky", "snr", "reference_sb", "reference_wavelength",
+)  # fmt: skip
+REFERENCE_KEYS = ("snr", "reference_sb", "reference_wavelength")
+OUTPUT_DEFAULTS = {
+    "directory": "out",
+    "cube_fits": "cube.fits",
+    "cube_hdf5": "cube.h5",
+    "quicklook": "quicklook.png",
+    "summary": "summary.json",
+}
+DEFAULT_TELESCOPE = "MUSE-WFM"
+
+
+class RunSpec(NamedTuple):
+    """A checked run config: everything needed to build the run, nothing heavy loaded.
+
+    - `seed`: int; the galaxy uses `jax.random.key(seed)`, the noise `key(seed + 1)`.
+    - `galaxy`: normalised galaxy section (`source` is `"synthetic"` or `"file"`).
+    - `observation`: keyword arguments of [`rubix_eqx.Observation`][].
+    - `telescope`: the [`rubix_eqx.Telescope`][] (built: it is cheap and its checks name
+      the key path).
+    - `ssp`: a grid name (`"miles"`) or an HDF5 path.
+    - `pipeline`: keyword arguments of [`rubix_eqx.Pipeline`][] (besides telescope, ssp).
+    - `output`: `directory` and file names (`None` = not written).
+    """
+
+    seed: int
+    galaxy: dict
+    observation: dict
+    telescope: Any
+    ssp: str
+    pipeline: dict
+    output: dict
+
+
+def _parse_value(raw: str, item: str):
+    import yaml
+
+    try:
+        return load_yaml_text(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})."
+        ) from None
+
+
+# Sections where `null` is a value in its own right rather than "not given": an output
+# file name of null skips that file, and a telescope field of null removes the preset's
+# value of that field (e.g. `telescope.psf=null`: no PSF).
+NULL_KEEPING = ("output", "telescope")
+
+
+def apply_override(data: dict, item: str) -> dict:
+    """`data` with one `key.path=value` override applied (the value parsed as YAML).
+    Intermediate mappings are created as needed; a telescope given as a preset name (or
+    not given: the default preset) becomes `{preset: name}` so that its fields can be
+    overridden.
+
+    `key.path=null` removes the key, so that its default applies (`--set
+    galaxy.scale_length=null`, `--set pipeline.noise=null`: noiseless); removing a key
+    that is not there does nothing. Under `output` and `telescope` a null is kept, as it
+    means something there: `output.quicklook=null` skips that file, `telescope.psf=null`
+    drops the preset's PSF."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value.")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key in {key.strip()!r}.")
+    value = _parse_value(raw, item)
+    remove = value is None and not (parts[0] in NULL_KEEPING and len(parts) > 1)
+    data = dict(data)
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if depth == 0 and part == "telescope" and (child is None or isinstance(child, str)):
+            child = {"preset": child or DEFAULT_TELESCOPE}
+        if child is None:
+            if remove:
+                return data  # nothing to remove
+            child = {}
+        if not isinstance(child, Mapping):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"--set {item!r}: `{where}` is {type(child).__name__} {child!r}, not a mapping."
+            )
+        node[part] = dict(child)
+        node = node[part]
+    if remove:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a run config (YAML) and apply `key.path=value` overrides. The result is
+    still unchecked: pass it to `check_config` (or `build_run`)."""
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    data = dict(check_keys(data, TOP_KEYS, ""))
+    for item in overrides:
+        data = apply_override(data, item)
+    return data
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def check_galaxy(spec: Any) -> dict:
+    path = "galaxy"
+    if spec is None:
+        spec = {"source": "synthetic"}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: must be a mapping, got {type(spec).__name__}.")
+    source = choice(spec.get("source", "synthetic"), join(path, "source"), ("synthetic", "file"))
+    if source == "synthetic":
+        check_keys(spec, SYNTHETIC_KEYS, path)
+        out: dict[str, Any] = {"source": "synthetic"}
+        for key, value in spec.items():
+            if key == "source":
+                continue
+            where = join(path, key)
+            if key == "n_stars":
+                out[key] = integer(value, where)
+            elif key in POSITIVE_SYNTHETIC:
+                out[key] = number(value, where, positive=True)
+            elif key in NON_NEGATIVE_SYNTHETIC:
+                out[key] = number(value, where, non_negative=True)
+            elif key == "bulge_fraction":
+                out[key] = number(value, where, lo=0.0, hi=1.0)
+            else:
+                out[key] = number(value, where)
+        return out
+    check_keys(spec, FILE_KEYS, path, required=("path",))
+    loader = choice(spec.get("loader", "hdf5"), join(path, "loader"), LOADERS)
+    file = spec["path"]
+    if not isinstance(file, str | Path):
+        raise ConfigError(f"{path}.path: must be a file path, got {file!r}.")
+    if not Path(file).is_file():
+        raise ConfigError(f"{path}.path: file not found: {file}")
+    out = {"source": "file", "path": str(file), "loader": loader}
+    for key in ("subhalo_id", "group_id"):
+        if spec.get(key) is not None:
+            if loader == "hdf5":
+                raise ConfigError(f"{join(path, key)}: only for `loader: tng` or `loader: eagle`.")
+            minimum = 1 if (loader, key) == ("eagle", "group_id") else 0
+            out[key] = integer(spec[key], join(path, key), minimum=minimum)
+    if spec.get("catalog") is not None:
+        if loader != "tng":
+            raise ConfigError(f"{path}.catalog: only for `loader: tng` (the group catalogue).")
+        if not Path(spec["catalog"]).is_file():
+            raise ConfigError(f"{path}.catalog: file not found: {spec['catalog']}")
+        out["catalog"] = str(spec["catalog"])
+    if loader == "tng" and ("subhalo_id" in out or "group_id" in out) and "catalog" not in out:
+        raise ConfigError(
+            f"{path}.catalog: required with subhalo_id/group_id for `loader: tng` (the group "
+            "catalogue locates the particles); for an API cutout, drop subhalo_id/group_id."
+        )
+    if loader == "eagle" and "subhalo_id" in out and "group_id" not in out:
+        raise ConfigError(
+            f"{path}.group_id: required with subhalo_id for `loader: eagle` (GroupNumber)."
+        )
+    if spec.get("metallicity") is not None:
+        if loader != "eagle":
+            raise ConfigError(f"{path}.metallicity: only for `loader: eagle`.")
+        out["metallicity"] = choice(
+            spec["metallicity"], join(path, "metallicity"), ("smoothed", "particle")
+        )
+    out["centre"] = boolean(spec.get("centre", loader != "hdf5"), join(path, "centre"))
+    out["align"] = boolean(spec.get("align", False), join(path, "align"))
+    if out["align"] and not out["centre"]:
+        raise ConfigError(f"{path}.align: needs `centre: true` (the rotation is about the centre).")
+    if spec.get("radius") is not None:
+        out["radius"] = number(spec["radius"], join(path, "radius"), positive=True)
+    return out
+
+
+def check_observation(spec: Any) -> dict:
+    path = "observation"
+    spec = check_keys({} if spec is None else spec, OBSERVATION_KEYS, path)
+    kw = {k: number(v, join(path, k)) for k, v in spec.items() if v is not None}
+    if "distance" in kw and not kw["distance"] > 0:
+        raise ConfigError(f"{path}.distance: must be > 0 (Mpc), got {kw['distance']:g}.")
+    if "redshift" in kw:
+        if kw["redshift"] < 0:
+            raise ConfigError(f"{path}.redshift: must be >= 0, got {kw['redshift']:g}.")
+        if kw["redshift"] == 0 and "distance" not in kw:
+            raise ConfigError(
+                f"{path}.redshift: must be > 0 unless `{path}.distance` (Mpc) is given, got 0."
+            )
+    elif "distance" in kw:
+        kw["redshift"] = 0.0  # a nearby galaxy: spectra at rest unless a redshift is given
+    if "inclination" in kw and not 0 <= kw["inclination"] <= 180:
+        raise ConfigError(
+            f"{path}.inclination: must lie in [0, 180] degrees, got {kw['inclination']:g}."
+        )
+    if "ra" in kw and not 0 <= kw["ra"] < 360:
+        raise ConfigError(f"{path}.ra: must lie in [0, 360) degrees, got {kw['ra']:g}.")
+    if "dec" in kw and not -90 <= kw["dec"] <= 90:
+        raise ConfigError(f"{path}.dec: must lie in [-90, 90] degrees, got {kw['dec']:g}.")
+    return kw
+
+
+def check_telescope(spec: Any):
+    """The telescope a config's `telescope` section describes: a preset name; a mapping
+    with `preset` (or `file`) plus any preset fields overriding it (also accepted under
+    `overrides`); or a complete inline definition in the preset schema."""
+    from ..telescope import presets
+
+    path = "telescope"
+    if spec is None:
+        spec = DEFAULT_TELESCOPE
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    check_keys(spec, TELESCOPE_KEYS + TELESCOPE_SCHEMA, path)
+    if "preset" in spec and "file" in spec:
+        raise ConfigError(f"{path}: give `preset` or `file`, not both.")
+    overrides = spec.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{path}.overrides: must be a mapping, got {type(overrides).__name__}.")
+    inline = {k: v for k, v in spec.items() if k in TELESCOPE_SCHEMA}
+    if "preset" in spec:
+        name = spec["preset"]
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}.preset: must be a preset name, got {name!r}.")
+        try:
+            base = read_yaml(preset_file(name))
+        except ValueError:
+            names = presets()
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                f"{path}.preset: unknown preset {name!r}.{hint} Available: {', '.join(names)}."
+            ) from None
+    elif "file" in spec:
+        if not Path(spec["file"]).is_file():
+            raise ConfigError(f"{path}.file: file not found: {spec['file']}")
+        base = read_yaml(spec["file"])
+    else:
+        base = {}
+    if not isinstance(base, Mapping):
+        raise ConfigError(f"{path}: the preset/file does not hold a mapping.")
+    merged = deep_merge(deep_merge(base, inline), overrides)
+    return telescope_from_dict(merged, path=join(path, "overrides") if overrides else path)
+
+
+def check_ssp(spec: Any) -> str:
+    if spec is None:
+        return "miles"
+    if not isinstance(spec, str):
+        raise ConfigError(f"ssp: must be a grid name (miles) or an HDF5 file path, got {spec!r}.")
+    if spec.endswith((".h5", ".hdf5")):
+        if not Path(spec).is_file():
+            raise ConfigError(f"ssp: file not found: {spec}")
+    elif spec.lower() not in ("miles", "e-miles", "emiles"):
+        raise ConfigError(
+            f"ssp: unknown grid {spec!r}; give `miles` or the path of an SSP HDF5 file."
+        )
+    return spec
+
+
+def check_pipeline(spec: Any) -> dict:
+    path = "pipeline"
+    options = check_keys({} if spec is None else spec, PIPELINE_KEYS, path)
+    kw: dict[str, Any] = {}
+    if "deposit" in options:
+        kw["deposit"] = choice(options["deposit"], "pipeline.deposit", ("cic", "nearest"))
+    if "engine" in options:
+        kw["engine"] = choice(options["engine"], "pipeline.engine", ("auto", "direct", "histogram"))
+    if "flux_unit" in options:
+        kw["flux_unit"] = number(options["flux_unit"], "pipeline.flux_unit", positive=True)
+    if "velocity_margin" in options:
+        kw["velocity_margin"] = number(
+            options["velocity_margin"], "pipeline.velocity_margin", non_negative=True
+        )
+    for key in ("chunk_size", "oversample"):
+        if options.get(key) is not None:
+            kw[key] = integer(options[key], f"pipeline.{key}")
+    for key in ("lsf", "allow_sharper_lsf", "psf", "aperture", "crop_to_coverage"):
+        if key in options:
+            kw[key] = boolean(options[key], f"pipeline.{key}")
+    noise = options.get("noise")
+    if noise is not None:
+        if isinstance(noise, str):
+            kw["noise"] = choice(noise, "pipeline.noise", ("telescope",))
+        else:
+            kw["noise"] = check_noise(noise)
+    return kw
+
+
+def is_physical_noise(spec: Any) -> bool:
+    """Whether a checked `pipeline.noise` value asks for the physical model."""
+    return spec == "telescope" or (
+        isinstance(spec, Mapping) and not set(spec) <= set(CONSTANT_NOISE_KEYS)
+    )
+
+
+def check_noise(spec: Any) -> dict:
+    """A `pipeline.noise` mapping: the constant S/N `{snr, window}`, or the physical model
+    with the telescope's detector and any of `exposure_time`, `n_exposures`, `sky`, or a
+    S/N `snr` at `reference_sb` and `reference_wavelength` replacing the preset's."""
+    path = "pipeline.noise"
+    spec = check_keys(spec, tuple(dict.fromkeys(CONSTANT_NOISE_KEYS + PHYSICAL_NOISE_KEYS)), path)
+    physical = [k for k in spec if k not in CONSTANT_NOISE_KEYS]
+    if not physical:
+        check_keys(spec, CONSTANT_NOISE_KEYS, path, required=("snr",))
+        snr = KEYS_BY_NAME["noise.snr"].check(spec["snr"], join(path, "snr"))
+        window = spec.get("window")
+        if window is not None:
+            window = KEYS_BY_NAME["noise.window"].check(window, join(path, "window"))
+        return {"snr": snr, "window": window}
+    if "window" in spec:
+        raise ConfigError(
+            f"{path}.window: only for the constant-S/N form {{snr, window}}; the physical form "
+            f"(here with {', '.join(physical)}) states its S/N with reference_sb and "
+            "reference_wavelength."
+        )
+    out: dict[str, Any] = {}
+    for key in PHYSICAL_NOISE_KEYS:  # the `exposure` keys of the telescope schema
+        if spec.get(key) is not None:
+            name = "exposure.time" if key == "exposure_time" else f"exposure.{key}"
+            out[key] = KEYS_BY_NAME[name].check(spec[key], join(path, key))
+    if "sky" in out:
+        table, value = out["sky"]
+        out["sky"] = float(value) if table is None else (table.tolist(), value.tolist())
+    reference = [k for k in REFERENCE_KEYS if k in out]
+    if "exposure_time" in out and reference:
+        raise ConfigError(
+            f"{path}: give `exposure_time` or `snr` with `reference_sb` and "
+            f"`reference_wavelength`, not both; got exposure_time={out['exposure_time']:g} and "
+            + ", ".join(f"{k}={out[k]:g}" for k in reference)
+            + "."
+        )
+    if reference:
+        for key in REFERENCE_KEYS:
+            if key not in out:
+                raise ConfigError(
+                    f"{join(path, key)}: required with {', '.join(reference)} (a S/N is stated at "
+                    "a surface brightness in erg/s/cm2/Angstrom/arcsec2 and a wavelength in "
+                    "Angstrom)."
+                )
+    return out
+
+
+def check_noise_for(telescope, pipeline: Mapping) -> None:
+    """Build the physical noise stage of a checked `pipeline` section for `telescope` (cheap),
+    so that a missing `detector` or a reference wavelength off the grid is reported as
+    `pipeline.noise: ...` before anything is computed."""
+    from .._stages._noise import ExposureNoise, telescope_noise
+
+    spec = pipeline.get("noise")
+    if not is_physical_noise(spec):
+        return
+    flux_unit = pipeline.get("flux_unit", 1e-20)
+    try:
+        if spec == "telescope":
+            stage = telescope_noise(telescope, flux_unit)
+        else:
+            stage = ExposureNoise.from_telescope(telescope, flux_unit=flux_unit, **spec)
+        stage.for_pipeline(telescope, flux_unit)
+    except ValueError as e:
+        raise ConfigError(f"pipeline.noise: {e}") from None
+
+
+def check_output(spec: Any) -> dict:
+    path = "output"
+    spec = check_keys({} if spec is None else spec, tuple(OUTPUT_DEFAULTS), path)
+    out = dict(OUTPUT_DEFAULTS)
+    for key, value in spec.items():
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(
+                f"{join(path, key)}: must be a path (or null to skip), got {value!r}."
+            )
+        out[key] = value
+    if out["directory"] is None:
+        raise ConfigError(f"{path}.directory: must be a path, got null.")
+    return out
+
+
+def check_config(config: Mapping) -> RunSpec:
+    """Check every section of a run config (as read by `load_config`) without
+    loading SSP grids, galaxies or compiling anything. Raises `ConfigError` naming the
+    key path of the first problem."""
+    check_keys(config, TOP_KEYS, "")
+    spec = RunSpec(
+        seed=integer(config.get("seed", 0), "seed", minimum=0),
+        galaxy=check_galaxy(config.get("galaxy")),
+        observation=check_observation(config.get("observation")),
+        telescope=check_telescope(config.get("telescope")),
+        ssp=check_ssp(config.get("ssp")),
+        pipeline=check_pipeline(config.get("pipeline")),
+        output=check_output(config.get("output")),
+    )
+    check_noise_for(spec.telescope, spec.pipeline)
+    return spec
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def build_ssp(name: str):
+    """The [`rubix_eqx.SSPGrid`][] of a checked `ssp` value (a grid name or an HDF5 path)."""
+    from ..ssp import SSPGrid
+
+    return SSPGrid.from_hdf5(name) if name.endswith((".h5", ".hdf5")) else SSPGrid.load(name)
+
+
+def build_pipeline_from(spec: RunSpec, ssp):
+    """The [`rubix_eqx.Pipeline`][] of a checked run config (`check_config`) and its SSP
+    grid; crops the telescope first if `pipeline.crop_to_coverage` asks for it."""
+    from .._observation import Observation
+    from .._pipeline import crop_to_coverage, Pipeline
+    from .._stages._noise import ExposureNoise, Noise
+
+    kw = dict(spec.pipeline)
+    telescope = spec.telescope
+    if kw.pop("crop_to_coverage", False):
+        # the wavelengths the SSP grid covers at this redshift, LSF and velocity margins included
+        redshift = float(Observation(**spec.observation).redshift)
+        telescope = crop_to_coverage(
+            telescope, ssp, redshift, kw.get("velocity_margin", 1000.0),
+            lsf=kw.get("lsf", True), oversample=kw.get("oversample"),
+        )  # fmt: skip
+    noise = kw.get("noise")
+    if isinstance(noise, dict):
+        if is_physical_noise(noise):
+            flux_unit = kw.get("flux_unit", 1e-20)
+            kw["noise"] = ExposureNoise.from_telescope(telescope, flux_unit=flux_unit, **noise)
+        else:
+            kw["noise"] = Noise(**noise)
+    return Pipeline(telescope, ssp, **kw)
+
+
+def build_galaxy(spec: Mapping, seed: int):
+    """The galaxy of a checked `galaxy` section, and a dict describing its source."""
+    import jax
+
+    from .. import galaxy as gal
+
+    if spec["source"] == "synthetic":
+        params = {k: v for k, v in spec.items() if k != "source"}
+        galaxy, _ = gal.synthetic_disk(jax.random.key(seed), **params)
+        return galaxy, {"source": "synthetic", **params}
+    loader, path = spec["loader"], spec["path"]
+    common = {"centre": spec["centre"], "align": spec["align"], "radius": spec.get("radius")}
+    if loader == "hdf5":
+        galaxy = gal.from_hdf5(path)
+        if common["centre"]:
+            galaxy = gal.centre(galaxy, radius=common["radius"])
+        if common["align"]:
+            galaxy = gal.face_on(galaxy, radius=common["radius"])
+        return galaxy, {
+            "loader": "hdf5",
+            "source": path,
+            "centred": common["centre"],
+            "aligned": common["align"],
+        }
+    if loader == "tng":
+        from ..galaxy._tng import load_tng
+
+        return load_tng(
+            path,
+            spec.get("subhalo_id"),
+            group_id=spec.get("group_id"),
+            catalog=spec.get("catalog"),
+            **common,
+        )
+    from ..galaxy._eagle import load_eagle
+
+    return load_eagle(
+        path,
+        spec.get("group_id"),
+        spec.get("subhalo_id"),
+        metallicity=spec.get("metallicity", "smoothed"),
+        **common,
+    )
+
+
+def build_observation(kwargs: Mapping):
+    """The [`rubix_eqx.Observation`][] of a checked `observation` section."""
+    from .._observation import Observation
+
+    return Observation(**kwargs)
+
+
+def build_pipeline(config: Mapping):
+    """The pipeline, galaxy and observation a run config describes (checked first)."""
+    spec = check_config(config)
+    pipeline = build_pipeline_from(spec, build_ssp(spec.ssp))
+    galaxy, _ = build_galaxy(spec.galaxy, spec.seed)
+    return pipeline, galaxy, build_observation(spec.observation)
