@@ -52,7 +52,7 @@ def infer_run(
     (default: `PARAMETERS`' priors for the `free` names, default all ten). Writes
     `posterior.txt` (table), `posterior.json`, `corner.png` and `samples.h5` to `out`.
     Returns the summary dict."""
-    from .. import _run_config as rc, galaxy as gal
+    from .. import config as rc, galaxy as gal
     from ..io import read_cube
 
     t0 = time.perf_counter()
