@@ -43,14 +43,3 @@ def traced_check(x, bad, message: str):
     """`x`, with a runtime error attached if any of `bad` is true (works under jit)."""
     return eqx.error_if(x, jnp.any(bad), message)
 
-
-def format_version(path, attrs) -> int | None:
-    """The integer `format_version` attribute of a file (None if absent); a ValueError
-    naming the file if it is not an integer."""
-    raw = attrs.get("format_version")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: `format_version` must be an integer; got {raw!r}.") from None

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ._spectral_grid import SpectralGrid
+from ._units import C_KM_S
 
 
 class ParticleTerms(eqx.Module):
@@ -141,7 +142,7 @@ def direct_cube(
 
 def n_shift_bins(grid: SpectralGrid, velocity_margin: float) -> int:
     """Velocity-shift bins the histogram needs for |v_los| ≤ `velocity_margin` km/s."""
-    half = math.ceil(math.atanh(velocity_margin / 299792.458) / grid.log_step)
+    half = math.ceil(math.atanh(velocity_margin / C_KM_S) / grid.log_step)
     return 2 * half + 3
 
 

@@ -4,8 +4,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-
-ARCSEC_PER_RADIAN = 180 / jnp.pi * 3600
+from .._units import ARCSEC_PER_RADIAN
 
 
 def sky_pixels(position_kpc, angular_diameter_distance_mpc, spaxel_size, n_x, n_y):

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import TypeCheckError
 
 from .._atomic import atomic_path
-from .._file_format import open_format
+from .._file_format import open_format, open_hdf5
 from ._galaxy import bad_values, Galaxy, problem
 
 
@@ -160,15 +160,8 @@ def chunk_files(
     """All files of a snapshot or catalogue split into chunks `<base>.<i>.hdf5`: the
     siblings of `path` listed by its header's `count_key` (one file if it is 1 or absent)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Simulation file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            n_files = (
-                int(np.asarray(f[header].attrs.get(count_key, 1)).item()) if header in f else 1
-            )
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
+    with open_hdf5(path, "simulation") as f:
+        n_files = int(np.asarray(f[header].attrs.get(count_key, 1)).item()) if header in f else 1
     if n_files <= 1:
         return [path]
     match = CHUNK.match(path.name)

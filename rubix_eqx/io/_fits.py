@@ -47,7 +47,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._cube import Cube, Diagnostics
-from ..galaxy._synthetic import SOLAR_METALLICITY
+from .._units import SOLAR_METALLICITY
 from ._header import (
     ascii_text,
     bunit,

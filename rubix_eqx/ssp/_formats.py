@@ -23,13 +23,12 @@ import numpy as np
 from jaxtyping import TypeCheckError
 
 from .._medium import MEDIA, refractive_index, vacuum_to_air
+from .._units import C_ANGSTROM_S, SOLAR_METALLICITY
 from ._grid import SSPGrid
 
 
 logger = logging.getLogger(__name__)
 
-C_ANGSTROM = 2.99792458e18  # speed of light, Å/s
-SOLAR_METALLICITY = 0.019  # Z☉ behind [M/H] = log10(Z / 0.019), as maps and fits report it
 AIR_LIMIT = 2000.0  # Å: below, wavelengths stay in vacuum (IAU convention, `_medium`)
 DSPS_CITATION = (
     "DSPS: Hearin et al. 2023, MNRAS 521, 1741; cite also the SSP library the file was "
@@ -247,7 +246,7 @@ def read_dsps(
     air, vac, dvac_dair, keep = _to_air(path, wave, medium)
     keep &= _crop(path, air, wavelength_range)
     # L_λ(vacuum) = L_ν |dν/dλ| = L_ν c / λ_vac², then per Å of air: × dλ_vac/dλ_air.
-    flux = np.transpose(flux_nu, (1, 0, 2)) * (C_ANGSTROM / vac**2 * dvac_dair)
+    flux = np.transpose(flux_nu, (1, 0, 2)) * (C_ANGSTROM_S / vac**2 * dvac_dair)
     return _build(
         path,
         age=10.0**lg_age,

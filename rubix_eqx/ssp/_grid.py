@@ -9,6 +9,7 @@ from jaxtyping import Array, Float, jaxtyped
 
 from .._checks import concrete, require, require_finite
 from .._typecheck import typechecker
+from .._units import SOLAR_METALLICITY
 
 
 @jaxtyped(typechecker=typechecker)
@@ -191,7 +192,7 @@ class SSPGrid(eqx.Module):
         cls,
         path: str | Path,
         *,
-        solar_metallicity: float = 0.019,
+        solar_metallicity: float = SOLAR_METALLICITY,
         medium: str = "air",
         wavelength_range: tuple[float, float] | None = None,
         name: str | None = None,

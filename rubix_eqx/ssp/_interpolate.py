@@ -22,7 +22,7 @@ class SSPWeights(eqx.Module):
     clipped: Bool[Array, " n"]
 
 
-def _safe_log10(x):
+def safe_log10(x):
     """log10(x) with -inf (and a zero gradient) at x ≤ 0."""
     positive = x > 0
     return jnp.where(positive, jnp.log10(jnp.where(positive, x, 1.0)), -jnp.inf)
@@ -56,8 +56,8 @@ def ssp_weights(
     """
     log_age_grid = jnp.log10(ssp.age).astype(age.dtype)
     log_z_grid = jnp.log10(ssp.metallicity).astype(metallicity.dtype)
-    ia, ta, clip_a = _axis(log_age_grid, _safe_log10(age))
-    iz, tz, clip_z = _axis(log_z_grid, _safe_log10(metallicity))
+    ia, ta, clip_a = _axis(log_age_grid, safe_log10(age))
+    iz, tz, clip_z = _axis(log_z_grid, safe_log10(metallicity))
     n_z = ssp.metallicity.shape[0]
     index = jnp.stack(
         [ia * n_z + iz, (ia + 1) * n_z + iz, ia * n_z + iz + 1, (ia + 1) * n_z + iz + 1],

@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import TypeCheckError
 
 from .._atomic import atomic_path
-from .._checks import format_version
+from .._file_format import open_format
 from ._grid import SSPGrid
 
 
@@ -62,23 +62,7 @@ def _read_labels(path: Path, attrs) -> tuple[float, ...] | None:
 
 def read_ssp_hdf5(path: str | Path) -> SSPGrid:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SSP grid file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(
-                f"{path}: attribute `format` is {f.attrs.get('format')!r}, expected {FORMAT!r}."
-            )
-        version = format_version(path, f.attrs)
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: `format_version` {version} is not supported (this version reads "
-                f"{FORMAT_VERSION})."
-            )
+    with open_format(path, FORMAT, FORMAT_VERSION, "SSP grid") as f:
         arrays = {}
         for name, unit in UNITS.items():
             if name not in f or not isinstance(f[name], h5py.Dataset):
