@@ -219,16 +219,16 @@ def histogram_cube(
 _DIRECT_SECONDS_PER_UPDATE = 7.6e-9
 _HISTOGRAM_SECONDS_PER_PARTICLE = 1e-6
 _MATMUL_FLOPS_PER_SECOND = 6e10
-_HISTOGRAM_MAX_BYTES = 1.5e9
+HISTOGRAM_MAX_BYTES = 1.5e9
 
 
 def choose_engine(
     n_particles: int, n_spaxels: int, n_templates: int, n_shift: int, n_work: int
 ) -> str:
     """`"histogram"` where its cost model beats the direct engine's and its histogram
-    and shifted-template basis fit in `_HISTOGRAM_MAX_BYTES`; else `"direct"`."""
+    and shifted-template basis fit in `HISTOGRAM_MAX_BYTES`; else `"direct"`."""
     columns = n_templates * n_shift
-    if 4 * columns * (n_spaxels + n_work) > _HISTOGRAM_MAX_BYTES:
+    if 4 * columns * (n_spaxels + n_work) > HISTOGRAM_MAX_BYTES:
         return "direct"
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
     histogram = (

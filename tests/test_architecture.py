@@ -8,10 +8,8 @@ statement, at module level and inside functions or classes, relative imports res
 import ast
 from pathlib import Path
 
-import rubix_eqx
 
-
-ROOT = Path(rubix_eqx.__file__).parent
+ROOT = Path(__file__).resolve().parents[1] / "rubix_eqx"
 PACKAGE = "rubix_eqx"
 
 

@@ -553,9 +553,9 @@ def estimate_memory(
         "chunk": float(auto_chunk_size(n_particles, n_work)) * 4 * n_work * 4 * 2,
     }
     if engine == "histogram":
-        from .._engine import _HISTOGRAM_MAX_BYTES
+        from .._engine import HISTOGRAM_MAX_BYTES
 
-        terms["templates"] += _HISTOGRAM_MAX_BYTES
+        terms["templates"] += HISTOGRAM_MAX_BYTES
     terms["total"] = sum(terms.values())
     return terms
 
