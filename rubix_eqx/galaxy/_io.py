@@ -95,7 +95,8 @@ def particle_datasets(path: str | Path, f: h5py.File) -> tuple[dict[str, h5py.Da
         got = got.decode() if isinstance(got, bytes) else got
         if got != unit:
             raise ValueError(
-                f"{path}: dataset `particles/{name}` must have units {unit!r}; got {got!r}."
+                f"{path}: dataset `particles/{name}` has units {got!r}; expected {unit!r} "
+                f"(`particles/{name}` must have units {unit!r})."
             )
         if dset.ndim != 1 + len(tail) or dset.shape[1:] != tail:
             want = "(n, 3)" if tail else "(n,)"
