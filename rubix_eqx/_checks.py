@@ -44,18 +44,6 @@ def traced_check(x, bad, message: str):
     return eqx.error_if(x, jnp.any(bad), message)
 
 
-def format_version(path, attrs) -> int | None:
-    """The integer `format_version` attribute of a file (None if absent); a ValueError
-    naming the file if it is not an integer."""
-    raw = attrs.get("format_version")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: `format_version` must be an integer; got {raw!r}.") from None
-
-
 def wavelength_window(value, where: str, error: type[ValueError] = ValueError):
     """`(start, stop)` of a wavelength window as two floats, Angstrom: finite, 0 < start <
     stop; else `error` (a `ValueError` subclass) with a message beginning with `where`.

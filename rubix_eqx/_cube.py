@@ -27,7 +27,8 @@ class Diagnostics(eqx.Module):
 
 
 class Cube(eqx.Module):
-    """A spectral data cube.
+    """A spectral data cube. Written by [`rubix_eqx.io.write_cube_fits`][] and
+    [`rubix_eqx.io.write_cube_hdf5`][], read by [`rubix_eqx.io.read_cube`][].
 
     **Attributes:**
 
@@ -77,20 +78,3 @@ class Cube(eqx.Module):
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.flux.shape
-
-    def to_fits(self, path, *, ssp=None, observation=None, **options) -> None:
-        """Write a FITS file as MUSE writes it (`DATA`, `STAT`, `DQ`, `LSF_FWHM`; CD-matrix
-        WCS; provenance), or another layout: `options` are those of
-        [`rubix_eqx.io.write_cube_fits`][] (`layout`, `telescop`, `instrume`, `object`,
-        `psf`, `truth`, `observed_truth`). Read back with [`rubix_eqx.io.read_cube`][]."""
-        from .io import write_cube_fits
-
-        write_cube_fits(self, path, ssp=ssp, observation=observation, **options)
-
-    def to_hdf5(self, path, *, ssp=None, observation=None, config=None, **options) -> None:
-        """Write every field (exact round trip), provenance and the run config to HDF5;
-        `options` are those of [`rubix_eqx.io.write_cube_hdf5`][] (`truth`,
-        `observed_truth`). Read back with [`rubix_eqx.io.read_cube`][]."""
-        from .io import write_cube_hdf5
-
-        write_cube_hdf5(self, path, ssp=ssp, observation=observation, config=config, **options)

@@ -36,6 +36,7 @@ from jaxtyping import Array, Float
 
 from ._spectral_grid import SpectralGrid
 from ._stages._protocol import SpectralTerms as ParticleTerms
+from ._units import C_KM_S
 
 
 def auto_chunk_size(n_particles: int, n_work: int) -> int:
@@ -131,7 +132,7 @@ def direct_cube(
 
 def n_shift_bins(grid: SpectralGrid, velocity_margin: float) -> int:
     """Velocity-shift bins the histogram needs for |v_los| ≤ `velocity_margin` km/s."""
-    half = math.ceil(math.atanh(velocity_margin / 299792.458) / grid.log_step)
+    half = math.ceil(math.atanh(velocity_margin / C_KM_S) / grid.log_step)
     return 2 * half + 3
 
 
@@ -208,16 +209,16 @@ def histogram_cube(
 _DIRECT_SECONDS_PER_UPDATE = 7.6e-9
 _HISTOGRAM_SECONDS_PER_PARTICLE = 1e-6
 _MATMUL_FLOPS_PER_SECOND = 6e10
-_HISTOGRAM_MAX_BYTES = 1.5e9
+HISTOGRAM_MAX_BYTES = 1.5e9
 
 
 def choose_engine(
     n_particles: int, n_spaxels: int, n_templates: int, n_shift: int, n_work: int
 ) -> str:
     """`"histogram"` where its cost model beats the direct engine's and its histogram
-    and shifted-template basis fit in `_HISTOGRAM_MAX_BYTES`; else `"direct"`."""
+    and shifted-template basis fit in `HISTOGRAM_MAX_BYTES`; else `"direct"`."""
     columns = n_templates * n_shift
-    if 4 * columns * (n_spaxels + n_work) > _HISTOGRAM_MAX_BYTES:
+    if 4 * columns * (n_spaxels + n_work) > HISTOGRAM_MAX_BYTES:
         return "direct"
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
     histogram = (

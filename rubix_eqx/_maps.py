@@ -12,11 +12,10 @@ from ._observation import Observation
 from ._stages._deposit import AbstractDeposit, DEPOSITS
 from ._stages._orient import Orient
 from ._stages._protocol import Particles, Scene
-from ._units import dimming_constant
+from ._units import dimming_constant, SOLAR_METALLICITY
 from .galaxy import Galaxy
-from .galaxy._synthetic import SOLAR_METALLICITY
 from .ssp import ssp_weights, SSPGrid
-from .ssp._interpolate import _safe_log10
+from .ssp._interpolate import safe_log10
 from .telescope import Telescope
 
 
@@ -159,8 +158,8 @@ def _truth_maps(
     # youngest node, not log 0 = −inf).
     log_age_grid = jnp.log10(ssp.age).astype(galaxy.age.dtype)
     log_z_grid = jnp.log10(ssp.metallicity).astype(galaxy.metallicity.dtype)
-    log_age_used = jnp.clip(_safe_log10(galaxy.age), log_age_grid[0], log_age_grid[-1])
-    log_z_used = jnp.clip(_safe_log10(galaxy.metallicity), log_z_grid[0], log_z_grid[-1])
+    log_age_used = jnp.clip(safe_log10(galaxy.age), log_age_grid[0], log_age_grid[-1])
+    log_z_used = jnp.clip(safe_log10(galaxy.metallicity), log_z_grid[0], log_z_grid[-1])
     log_age = mean(log_age_used + 9)
     metal = mean(log_z_used - jnp.log10(SOLAR_METALLICITY))
     total_mass = jnp.sum(galaxy.mass)

@@ -16,16 +16,16 @@ from jaxtyping import Array, ArrayLike, Float, jaxtyped, Real
 from ._checks import concrete
 from ._custom_types import RealScalarLike
 from ._typecheck import typechecker
+from ._units import C_KM_S, C_M_S
 
 
-_C_KM_S = 299792.458  # speed of light, km/s
 _MPC_KM = 3.0856775814913673e19  # 1 Mpc in km
 _GYR_S = 3.15576e16  # 1 Gyr in s (Julian years)
 # Ω_γ h² per K⁴: ρ_γ = 4σT⁴/c³ over ρ_crit = 3H²/(8πG) at H = 100 km/s/Mpc, in SI
 # with CODATA 2018 G and σ_SB (as astropy; Ω_γ h² = 2.4728e-5 at 2.7255 K).
-_G_SI, _SIGMA_SB_SI, _C_SI = 6.67430e-11, 5.670374419e-8, 299792458.0
+_G_SI, _SIGMA_SB_SI = 6.67430e-11, 5.670374419e-8
 _OMEGA_GAMMA_H2_PER_K4 = (
-    (4 * _SIGMA_SB_SI / _C_SI**3) * 8 * math.pi * _G_SI / (3 * (100 / _MPC_KM) ** 2)
+    (4 * _SIGMA_SB_SI / C_M_S**3) * 8 * math.pi * _G_SI / (3 * (100 / _MPC_KM) ** 2)
 )
 _NU_PER_GAMMA = 0.22710731766  # (7/8)(4/11)^(4/3): one massless ν per photon gas
 _NU_MASS_EV = 93.14  # Ω_ν h² = Σm_ν / (93.14 eV) for non-relativistic neutrinos
@@ -142,7 +142,7 @@ def comoving_distance(
     **Returns:** the distance in Mpc, with the shape and float dtype of `z`.
     """
     z = _as_float(z)
-    hubble_distance = _C_KM_S / jnp.asarray(cosmology.h0, z.dtype)
+    hubble_distance = C_KM_S / jnp.asarray(cosmology.h0, z.dtype)
     return hubble_distance * _integrate(lambda x: 1 / cosmology.efunc(x), z)
 
 

@@ -20,7 +20,6 @@ See docs/scaling.md for one GPU, a multi-GPU node and a SLURM cluster.
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -30,23 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ._checks import format_version
 from .galaxy import Galaxy
+from .galaxy._io import LAYOUT, open_galaxy_file, particle_datasets, read_rows
 
 
 AXIS = "particles"
 """The name of the mesh axis that particle arrays are split along."""
 
-FORMAT = "rubix_eqx.galaxy"
-FORMAT_VERSION = 1
-# Galaxy field: (HDF5 dataset in group `particles`, trailing shape, units attribute).
-_LAYOUT = {
-    "position": ((3,), "kpc"),
-    "velocity": ((3,), "km/s"),
-    "mass": ((), "Msun"),
-    "age": ((), "Gyr"),
-    "metallicity": ((), "Z"),
-}
 # Padding particles: zero mass (so zero amplitude: they add exactly 0 to the cube and
 # to every gradient of another particle), at the centre, at rest, with an age and a
 # metallicity inside any SSP grid (so they are never counted as clipped).
@@ -115,7 +104,7 @@ def shard(galaxy: Galaxy, mesh: Mesh | None = None) -> Galaxy:
     n = galaxy.n_particles
     n_pad = padded_size(n, mesh)
     arrays = {}
-    for name in _LAYOUT:
+    for name in LAYOUT:
         host = np.asarray(getattr(galaxy, name))
         fill = np.full((n_pad - n,) + host.shape[1:], PAD_VALUES[name], host.dtype)
         padded = np.concatenate([host, fill])
@@ -238,13 +227,11 @@ def initialize(
 
 
 def load_sharded_galaxy(path: str | os.PathLike, mesh: Mesh | None = None, *, dtype=None) -> Galaxy:
-    """Read a galaxy file (HDF5 layout v1) straight into sharded arrays: each process
+    """Read a galaxy file (the layout of [`rubix_eqx.galaxy.to_hdf5`][], checked as
+    [`rubix_eqx.galaxy.from_hdf5`][] checks it) straight into sharded arrays: each process
     reads only the rows of the particles that live on its own devices.
 
-    The layout: root attributes `format = "rubix_eqx.galaxy"`, `format_version = 1`; a
-    group `particles` with datasets `position` (n, 3) in kpc, `velocity` (n, 3) in km/s,
-    `mass` (n,) in Msun, `age` (n,) in Gyr and `metallicity` (n,) (mass fraction Z), each
-    with an attribute `units` naming those units. Particles are padded as in
+    Particles are padded as in
     [`rubix_eqx.sharding.shard`][]. The rows read are checked as `Galaxy` checks its
     values (`ValueError` naming the field and the row).
 
@@ -260,89 +247,29 @@ def load_sharded_galaxy(path: str | os.PathLike, mesh: Mesh | None = None, *, dt
     """
     mesh = particle_mesh() if mesh is None else mesh
     dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"Galaxy file not found: {path}")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{os.fspath(path)}: not a readable HDF5 file ({e}).") from None
-    with handle as f:
-        if (
-            f.attrs.get("format") != FORMAT
-            or format_version(os.fspath(path), f.attrs) != FORMAT_VERSION
-        ):
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a `{FORMAT}` file of format_version {FORMAT_VERSION} "
-                f"(got format={f.attrs.get('format')!r}, "
-                f"format_version={f.attrs.get('format_version')!r})."
-            )
-        group = f.get("particles")
-        if not isinstance(group, h5py.Group):
-            raise ValueError(f"{os.fspath(path)!r} has no group `particles`.")
-        datasets = {}
-        for name, (tail, units) in _LAYOUT.items():
-            dataset = group.get(name)
-            if not isinstance(dataset, h5py.Dataset):
-                raise ValueError(f"{os.fspath(path)!r} has no dataset `particles/{name}`.")
-            got_units = dataset.attrs.get("units")
-            got_units = got_units.decode() if isinstance(got_units, bytes) else got_units
-            if got_units != units:
-                raise ValueError(
-                    f"`particles/{name}` must have units {units!r}; got {got_units!r}."
-                )
-            if dataset.shape[1:] != tail:
-                raise ValueError(
-                    f"`particles/{name}` must have shape (n, {', '.join(map(str, tail))}); "
-                    f"got {dataset.shape}."
-                )
-            datasets[name] = dataset
-        n = datasets["mass"].shape[0]
-        for name, dataset in datasets.items():
-            if dataset.shape[0] != n:
-                raise ValueError(
-                    f"`particles/{name}` has {dataset.shape[0]} particles but "
-                    f"`particles/mass` has {n}."
-                )
+    with open_galaxy_file(path) as f:
+        datasets, n = particle_datasets(path, f)
         n_pad = padded_size(n, mesh)
         arrays = {
             name: jax.make_array_from_callback(
                 (n_pad,) + tail,
                 particle_sharding(mesh, 1 + len(tail)),
-                lambda index, name=name: _read_rows(
+                lambda index, name=name: _padded_rows(
                     datasets[name], name, index[0], n, n_pad, dtype
                 ),
             )
-            for name, (tail, _) in _LAYOUT.items()
+            for name, (tail, _) in LAYOUT.items()
         }
     return _assemble(**arrays)
 
 
-_BAD = {
-    "position": (lambda a: ~np.isfinite(a), "is NaN or infinite"),
-    "velocity": (lambda a: ~np.isfinite(a), "is NaN or infinite"),
-    "mass": (lambda a: ~np.isfinite(a) | (a < 0), "is NaN, infinite or negative"),
-    "age": (lambda a: ~np.isfinite(a) | (a < 0), "is NaN, infinite or negative"),
-    "metallicity": (lambda a: ~np.isfinite(a) | (a <= 0), "is NaN, infinite or not positive"),
-}
-
-
-def _read_rows(
+def _padded_rows(
     dataset: h5py.Dataset, name: str, rows: slice, n: int, n_pad: int, dtype
 ) -> np.ndarray:
-    """Rows `rows` of the particle array `name` padded to `n_pad`: read from the file
-    below `n`, padding values from `n` on."""
+    """Rows `rows` of the particle array `name` padded to `n_pad`: read (and checked) from
+    the file below `n`, padding values from `n` on."""
     start, stop, _ = rows.indices(n_pad)
-    stop_read = min(stop, n)
-    data = (
-        np.asarray(dataset[start:stop_read])
-        if start < stop_read
-        else np.empty((0,) + dataset.shape[1:])
-    )
-    predicate, problem = _BAD[name]
-    bad = predicate(data)
-    if bad.any():
-        first = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"`Galaxy.{name}` {problem} in the file (first at row {start + first}).")
+    data = read_rows(dataset, name, start, min(stop, n))
     fill = np.full((stop - start - data.shape[0],) + dataset.shape[1:], PAD_VALUES[name])
     return np.concatenate([data, fill]).astype(dtype)
 
@@ -352,9 +279,9 @@ def _assemble(**arrays: jax.Array) -> Galaxy:
     checks would fetch every particle to the host, which is impossible for arrays that
     span other processes' devices."""
     template = Galaxy(
-        **{name: jnp.full((1,) + tail, PAD_VALUES[name]) for name, (tail, _) in _LAYOUT.items()}
+        **{name: jnp.full((1,) + tail, PAD_VALUES[name]) for name, (tail, _) in LAYOUT.items()}
     )
-    return jax.tree.unflatten(jax.tree.structure(template), [arrays[name] for name in _LAYOUT])
+    return jax.tree.unflatten(jax.tree.structure(template), [arrays[name] for name in LAYOUT])
 
 
 def _check_mesh(mesh: Mesh) -> int:

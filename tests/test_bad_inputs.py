@@ -1044,7 +1044,7 @@ def cube(pipe, galaxy):
 def fits_file(cube, tmp_path):
     _cube_io()
     path = tmp_path / "cube.fits"
-    cube.to_fits(path)
+    rx.io.write_cube_fits(cube, path)
     return path
 
 
@@ -1170,19 +1170,19 @@ def test_cube_write_failures_leave_no_partial_file(cube, tmp_path):
         match=r"The cube's wavelength grid is not linear-sampled .* write it with "
         r"`to_hdf5` instead",
     ):
-        irregular.to_fits(tmp_path / "cube.fits")
+        rx.io.write_cube_fits(irregular, tmp_path / "cube.fits")
     (tmp_path / "taken.fits").mkdir()
     with pytest.raises(OSError):
-        cube.to_fits(tmp_path / "taken.fits")
+        rx.io.write_cube_fits(cube, tmp_path / "taken.fits")
     with pytest.raises(OSError):
-        cube.to_hdf5(tmp_path / "taken.fits")
+        rx.io.write_cube_hdf5(cube, tmp_path / "taken.fits")
     assert listing(tmp_path) == ["taken.fits"] and listing(tmp_path / "taken.fits") == []
 
 
 def test_cube_hdf5_bad_files(cube, tmp_path):
     io_module = _cube_io()
     path = tmp_path / "cube.h5"
-    cube.to_hdf5(path)
+    rx.io.write_cube_hdf5(cube, path)
     raw = path.read_bytes()
     (tmp_path / "half.h5").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match=r"half\.h5: not a readable HDF5 file"):
@@ -1225,7 +1225,7 @@ CUBE_HDF5_BUGS = [
 def test_cube_hdf5_incomplete(cube, tmp_path, edit):
     io_module = _cube_io()
     path = tmp_path / "cube.h5"
-    cube.to_hdf5(path)
+    rx.io.write_cube_hdf5(cube, path)
     with h5py.File(path, "a") as f:
         edit(f)
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: "):

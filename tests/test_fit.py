@@ -132,9 +132,8 @@ def test_fit_command_writes_maps(tmp_path):
     )
     gal, _ = rx.galaxy.synthetic_disk(jax.random.key(0), 2000, dispersion=60.0)
     pipe = rx.Pipeline(tel, ssp, allow_sharper_lsf=True, noise=rx.Noise(snr=40.0))
-    pipe(gal, rx.Observation(redshift=0.05, inclination=40.0), key=jax.random.key(1)).to_fits(
-        tmp_path / "cube.fits"
-    )
+    cube = pipe(gal, rx.Observation(redshift=0.05, inclination=40.0), key=jax.random.key(1))
+    rx.io.write_cube_fits(cube, tmp_path / "cube.fits")
     assert main(["fit", str(tmp_path / "cube.fits"), "--out", str(tmp_path / "fit")]) == 0
     with fits.open(tmp_path / "fit" / "maps.fits") as hdul:
         assert hdul["LOG_AGE"].data.shape == (2, 2)

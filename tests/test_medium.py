@@ -48,7 +48,7 @@ def test_line_lands_at_the_telescope_medium_wavelength(preset, expected, tmp_pat
     wave = np.asarray(cube.wavelength, np.float64)
     measured = centroid(wave, np.asarray(cube.flux[0, 0], np.float64), expected)
     assert measured == pytest.approx(expected, abs=0.02)
-    cube.to_fits(tmp_path / "cube.fits")
+    rx.io.write_cube_fits(cube, tmp_path / "cube.fits")
     ctype = fits.getheader(tmp_path / "cube.fits", "DATA")["CTYPE3"]
     want = {"MaNGA": "WAVE-LOG", "MUSE-WFM": "AWAV"}[preset]
     assert ctype == want and cube.medium == tel.medium

@@ -6,10 +6,8 @@ import dataclasses
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .._units import ARCSEC_PER_RADIAN
 from ._protocol import AbstractParticleStage, Particles, Scene
-
-
-ARCSEC_PER_RADIAN = 180 / jnp.pi * 3600
 
 
 def sky_pixels(position_kpc, angular_diameter_distance_mpc, spaxel_size, n_x, n_y):

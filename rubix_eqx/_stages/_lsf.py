@@ -13,12 +13,12 @@ from jaxtyping import Array, Bool, Float, Int
 from .._checks import concrete
 from .._rebin import pixel_edges
 from .._spectral_grid import lattice_geometry, SpectralGrid
+from .._units import FWHM_PER_SIGMA
 from ..ssp import SSPGrid
 from ..telescope import Telescope
 from ._protocol import AbstractCubeStage, CubeState, Scene
 
 
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.35482
 _BIN_VARIANCE = 1.0 / 12.0  # variance (pixel²) of a uniform distribution over one bin
 _MIN_S2 = 1e-6  # pixel²; below this the Gaussian part is an exact identity
 _MIN_WIDE = 1e-3  # pixel²; below this the kernel gets no wide component

@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .._units import FWHM_PER_SIGMA
 from ..telescope import PSF, Telescope
 from ._protocol import AbstractCubeStage, CubeState, Scene
-
-
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.35482
 
 
 def moffat_alpha(fwhm: float, beta: float) -> float:

@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._observation import Observation
+from .._units import SOLAR_METALLICITY
 from ..galaxy import disk_from_draws, DiskDraws, Galaxy, Truth
 
 
@@ -238,7 +239,7 @@ class GalaxyModel(eqx.Module):
         """Raise [`rubix_eqx.fit.PriorRangeError`][] if the age or [M/H] prior reaches
         beyond the SSP grid (where the model would only see clipped templates)."""
         la = np.log10(np.asarray(ssp.age, np.float64))
-        mh = np.log10(np.asarray(ssp.metallicity, np.float64) / 0.019)
+        mh = np.log10(np.asarray(ssp.metallicity, np.float64) / SOLAR_METALLICITY)
         limits = {"log_age": (la[0], la[-1]), "metallicity": (mh[0], mh[-1])}
         for name, prior in zip(self.names, self.priors):
             if name not in limits:

@@ -11,7 +11,7 @@ from .._cube import Cube
 from .._maps import Maps
 from .._observation import Observation
 from .._pipeline import Pipeline
-from ..galaxy._synthetic import SOLAR_METALLICITY
+from .._units import SOLAR_METALLICITY
 from ..ssp import SSPGrid
 from ..telescope import Telescope
 from ._spectrum_model import SpectrumModel

@@ -13,6 +13,54 @@ from .._typecheck import typechecker
 from .._units import C_KM_S
 
 
+FIELDS = ("position", "velocity", "mass", "age", "metallicity")
+# The value rules of a galaxy, besides "finite": field -> (bad(xp, values) with xp NumPy
+# or jax.numpy, the eager message, its short form in the traced message).
+RULES = {
+    "velocity": (
+        lambda xp, a: xp.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S,
+        f"is not below the speed of light ({C_KM_S} km/s)",
+        "not below the speed of light",
+    ),
+    "mass": (lambda xp, a: a < 0, "is negative", "negative"),
+    "age": (lambda xp, a: a < 0, "is negative", "negative"),
+    "metallicity": (
+        lambda xp, a: a <= 0,
+        "is not positive (Z is a mass fraction > 0)",
+        "not positive",
+    ),
+}
+
+
+def bad_values(name: str, values, xp=np):
+    """Where the values of field `name` break a rule (NaN, infinite, or the field's own
+    rule in `RULES`), broadcast to the shape of `values`; `xp` is `numpy` or `jax.numpy`."""
+    bad = ~xp.isfinite(values)
+    if name in RULES:
+        bad = bad | xp.broadcast_to(RULES[name][0](xp, values), values.shape)
+    return bad
+
+
+def problem(name: str) -> str:
+    """What `bad_values(name, ...)` flags, in words: "NaN, infinite or negative"."""
+    return f"NaN, infinite or {RULES[name][2]}" if name in RULES else "NaN or infinite"
+
+
+def check_values(galaxy) -> None:
+    """`ValueError` naming the field, the count and the first bad entry if a concrete
+    field of `galaxy` breaks a rule (first "finite" for every field, then `RULES`)."""
+    for name in FIELDS:
+        require_finite(f"Galaxy.{name}", getattr(galaxy, name))
+    for name, (rule, message, _) in RULES.items():
+        values = getattr(galaxy, name)
+        require(
+            f"Galaxy.{name}",
+            values,
+            lambda a, rule=rule: np.broadcast_to(rule(np, a), a.shape),
+            message,
+        )
+
+
 def _as_float(name: str, values) -> Array:
     """A field converter: NumPy arrays, lists and JAX arrays (also traced) to a JAX float
     array. Float dtypes are kept (as JAX holds them), integers become the default float;
@@ -90,22 +138,7 @@ class Galaxy(eqx.Module):
             got = getattr(self, name).shape[0]
             if got != n:
                 raise ValueError(f"`Galaxy.{name}` has {got} particles but `Galaxy.mass` has {n}.")
-        for name in ("position", "velocity", "mass", "age", "metallicity"):
-            require_finite(f"Galaxy.{name}", getattr(self, name))
-        require(
-            "Galaxy.velocity",
-            self.velocity,
-            lambda a: np.broadcast_to(np.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S, a.shape),
-            "is not below the speed of light (299792.458 km/s)",
-        )
-        require("Galaxy.mass", self.mass, lambda a: a < 0, "is negative")
-        require("Galaxy.age", self.age, lambda a: a < 0, "is negative")
-        require(
-            "Galaxy.metallicity",
-            self.metallicity,
-            lambda a: a <= 0,
-            "is not positive (Z is a mass fraction > 0)",
-        )
+        check_values(self)
 
     @property
     def n_particles(self) -> int:
@@ -156,27 +189,13 @@ class Galaxy(eqx.Module):
     def checked(self) -> "Galaxy":
         """This galaxy with runtime checks attached, for use under `jit` where
         `__check_init__` cannot see values. Raises `EquinoxRuntimeError` naming the field."""
-        rules = {
-            "position": lambda a: ~jnp.isfinite(a),
-            "velocity": lambda a: (
-                ~jnp.isfinite(a) | (jnp.linalg.norm(a, axis=-1, keepdims=True) >= C_KM_S)
-            ),
-            "mass": lambda a: ~jnp.isfinite(a) | (a < 0),
-            "age": lambda a: ~jnp.isfinite(a) | (a < 0),
-            "metallicity": lambda a: ~jnp.isfinite(a) | (a <= 0),
-        }
-        problems = {
-            "position": "NaN or infinite",
-            "velocity": "NaN, infinite or not below the speed of light",
-            "mass": "NaN, infinite or negative",
-            "age": "NaN, infinite or negative",
-            "metallicity": "NaN, infinite or not positive",
-        }
         out = self
-        for name, bad in rules.items():
+        for name in FIELDS:
             value = getattr(self, name)
             value = traced_check(
-                value, bad(value), f"`Galaxy.{name}` has values that are {problems[name]}."
+                value,
+                bad_values(name, value, jnp),
+                f"`Galaxy.{name}` has values that are {problem(name)}.",
             )
             out = eqx.tree_at(lambda g, name=name: getattr(g, name), out, value)
         return out

@@ -19,14 +19,21 @@ import numpy as np
 from jaxtyping import TypeCheckError
 
 from .._atomic import atomic_path
-from .._checks import format_version
-from ._galaxy import Galaxy
+from .._file_format import open_format, open_hdf5
+from ._galaxy import bad_values, Galaxy, problem
 
 
 FORMAT = "rubix_eqx.galaxy"
 FORMAT_VERSION = 1
-UNITS = {"position": "kpc", "velocity": "km/s", "mass": "Msun", "age": "Gyr", "metallicity": "Z"}
-SHAPES = {"position": 2, "velocity": 2, "mass": 1, "age": 1, "metallicity": 1}
+# Galaxy field -> (trailing shape of its dataset `particles/<field>`, its `units`).
+LAYOUT = {
+    "position": ((3,), "kpc"),
+    "velocity": ((3,), "km/s"),
+    "mass": ((), "Msun"),
+    "age": ((), "Gyr"),
+    "metallicity": ((), "Z"),
+}
+SNAPSHOT_HINT = "; a simulation snapshot? use `rx.galaxy.from_tng` or `rx.galaxy.from_eagle`"
 
 
 def _metadata_value(key: str, value: Any):
@@ -62,44 +69,62 @@ def to_hdf5(galaxy: Galaxy, path: str | Path, **metadata) -> None:
         for key, value in attrs.items():
             f.attrs[key] = value
         group = f.create_group("particles")
-        for name, unit in UNITS.items():
+        for name, (_, unit) in LAYOUT.items():
             dset = group.create_dataset(name, data=np.asarray(getattr(galaxy, name)))
             dset.attrs["units"] = unit
 
 
-def _open(path: str | Path) -> tuple[Path, h5py.File]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Galaxy file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
-    fmt = f.attrs.get("format")
-    if fmt != FORMAT:
-        f.close()
-        hint = ""
-        if "PartType4" in f or fmt is None:
-            hint = " (a simulation snapshot? use `rx.galaxy.from_tng` or `rx.galaxy.from_eagle`)"
-        raise ValueError(f"{path}: attribute `format` is {fmt!r}, expected {FORMAT!r}{hint}.")
-    try:
-        version = format_version(path, f.attrs)
-    except ValueError:
-        f.close()
-        raise
-    if version is None or version != FORMAT_VERSION:
-        f.close()
-        if version is None:
-            problem = "has no `format_version`"
-        else:
-            newer = int(version) > FORMAT_VERSION
-            problem = (
-                f"has `format_version` {int(version)}, {'newer' if newer else 'older'} than this "
-                f"rubix_eqx reads ({FORMAT_VERSION}): "
-                + ("upgrade rubix_eqx" if newer else "rewrite it with a matching version")
+def open_galaxy_file(path: str | Path) -> h5py.File:
+    """`path` opened read-only after checking `format` and `format_version`."""
+    return open_format(path, FORMAT, FORMAT_VERSION, "galaxy", SNAPSHOT_HINT)
+
+
+def particle_datasets(path: str | Path, f: h5py.File) -> tuple[dict[str, h5py.Dataset], int]:
+    """The datasets of the group `particles` of an open galaxy file, checked against
+    `LAYOUT` (present, `units`, trailing shape, one length), and the number of particles.
+    Nothing is read. Raises `ValueError` naming the file and the dataset."""
+    group = f.get("particles")
+    if not isinstance(group, h5py.Group):
+        raise ValueError(f"{path}: missing group `particles`.")
+    datasets = {}
+    for name, (tail, unit) in LAYOUT.items():
+        dset = group.get(name)
+        if not isinstance(dset, h5py.Dataset):
+            raise ValueError(f"{path}: missing dataset `particles/{name}` [{unit}].")
+        got = dset.attrs.get("units")
+        got = got.decode() if isinstance(got, bytes) else got
+        if got != unit:
+            raise ValueError(
+                f"{path}: dataset `particles/{name}` has units {got!r}; expected {unit!r} "
+                f"(`particles/{name}` must have units {unit!r})."
             )
-        raise ValueError(f"{path}: galaxy file {problem}.")
-    return path, f
+        if dset.ndim != 1 + len(tail) or dset.shape[1:] != tail:
+            want = "(n, 3)" if tail else "(n,)"
+            raise ValueError(
+                f"{path}: dataset `particles/{name}` must have shape {want}; got {dset.shape}."
+            )
+        datasets[name] = dset
+    n = datasets["mass"].shape[0]
+    for name, dset in datasets.items():
+        if dset.shape[0] != n:
+            raise ValueError(
+                f"{path}: `particles/{name}` has {dset.shape[0]} particles but "
+                f"`particles/mass` has {n}."
+            )
+    return datasets, n
+
+
+def read_rows(dataset: h5py.Dataset, name: str, start: int, stop: int) -> np.ndarray:
+    """Rows `start:stop` of the particle dataset of field `name`, checked by the rules of
+    [`rubix_eqx.Galaxy`][] (`ValueError` naming the field and the first bad row)."""
+    data = np.asarray(dataset[start:stop]) if start < stop else np.empty((0,) + dataset.shape[1:])
+    bad = bad_values(name, data)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise ValueError(
+            f"`Galaxy.{name}` is {problem(name)} in the file (first at row {start + first})."
+        )
+    return data
 
 
 def from_hdf5(path: str | Path) -> Galaxy:
@@ -109,32 +134,9 @@ def from_hdf5(path: str | Path) -> Galaxy:
     Raises `ValueError` naming the problem for a wrong `format`, an older or newer
     `format_version`, a missing dataset, wrong `units` or inconsistent shapes.
     """
-    path, f = _open(path)
-    with f:
-        if "particles" not in f or not isinstance(f["particles"], h5py.Group):
-            raise ValueError(f"{path}: missing group `particles`.")
-        group = f["particles"]
-        assert isinstance(group, h5py.Group)
-        arrays = {}
-        for name, unit in UNITS.items():
-            dset = group.get(name)
-            if not isinstance(dset, h5py.Dataset):
-                raise ValueError(f"{path}: missing dataset `particles/{name}` [{unit}].")
-            got = dset.attrs.get("units")
-            got = got.decode() if isinstance(got, bytes) else got
-            if got != unit:
-                raise ValueError(
-                    f"{path}: dataset `particles/{name}` has units {got!r}; expected {unit!r}."
-                )
-            if dset.ndim != SHAPES[name] or (SHAPES[name] == 2 and dset.shape[1] != 3):
-                want = "(n, 3)" if SHAPES[name] == 2 else "(n,)"
-                raise ValueError(
-                    f"{path}: dataset `particles/{name}` has shape {dset.shape}; expected {want}."
-                )
-            arrays[name] = dset[()]
-    lengths = {name: a.shape[0] for name, a in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"{path}: particle datasets have different lengths: {lengths}.")
+    with open_galaxy_file(path) as f:
+        datasets, _ = particle_datasets(path, f)
+        arrays = {name: dset[()] for name, dset in datasets.items()}
     try:
         return Galaxy(**{name: jnp.asarray(a) for name, a in arrays.items()})
     except (ValueError, TypeCheckError) as e:
@@ -143,8 +145,7 @@ def from_hdf5(path: str | Path) -> Galaxy:
 
 def hdf5_metadata(path: str | Path) -> dict[str, Any]:
     """The root attributes of a galaxy file (including `format` and `format_version`)."""
-    path, f = _open(path)
-    with f:
+    with open_galaxy_file(path) as f:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
 
 
@@ -160,15 +161,8 @@ def chunk_files(
     """All files of a snapshot or catalogue split into chunks `<base>.<i>.hdf5`: the
     siblings of `path` listed by its header's `count_key` (one file if it is 1 or absent)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Simulation file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            n_files = (
-                int(np.asarray(f[header].attrs.get(count_key, 1)).item()) if header in f else 1
-            )
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
+    with open_hdf5(path, "simulation") as f:
+        n_files = int(np.asarray(f[header].attrs.get(count_key, 1)).item()) if header in f else 1
     if n_files <= 1:
         return [path]
     match = CHUNK.match(path.name)

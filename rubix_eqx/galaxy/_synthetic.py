@@ -6,10 +6,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._units import SOLAR_METALLICITY
 from ._galaxy import Galaxy
-
-
-SOLAR_METALLICITY = 0.019  # Z☉ of the Padova isochrones behind MILES
 
 
 class Truth(eqx.Module):

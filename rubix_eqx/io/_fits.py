@@ -1,6 +1,7 @@
 """Cubes as FITS files the field's tools open as their own: MUSE-DRP-like (default) or
 MaNGA-DRP-like (`layout="manga"`, in `_manga.py`); and a reader for those and for the
-MUSE and MaNGA cubes users have.
+MUSE and MaNGA cubes users have (the front doors, choosing the layout, are in
+`_cube_fits.py`).
 
 MUSE layout (`layout="muse"`; documented in docs/api.md, "Cube files"):
 
@@ -47,7 +48,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._cube import Cube, Diagnostics
-from ..galaxy._synthetic import SOLAR_METALLICITY
+from .._units import SOLAR_METALLICITY
 from ._header import (
     ascii_text,
     bunit,
@@ -66,7 +67,6 @@ from ._header import (
 from ._provenance import provenance
 from ._truth import (
     arrays as truth_arrays,
-    checked as checked_truth,
     extension_names,
     FIELDS as TRUTH_FIELDS,
     KINDS as TRUTH_KINDS,
@@ -99,67 +99,11 @@ ESO_DOC = (("HDUCLASS", "ESO", "class name (ESO format)"), ("HDUDOC", "DICD", "d
 # Writing
 
 
-def write_cube_fits(
-    cube: Cube,
-    path: str | Path,
-    *,
-    ssp=None,
-    observation=None,
-    layout: str = "muse",
-    telescop: str | None = None,
-    instrume: str | None = None,
-    object: str | None = None,
-    psf=None,
-    truth=None,
-    observed_truth=None,
+def write_muse(
+    cube: Cube, path, *, ssp, observation, layout, telescop, instrume, object, psf, given
 ) -> None:
-    """Write `cube` as a FITS file in the layout of a MUSE or MaNGA pipeline cube
-    (layouts: module docstring / docs/api.md).
-
-    **Arguments:**
-
-    - `cube`: a [`rubix_eqx.Cube`][].
-    - `path`: the file to write (atomically: a temporary name, then a rename).
-    - `ssp`: the [`rubix_eqx.SSPGrid`][] used, recorded as `SSPNAME`/`SSPCITE`.
-    - `observation`: the [`rubix_eqx.Observation`][] used, recorded as `INCLIN`,
-      `POSANG` (and `DISTANCE`).
-    - `layout`: `"muse"` (`DATA`, `STAT`, `DQ`, `LSF_FWHM`), `"muse-drp"` (`DATA`, `STAT`
-      only, as the MUSE DRP's `DATACUBE_FINAL`) or `"manga"` (`FLUX`, `IVAR`, `MASK`,
-      `WAVE`, `SPECRES`, `SPECRESD` as a MaNGA DRP LOGCUBE; needs vacuum wavelengths).
-    - `telescop`, `instrume`: the `TELESCOP`/`INSTRUME` keywords; default from the
-      telescope name (`MUSE-*` → `ESO-VLT-U4`/`MUSE`, `MaNGA` → `SDSS 2-5m`/`MaNGA`, …;
-      any other name is written as both).
-    - `object`: the `OBJECT` keyword (default `"mock galaxy"`).
-    - `psf`: the [`rubix_eqx.PSF`][] the cube was convolved with, written as keywords
-      (`PSFTYPE`, `PSFFWHM`, `PSFBETA`, `SKY_RES`; mpdaf FSF keywords for a Moffat;
-      MaNGA's `GFWHM`…`ZFWHM`), or `None`.
-    - `truth`: light- or mass-weighted [`rubix_eqx.Maps`][] of the particles
-      ([`rubix_eqx.truth_maps`][], with the cube's `flux_unit`), written as the image
-      extensions `TRUE_FLUX` (`TRUE_MASS` for mass weights), `TRUE_VEL`, `TRUE_DISP`,
-      `TRUE_H3`, `TRUE_H4`, `TRUE_AGE`, `TRUE_MH` with the cube's celestial WCS
-      (`layout="muse"` only); or `None`.
-    - `observed_truth`: the seeing-convolved maps
-      ([`rubix_eqx.observed_truth_maps`][]), written as `OBS_*` alike; or `None`.
-      Read both back with [`rubix_eqx.io.read_truth`][].
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"`write_cube_fits(layout=...)` must be one of {LAYOUTS}; got {layout!r}.")
-    given = {"truth": truth, "observed_truth": observed_truth}
-    for argument, maps in given.items():
-        if maps is None:
-            continue
-        if layout != "muse":
-            raise ValueError(
-                f"`write_cube_fits({argument}=...)` needs `layout='muse'`; got layout "
-                f"{layout!r} (the {layout!r} layout holds the pipeline's extensions only)."
-            )
-        checked_truth(maps, f"write_cube_fits({argument}=...)", tuple(cube.flux.shape[:2]))
-    if layout == "manga":
-        from ._manga import write_manga
-
-        write_manga(cube, path, ssp=ssp, observation=observation, telescop=telescop,
-                    instrume=instrume, object=object, psf=psf)  # fmt: skip
-        return
+    """The MUSE layouts (`"muse"`, `"muse-drp"`) of [`rubix_eqx.io.write_cube_fits`][];
+    `given`: the checked truth maps by argument name (`"truth"`, `"observed_truth"`)."""
     from astropy.io import fits
 
     wcs = cube_keywords(cube)  # raises for irregular grids before anything is written
@@ -455,45 +399,6 @@ def lsf_from_extension(hdus, path, n: int):
     if not np.all(np.isfinite(values) & (values > 0)):
         raise ValueError(f"{path}: `LSF_FWHM` must be finite and > 0 Angstrom at every pixel.")
     return jnp.asarray(values)
-
-
-def read_cube_fits(path: str | Path) -> Cube:
-    """Read a FITS cube into a [`rubix_eqx.Cube`][]: ours (any layout), a MUSE DRP cube
-    (`DATA`, optional `STAT` and `DQ`; CD-matrix or CDELT WCS) or a MaNGA DRP cube
-    (`FLUX`, `IVAR`, `MASK`, `WAVE`, `SPECRES`), recognised by its extension names.
-
-    - Wavelengths come from the spectral WCS in float64 (MaNGA: the `WAVE` extension);
-      `medium` from `CTYPE3` (`AWAV` → air, `WAVE` → vacuum), the sampling from `-LOG`.
-    - The spaxel size and field centre come from the celestial WCS via `astropy.wcs`.
-    - Bad voxels — NaN or infinite flux, `STAT` ≤ 0 or NaN, `DQ` ≠ 0, `IVAR` ≤ 0, MaNGA
-      `MASK` with DONOTUSE (2¹⁰) or FORESTAR (2³) — are held in memory as flux 0 and
-      variance +inf (zero weight); spaxels with no good voxel have `mask` False. A MUSE
-      file without `STAT` reads with variance 0 (unknown) on its good voxels.
-    - A file written by rubix_eqx reads back as the Cube written (flux and variance to
-      float32): spaxels outside the aperture as flux 0 and variance 0, `STATFILL`/
-      `IVARFILL` voxels as variance 0 (noiseless), and `redshift`, diagnostics,
-      `telescope`, `lsf_fwhm` from its keywords and extensions. Files of our earlier
-      layout (no `LAYOUT` keyword: STAT = 0 for noiseless cubes, a 2-D `MASK`) still read.
-    - Other files: `redshift` 0 and diagnostics 0 (a file does not say them), `lsf_fwhm`
-      from `LSF_FWHM` or MaNGA's `SPECRES` (FWHM = λ/R), else `None`; `telescope` a
-      preset name where recognisable (`MUSE-WFM`, `MUSE-NFM`, `MaNGA`), else `INSTRUME`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Cube file not found: {path}")
-    hdus = open_fits(path)
-    with hdus:
-        names = [hdu.name for hdu in hdus]
-        if "FLUX" in names and "IVAR" in names and "DATA" not in names:
-            from ._manga import read_manga
-
-            return read_manga(hdus, path)
-        if "DATA" not in names:
-            raise ValueError(
-                f"{path}: no `DATA` extension; extensions are {names} (a MUSE cube has "
-                "`DATA`, a MaNGA cube `FLUX` and `IVAR`)."
-            )
-        return read_muse(hdus, path)
 
 
 def read_axes(hdus, name: str, path: Path):

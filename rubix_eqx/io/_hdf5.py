@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._atomic import atomic_path
-from .._checks import format_version
 from .._cube import Cube, Diagnostics
+from .._file_format import open_format
 from ._provenance import config_text, provenance
 from ._truth import (
     arrays as truth_arrays,
@@ -126,29 +126,7 @@ def write_truth_group(group: h5py.Group, maps, flux_unit: float) -> None:
 
 
 def _open(path: Path) -> h5py.File:
-    if not path.is_file():
-        raise FileNotFoundError(f"Cube file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
-    if f.attrs.get("format") != FORMAT:
-        f.close()
-        raise ValueError(
-            f"{path}: attribute `format` is {f.attrs.get('format')!r}, expected {FORMAT!r}."
-        )
-    try:
-        version = format_version(path, f.attrs)
-    except ValueError:
-        f.close()
-        raise
-    if version != FORMAT_VERSION:
-        f.close()
-        raise ValueError(
-            f"{path}: cube `format_version` {version} is not supported (this version of "
-            f"rubix_eqx reads {FORMAT_VERSION})."
-        )
-    return f
+    return open_format(path, FORMAT, FORMAT_VERSION, "cube")
 
 
 def read_cube_hdf5(path: str | Path) -> Cube:

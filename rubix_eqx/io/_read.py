@@ -14,15 +14,15 @@ def _is_hdf5(path: Path) -> bool:
 
 
 def read_cube(path: str | Path) -> Cube:
-    """Read a cube file: ours ([`rubix_eqx.Cube.to_fits`][] in any layout,
-    [`rubix_eqx.Cube.to_hdf5`][]), a MUSE DRP cube or a MaNGA DRP LOGCUBE. The format is
+    """Read a cube file: ours ([`rubix_eqx.io.write_cube_fits`][] in any layout,
+    [`rubix_eqx.io.write_cube_hdf5`][]), a MUSE DRP cube or a MaNGA DRP LOGCUBE. The format is
     recognised from the file's contents (HDF5 signature; FITS extension names). For FITS
     files bad voxels read as flux 0 and variance +inf, and spaxels without a good voxel
     have `mask` False: see [`rubix_eqx.io.read_cube_fits`][].
 
     **Returns:** a [`rubix_eqx.Cube`][].
     """
-    from ._fits import read_cube_fits
+    from ._cube_fits import read_cube_fits
     from ._hdf5 import read_cube_hdf5
 
     path = Path(path)

@@ -3,5 +3,5 @@ readers of DSPS and pPXF 9 files (`SSPGrid.from_dsps`, `SSPGrid.from_ppxf_npz`).
 
 from ._cache import cache_dir as cache_dir
 from ._cubic import cubic_weights as cubic_weights
-from ._grid import SSPGrid as SSPGrid
-from ._interpolate import ssp_weights as ssp_weights, SSPWeights as SSPWeights
+from ._grid import ssp_weights as ssp_weights, SSPGrid as SSPGrid
+from ._interpolate import SSPWeights as SSPWeights

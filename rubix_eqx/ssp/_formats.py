@@ -1,4 +1,5 @@
-"""Readers for public SSP grid formats (DSPS HDF5, pPXF 9 `.npz`), eager, into an `SSPGrid`.
+"""Readers for public SSP grid formats (DSPS HDF5, pPXF 9 `.npz`), eager, into the fields
+of an `SSPGrid` (which `SSPGrid.from_dsps` and `SSPGrid.from_ppxf_npz` check and build).
 
 Units and conventions (docs/ssp.md):
 
@@ -20,16 +21,13 @@ from pathlib import Path
 import h5py
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import TypeCheckError
 
 from .._medium import MEDIA, refractive_index, vacuum_to_air
-from ._grid import SSPGrid
+from .._units import C_ANGSTROM_S, SOLAR_METALLICITY
 
 
 logger = logging.getLogger(__name__)
 
-C_ANGSTROM = 2.99792458e18  # speed of light, Å/s
-SOLAR_METALLICITY = 0.019  # Z☉ behind [M/H] = log10(Z / 0.019), as maps and fits report it
 AIR_LIMIT = 2000.0  # Å: below, wavelengths stay in vacuum (IAU convention, `_medium`)
 DSPS_CITATION = (
     "DSPS: Hearin et al. 2023, MNRAS 521, 1741; cite also the SSP library the file was "
@@ -166,18 +164,14 @@ def _fwhm(path: Path, fwhm, wave: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _build(path: Path, **fields) -> SSPGrid:
-    """An `SSPGrid` of float32 arrays; construction errors name the file."""
+def _build(path: Path, **fields) -> dict:
+    """The fields of an `SSPGrid`, arrays as float32 JAX arrays (`SSPGrid` checks them)."""
     arrays = {
         k: jnp.asarray(v, jnp.float32)
         for k, v in fields.items()
         if isinstance(v, np.ndarray) and k != "metallicity_label"
     }
-    rest = {k: v for k, v in fields.items() if k not in arrays}
-    try:
-        return SSPGrid(**arrays, **rest)
-    except (ValueError, TypeCheckError) as e:
-        raise ValueError(f"{path}: {str(e).splitlines()[0]}") from None
+    return {**fields, **arrays}
 
 
 # ----------------------------------------------------------------------------------- DSPS
@@ -199,7 +193,7 @@ def read_dsps(
     name: str | None = None,
     citation: str = DSPS_CITATION,
     licence: str = "",
-) -> SSPGrid:
+) -> dict:
     """Read a DSPS SSP file (HDF5); see [`rubix_eqx.SSPGrid.from_dsps`][]."""
     path = Path(path)
     medium = _medium(path, medium)
@@ -247,7 +241,7 @@ def read_dsps(
     air, vac, dvac_dair, keep = _to_air(path, wave, medium)
     keep &= _crop(path, air, wavelength_range)
     # L_λ(vacuum) = L_ν |dν/dλ| = L_ν c / λ_vac², then per Å of air: × dλ_vac/dλ_air.
-    flux = np.transpose(flux_nu, (1, 0, 2)) * (C_ANGSTROM / vac**2 * dvac_dair)
+    flux = np.transpose(flux_nu, (1, 0, 2)) * (C_ANGSTROM_S / vac**2 * dvac_dair)
     return _build(
         path,
         age=10.0**lg_age,
@@ -283,7 +277,7 @@ def read_ppxf_npz(
     name: str | None = None,
     citation: str = PPXF_CITATION,
     licence: str = "",
-) -> SSPGrid:
+) -> dict:
     """Read a pPXF ≥ 9 SSP template file (`.npz`); see [`rubix_eqx.SSPGrid.from_ppxf_npz`][]."""
     path = Path(path)
     medium = _medium(path, medium)

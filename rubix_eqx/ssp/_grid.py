@@ -1,14 +1,20 @@
 """The `SSPGrid` pytree: simple-stellar-population spectra on an (age, Z) grid."""
 
+import dataclasses
 from pathlib import Path
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, jaxtyped
+from jaxtyping import Array, Float, jaxtyped, TypeCheckError
 
 from .._checks import concrete, require, require_finite
 from .._typecheck import typechecker
+from .._units import SOLAR_METALLICITY
+from ._formats import DSPS_CITATION, PPXF_CITATION, read_dsps, read_ppxf_npz
+from ._interpolate import bilinear_weights, SSPWeights
+from ._io import read_ssp_hdf5, write_ssp_hdf5
+from ._miles import load_miles
 
 
 @jaxtyped(typechecker=typechecker)
@@ -96,8 +102,6 @@ class SSPGrid(eqx.Module):
 
         `age` in Gyr and `metallicity` as Z, scalars; clipped to the grid edges.
         """
-        from ._interpolate import ssp_weights
-
         w = ssp_weights(self, jnp.reshape(age, (1,)), jnp.reshape(metallicity, (1,)))
         flat = self.flux.reshape(self.n_templates, -1)
         return jnp.einsum("k,kw->w", w.weight[0], flat[w.index[0]])
@@ -130,18 +134,14 @@ class SSPGrid(eqx.Module):
           Vazdekis et al. mass table.
         """
         if name.lower() in ("miles", "e-miles", "emiles"):
-            from ._miles import load_miles
-
-            return load_miles(source_dir=path, cache_dir=cache_dir)
+            return _build(cls, load_miles(source_dir=path, cache_dir=cache_dir), "E-MILES grid")
         raise ValueError(f"`SSPGrid.load(name={name!r})`: unknown grid; known: 'miles'.")
 
     @classmethod
     def from_miles_dir(cls, path: str | Path, cache_dir: str | Path | None = None) -> "SSPGrid":
         """Convert a directory of E-MILES FITS files (pPXF naming) and mass table; the
         same as `SSPGrid.load("miles", path=path)`."""
-        from ._miles import load_miles
-
-        return load_miles(source_dir=path, cache_dir=cache_dir)
+        return _build(cls, load_miles(source_dir=path, cache_dir=cache_dir), "E-MILES grid")
 
     @classmethod
     def from_dsps(
@@ -174,9 +174,7 @@ class SSPGrid(eqx.Module):
         - `wavelength_range`: `(min, max)` in Å (air) to keep, e.g. `(3000, 10000)`.
         - `name`, `citation`, `licence`: provenance (defaults name DSPS and the file).
         """
-        from ._formats import DSPS_CITATION, read_dsps
-
-        return read_dsps(
+        fields = read_dsps(
             path,
             fwhm=fwhm,
             medium=medium,
@@ -185,13 +183,14 @@ class SSPGrid(eqx.Module):
             citation=DSPS_CITATION if citation is None else citation,
             licence=licence,
         )
+        return _build(cls, fields, str(path))
 
     @classmethod
     def from_ppxf_npz(
         cls,
         path: str | Path,
         *,
-        solar_metallicity: float = 0.019,
+        solar_metallicity: float = SOLAR_METALLICITY,
         medium: str = "air",
         wavelength_range: tuple[float, float] | None = None,
         name: str | None = None,
@@ -216,9 +215,7 @@ class SSPGrid(eqx.Module):
         - `wavelength_range`: `(min, max)` in Å (air) to keep.
         - `name`, `citation`, `licence`: provenance.
         """
-        from ._formats import PPXF_CITATION, read_ppxf_npz
-
-        return read_ppxf_npz(
+        fields = read_ppxf_npz(
             path,
             solar_metallicity=solar_metallicity,
             medium=medium,
@@ -227,16 +224,52 @@ class SSPGrid(eqx.Module):
             citation=PPXF_CITATION if citation is None else citation,
             licence=licence,
         )
+        return _build(cls, fields, str(path))
 
     @classmethod
     def from_hdf5(cls, path: str | Path) -> "SSPGrid":
         """Read a grid written by [`rubix_eqx.SSPGrid.to_hdf5`][] (layout in docs/ssp.md)."""
-        from ._io import read_ssp_hdf5
-
-        return read_ssp_hdf5(path)
+        fields = read_ssp_hdf5(path)
+        shapes = ", ".join(
+            f"`{k}` {tuple(v.shape)}" for k, v in fields.items() if hasattr(v, "shape")
+        )
+        return _build(cls, fields, f"{path}: inconsistent or invalid datasets ({shapes})")
 
     def to_hdf5(self, path: str | Path) -> None:
         """Write this grid in the documented HDF5 layout (atomic: temporary name, then rename)."""
-        from ._io import write_ssp_hdf5
+        write_ssp_hdf5(grid_fields(self), path)
 
-        write_ssp_hdf5(self, path)
+
+def grid_fields(ssp: SSPGrid) -> dict:
+    """The fields of `ssp` by name: what the readers return and the writer takes."""
+    return {f.name: getattr(ssp, f.name) for f in dataclasses.fields(ssp)}
+
+
+def _build(cls, fields: dict, where: str) -> SSPGrid:
+    """`cls(**fields)`; a construction error becomes a `ValueError` naming `where`."""
+    try:
+        return cls(**fields)
+    except (ValueError, TypeCheckError) as e:
+        raise ValueError(f"{where}: {str(e).splitlines()[0]}") from None
+
+
+def ssp_weights(
+    ssp: SSPGrid, age: Float[Array, " n"], metallicity: Float[Array, " n"]
+) -> SSPWeights:
+    """Bilinear interpolation weights in (log10 age, log10 Z).
+
+    Values outside the grid are clipped to its edge **by design** (the spectrum of the
+    nearest edge population is used and the gradient there is zero); `clipped` flags
+    them so that callers report how many and how much mass.
+
+    **Arguments:**
+
+    - `ssp`: the grid.
+    - `age`: Gyr.
+    - `metallicity`: mass fraction Z.
+
+    **Returns:** an [`rubix_eqx.ssp.SSPWeights`][].
+    """
+    log_age_grid = jnp.log10(ssp.age).astype(age.dtype)
+    log_z_grid = jnp.log10(ssp.metallicity).astype(metallicity.dtype)
+    return bilinear_weights(log_age_grid, log_z_grid, age, metallicity)

@@ -4,8 +4,6 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ._grid import SSPGrid
-
 
 class SSPWeights(eqx.Module):
     """Per particle: the 4 surrounding grid nodes and their bilinear weights.
@@ -22,7 +20,7 @@ class SSPWeights(eqx.Module):
     clipped: Bool[Array, " n"]
 
 
-def _safe_log10(x):
+def safe_log10(x):
     """log10(x) with -inf (and a zero gradient) at x ≤ 0."""
     positive = x > 0
     return jnp.where(positive, jnp.log10(jnp.where(positive, x, 1.0)), -jnp.inf)
@@ -37,28 +35,18 @@ def _axis(grid: Float[Array, " m"], x: Float[Array, " n"]):
     return i, t, clipped
 
 
-def ssp_weights(
-    ssp: SSPGrid, age: Float[Array, " n"], metallicity: Float[Array, " n"]
+def bilinear_weights(
+    log_age_grid: Float[Array, " n_age"],
+    log_z_grid: Float[Array, " n_Z"],
+    age: Float[Array, " n"],
+    metallicity: Float[Array, " n"],
 ) -> SSPWeights:
-    """Bilinear interpolation weights in (log10 age, log10 Z).
-
-    Values outside the grid are clipped to its edge **by design** (the spectrum of the
-    nearest edge population is used and the gradient there is zero); `clipped` flags
-    them so that callers report how many and how much mass.
-
-    **Arguments:**
-
-    - `ssp`: the grid.
-    - `age`: Gyr.
-    - `metallicity`: mass fraction Z.
-
-    **Returns:** an [`rubix_eqx.ssp.SSPWeights`][].
-    """
-    log_age_grid = jnp.log10(ssp.age).astype(age.dtype)
-    log_z_grid = jnp.log10(ssp.metallicity).astype(metallicity.dtype)
-    ia, ta, clip_a = _axis(log_age_grid, _safe_log10(age))
-    iz, tz, clip_z = _axis(log_z_grid, _safe_log10(metallicity))
-    n_z = ssp.metallicity.shape[0]
+    """Bilinear interpolation weights in (log10 age, log10 Z) on the nodes `log_age_grid`
+    (log10 Gyr) and `log_z_grid` (log10 Z); `age` in Gyr, `metallicity` as Z. Values
+    outside are clipped to the edge and flagged (see [`rubix_eqx.ssp.ssp_weights`][])."""
+    ia, ta, clip_a = _axis(log_age_grid, safe_log10(age))
+    iz, tz, clip_z = _axis(log_z_grid, safe_log10(metallicity))
+    n_z = log_z_grid.shape[0]
     index = jnp.stack(
         [ia * n_z + iz, (ia + 1) * n_z + iz, ia * n_z + iz + 1, (ia + 1) * n_z + iz + 1],
         axis=-1,

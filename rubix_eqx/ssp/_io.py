@@ -13,11 +13,9 @@ from pathlib import Path
 import h5py
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import TypeCheckError
 
 from .._atomic import atomic_path
-from .._checks import format_version
-from ._grid import SSPGrid
+from .._file_format import open_format
 
 
 FORMAT = "rubix_eqx.ssp"
@@ -32,18 +30,19 @@ UNITS = {
 }
 
 
-def write_ssp_hdf5(ssp: SSPGrid, path: str | Path) -> None:
+def write_ssp_hdf5(fields: dict, path: str | Path) -> None:
+    """Write the fields of an `SSPGrid` (by name) in this layout, atomically."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["name"] = ssp.name
-        f.attrs["citation"] = ssp.citation
-        f.attrs["licence"] = ssp.licence
-        if ssp.metallicity_label is not None:
-            f.attrs["metallicity_label"] = np.asarray(ssp.metallicity_label, np.float64)
+        f.attrs["name"] = fields["name"]
+        f.attrs["citation"] = fields["citation"]
+        f.attrs["licence"] = fields["licence"]
+        if fields["metallicity_label"] is not None:
+            f.attrs["metallicity_label"] = np.asarray(fields["metallicity_label"], np.float64)
             f.attrs["metallicity_label_name"] = "[M/H]"
         for name, unit in UNITS.items():
-            dset = f.create_dataset(name, data=np.asarray(getattr(ssp, name), np.float32))
+            dset = f.create_dataset(name, data=np.asarray(fields[name], np.float32))
             dset.attrs["units"] = unit
 
 
@@ -60,25 +59,11 @@ def _read_labels(path: Path, attrs) -> tuple[float, ...] | None:
     return tuple(float(m) for m in labels)
 
 
-def read_ssp_hdf5(path: str | Path) -> SSPGrid:
+def read_ssp_hdf5(path: str | Path) -> dict:
+    """The fields of the `SSPGrid` in a file of this layout (`SSPGrid.from_hdf5` checks
+    and builds it); `ValueError` naming the file for a wrong format, dataset or unit."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SSP grid file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from None
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(
-                f"{path}: attribute `format` is {f.attrs.get('format')!r}, expected {FORMAT!r}."
-            )
-        version = format_version(path, f.attrs)
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: `format_version` {version} is not supported (this version reads "
-                f"{FORMAT_VERSION})."
-            )
+    with open_format(path, FORMAT, FORMAT_VERSION, "SSP grid") as f:
         arrays = {}
         for name, unit in UNITS.items():
             if name not in f or not isinstance(f[name], h5py.Dataset):
@@ -96,9 +81,4 @@ def read_ssp_hdf5(path: str | Path) -> SSPGrid:
             arrays[name] = jnp.asarray(dset[...], jnp.float32 if dset.dtype.kind in "iu" else None)
         meta = {k: str(f.attrs.get(k, "")) for k in ("name", "citation", "licence")}
         labels = _read_labels(path, f.attrs)
-    try:
-        return SSPGrid(**arrays, **meta, metallicity_label=labels)
-    except (ValueError, TypeCheckError) as e:
-        shapes = ", ".join(f"`{k}` {tuple(v.shape)}" for k, v in arrays.items())
-        first = str(e).splitlines()[0]
-        raise ValueError(f"{path}: inconsistent or invalid datasets ({shapes}): {first}") from None
+    return {**arrays, **meta, "metallicity_label": labels}

@@ -31,7 +31,6 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ._cache import cache_dir as default_cache_dir
-from ._grid import SSPGrid
 from ._io import read_ssp_hdf5, write_ssp_hdf5
 
 
@@ -149,8 +148,9 @@ def isochrone_metallicity(labels, source_dir: Path) -> np.ndarray:
     return np.asarray(z, np.float64)
 
 
-def convert_miles(source_dir: Path) -> SSPGrid:
-    """Read the 150 E-MILES FITS files and the mass table in `source_dir` into an `SSPGrid`."""
+def convert_miles(source_dir: Path) -> dict:
+    """Read the 150 E-MILES FITS files and the mass table in `source_dir` into the fields
+    of an `SSPGrid`."""
     from astropy.io import fits
 
     files = {}
@@ -196,7 +196,7 @@ def convert_miles(source_dir: Path) -> SSPGrid:
     else:
         logger.warning("%s not found: remaining_mass_fraction set to 1.", mass_path)
 
-    return SSPGrid(
+    return dict(
         age=jnp.asarray(ages, jnp.float32),
         metallicity=jnp.asarray(isochrone_metallicity(metals, source_dir), jnp.float32),
         wavelength=jnp.asarray(wave, jnp.float32),
@@ -210,8 +210,8 @@ def convert_miles(source_dir: Path) -> SSPGrid:
     )
 
 
-def write_cache(ssp: SSPGrid, path: Path) -> None:
-    """`ssp` in the SSP HDF5 layout (with its [M/H] `metallicity_label`) plus the cache's
+def write_cache(ssp: dict, path: Path) -> None:
+    """The fields `ssp` in the SSP HDF5 layout (with its [M/H] `metallicity_label`) plus the cache's
     `cache_version` root attribute (atomic)."""
     with atomic_path(path) as tmp:
         write_ssp_hdf5(ssp, tmp)
@@ -219,8 +219,8 @@ def write_cache(ssp: SSPGrid, path: Path) -> None:
             f.attrs["cache_version"] = CACHE_VERSION
 
 
-def read_cache(path: Path) -> SSPGrid | None:
-    """The cached grid, or `None` if the file is of another `cache_version` (or none,
+def read_cache(path: Path) -> dict | None:
+    """The fields of the cached grid, or `None` if the file is of another `cache_version` (or none,
     as caches written before version 2) or unreadable: then it is converted again."""
     try:
         with h5py.File(path, "r") as f:
@@ -241,10 +241,10 @@ def read_cache(path: Path) -> SSPGrid | None:
     return read_ssp_hdf5(path)
 
 
-def load_miles(source_dir=None, cache_dir=None) -> SSPGrid:
-    """The E-MILES grid from the cache, converting it on first use (or again if the cache
-    is of another `cache_version`) from `source_dir`, else `$RUBIX_EQX_MILES_DIR`, else
-    pPXF 8.x's package data."""
+def load_miles(source_dir=None, cache_dir=None) -> dict:
+    """The fields of the E-MILES grid from the cache, converting it on first use (or again
+    if the cache is of another `cache_version`) from `source_dir`, else
+    `$RUBIX_EQX_MILES_DIR`, else pPXF 8.x's package data."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     source = miles_source(source_dir)
     if source is None:

@@ -301,8 +301,7 @@ def load_survey(path: str | Path) -> Survey:
         name = base.output[key]
         if name is not None and (Path(name).is_absolute() or ".." in Path(name).parts):
             raise ConfigError(
-                f"run.output.{key}: must be a file name inside each item's directory, got "
-                f"{name!r}."
+                f"run.output.{key}: must be a file name inside each item's directory, got {name!r}."
             )
     if all(base.output[k] is None for k in OUTPUT_KEYS):
         raise ConfigError("run.output: every output is null; the survey would write nothing.")
@@ -555,9 +554,9 @@ def estimate_memory(
         "chunk": float(auto_chunk_size(n_particles, n_work)) * 4 * n_work * 4 * 2,
     }
     if engine == "histogram":
-        from .._engine import _HISTOGRAM_MAX_BYTES
+        from .._engine import HISTOGRAM_MAX_BYTES
 
-        terms["templates"] += _HISTOGRAM_MAX_BYTES
+        terms["templates"] += HISTOGRAM_MAX_BYTES
     terms["total"] = sum(terms.values())
     return terms
 
@@ -584,13 +583,12 @@ def _guard(estimate: dict, limit: float | None, what: str) -> dict:
 def _hdf5_particle_count(path: str) -> int | None:
     """The particle count of a galaxy file from its `particles/mass` shape (no data read);
     `None` if the file does not tell (the reader then names the problem)."""
-    import h5py
+    from ..galaxy._io import open_galaxy_file, particle_datasets
 
     try:
-        with h5py.File(path, "r") as f:
-            dset = f.get("particles/mass")
-            return int(dset.shape[0]) if isinstance(dset, h5py.Dataset) and dset.ndim == 1 else None
-    except OSError:
+        with open_galaxy_file(path) as f:
+            return particle_datasets(path, f)[1]
+    except (OSError, ValueError):
         return None
 
 
