@@ -9,6 +9,7 @@ from ._galaxy_model import (
     PriorRangeError as PriorRangeError,
     Uniform as Uniform,
 )
+from ._mixture import fit_mixture as fit_mixture, MixtureFit as MixtureFit
 from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
 from ._particles import (
     fit_galaxy as fit_galaxy,
