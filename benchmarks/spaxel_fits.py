@@ -34,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rubix_eqx as rx  # noqa: E402
-from tests import exact_reference as ref  # noqa: E402
-from tests import gauss_hermite_reference as ghr  # noqa: E402
-from tests import spaxel_cases as sc  # noqa: E402
+from tests import (
+    exact_reference as ref,  # noqa: E402
+    gauss_hermite_reference as ghr,  # noqa: E402
+    spaxel_cases as sc,  # noqa: E402
+)
 
 
 SNR = 100.0
@@ -212,7 +214,9 @@ def main():
 
     print(f"\n{n} spectra of {flux.shape[1]} pixels, {results['n_templates']} templates, "
           f"S/N {SNR:g}, {os.cpu_count()} CPUs (shared)\n")  # fmt: skip
-    print(f"| fit | first call (s, compiles) | ours (spectra/s) | pPXF (spectra/s) | ratio | median |ΔV| (km/s) |")
+    print(
+        f"| fit | first call (s, compiles) | ours (spectra/s) | pPXF (spectra/s) | ratio | median |ΔV| (km/s) |"
+    )
     print("|---|---|---|---|---|---|")
     for label, first, ours, theirs, ratio, dv in rows:
         print(f"| {label} | {first:.1f} | {ours:.1f} | {theirs:.1f} | {ratio:.2f}× | {dv:.2f} |")

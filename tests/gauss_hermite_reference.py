@@ -35,7 +35,9 @@ def gauss_hermite_losvd(u, velocity, sigma, h3, h4):
     """L(u) (per km/s) with unit integral; u, V, σ in km/s."""
     y = (np.asarray(u, np.float64) - velocity) / sigma
     poly = 1.0 + h3 * hermite3(y) + h4 * hermite4(y)
-    return np.exp(-0.5 * y * y) / (sigma * math.sqrt(2 * math.pi)) * poly / (1 + h4 * math.sqrt(6) / 4)
+    return (
+        np.exp(-0.5 * y * y) / (sigma * math.sqrt(2 * math.pi)) * poly / (1 + h4 * math.sqrt(6) / 4)
+    )
 
 
 def gauss_hermite_spectrum(

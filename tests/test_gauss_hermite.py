@@ -9,8 +9,7 @@ import pytest
 import rubix_eqx as rx
 from rubix_eqx.fit._losvd import gauss_hermite_ft
 
-from . import gauss_hermite_reference as ghr
-from . import spaxel_cases as sc
+from . import gauss_hermite_reference as ghr, spaxel_cases as sc
 from .test_papercuts import count_compilations
 
 
@@ -42,8 +41,16 @@ def reference_spectra():
     wave = np.asarray(tel.wavelength)
     clean = [
         ghr.gauss_hermite_spectrum(
-            np.asarray(ssp.wavelength), np.asarray(ssp.flux[3, 1]), sc.SSP_FWHM, sc.Z_OBS,
-            wave, np.asarray(tel.lsf_fwhm), v, s, h3, h4,
+            np.asarray(ssp.wavelength),
+            np.asarray(ssp.flux[3, 1]),
+            sc.SSP_FWHM,
+            sc.Z_OBS,
+            wave,
+            np.asarray(tel.lsf_fwhm),
+            v,
+            s,
+            h3,
+            h4,
         )  # fmt: skip
         for v, s, h3, h4 in CASES
     ]

@@ -8,8 +8,7 @@ import pytest
 import rubix_eqx as rx
 from rubix_eqx.fit._mixture import nnls, second_differences
 
-from . import exact_reference as ref
-from . import spaxel_cases as sc
+from . import exact_reference as ref, spaxel_cases as sc
 from .test_papercuts import count_compilations
 
 

@@ -66,9 +66,7 @@ def gauss_hermite_ft(
     return gauss * poly
 
 
-def gauss_hermite(
-    u: Float[ArrayLike, " n"], velocity, sigma, h3=0.0, h4=0.0
-) -> Float[Array, " n"]:
+def gauss_hermite(u: Float[ArrayLike, " n"], velocity, sigma, h3=0.0, h4=0.0) -> Float[Array, " n"]:
     """L(u) itself (unit integral), for plots and checks; u, V, σ in one unit."""
     y = (jnp.asarray(u) - velocity) / sigma
     gauss = jnp.exp(-0.5 * y**2) / (sigma * math.sqrt(2 * math.pi))

@@ -201,7 +201,9 @@ def _profile_residual(model, la, lz, norm, penalty, theta, d_white, whiten, max_
     x = jax.lax.stop_gradient(x)
     free = x > 0
     db_x = (b - b0) @ x  # value 0; tangent ∂B x
-    g_free = jnp.where(free[:, None] & free[None, :], gram, jnp.eye(gram.shape[0], dtype=gram.dtype))
+    g_free = jnp.where(
+        free[:, None] & free[None, :], gram, jnp.eye(gram.shape[0], dtype=gram.dtype)
+    )
     coef = jnp.where(free, jnp.linalg.solve(g_free, jnp.where(free, b0.T @ db_x, 0)), 0)
     r = b0 @ x - y + db_x - b0 @ coef
     return r, x, done
@@ -227,15 +229,21 @@ def _run_mixture(model, flux, var, start, active, la, lz, penalty, moments, max_
 
         def fn(p, _):
             theta = _kinematics(p, moments)
-            return _profile_residual(model, la, lz, norm, penalty, theta, d_white, whiten, max_nnls)[0]
+            return _profile_residual(
+                model, la, lz, norm, penalty, theta, d_white, whiten, max_nnls
+            )[0]
 
         sol = optx.least_squares(fn, solver, p0, max_steps=max_steps, throw=False)
         finite = jnp.all(jnp.isfinite(sol.value))
         p = jnp.where(finite, sol.value, p0)
         theta = _kinematics(p, moments)
-        r, x, done = _profile_residual(model, la, lz, norm, penalty, theta, d_white, whiten, max_nnls)
+        r, x, done = _profile_residual(
+            model, la, lz, norm, penalty, theta, d_white, whiten, max_nnls
+        )
         jac = jax.jacfwd(
-            lambda t: _profile_residual(model, la, lz, norm, penalty, t, d_white, whiten, max_nnls)[0]
+            lambda t: _profile_residual(model, la, lz, norm, penalty, t, d_white, whiten, max_nnls)[
+                0
+            ]
         )(theta)
         err = standard_errors(jnp.stack(jac, axis=1))
         n_pix = d.shape[0]

@@ -26,7 +26,8 @@ class SpectrumModel(eqx.Module):
 
     Arguments of the call: `log_age` = log10(age / Gyr), `log_z` = log10 Z, `velocity`
     (km/s, line of sight, relative to the systemic redshift), `dispersion` (km/s,
-    Gaussian σ of the LOSVD) and optionally `h3`, `h4` (Gauss–Hermite terms). Ages and Z are clipped to the grid (as in the pipeline).
+    Gaussian σ of the LOSVD) and optionally `h3`, `h4` (Gauss–Hermite terms). Ages and Z
+    are clipped to the grid (as in the pipeline).
 
     The line spread is the telescope's declared `lsf_fwhm` (the total on the pixels):
     the pipeline's LSF stage, which makes up the difference between it and the

@@ -59,7 +59,9 @@ def voronoi_bins(cube: Cube, target_snr: float) -> VoronoiBins:
         number[ix, iy] = np.arange(ix.size)
     else:
         with warnings.catch_warnings():  # vorbin 3.2 warns that PowerBin supersedes it
-            warnings.filterwarnings("ignore", message=".*VorBin is deprecated", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*VorBin is deprecated", category=UserWarning
+            )
             from vorbin.voronoi_2d_binning import voronoi_2d_binning
 
             try:
