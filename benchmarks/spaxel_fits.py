@@ -215,7 +215,8 @@ def main():
     print(f"\n{n} spectra of {flux.shape[1]} pixels, {results['n_templates']} templates, "
           f"S/N {SNR:g}, {os.cpu_count()} CPUs (shared)\n")  # fmt: skip
     print(
-        f"| fit | first call (s, compiles) | ours (spectra/s) | pPXF (spectra/s) | ratio | median |ΔV| (km/s) |"
+        "| fit | first call (s, compiles) | ours (spectra/s) | pPXF (spectra/s) | ratio "
+        "| median |ΔV| (km/s) |"
     )
     print("|---|---|---|---|---|---|")
     for label, first, ours, theirs, ratio, dv in rows:
