@@ -16,9 +16,5 @@ from ._run import (
     load_config as load_config,
     RunSpec as RunSpec,
 )
-from ._telescope import (
-    telescope_from_dict as telescope_from_dict,
-    telescope_from_yaml as telescope_from_yaml,
-    telescope_preset as telescope_preset,
-)
+from ._telescope import telescope_fields as telescope_fields
 from ._yaml import read_yaml as read_yaml

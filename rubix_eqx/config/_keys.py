@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..telescope._telescope import APERTURES, MEDIA, PSF_KINDS, SAMPLINGS
+from ._vocabulary import APERTURES, MEDIA, PSF_KINDS, SAMPLINGS
 from ._checks import check_keys, choice, ConfigError, integer, join, number, window
 
 

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from ._checks import boolean, check_keys, choice, ConfigError, integer, join, number
 from ._keys import KEYS_BY_NAME, TELESCOPE_KEYS as SCHEMA
-from ._telescope import preset_file, telescope_from_dict
+from ._telescope import preset_file
 from ._yaml import deep_merge, load_yaml_text, read_yaml
 
 
@@ -287,7 +287,9 @@ def check_telescope(spec: Any):
     if not isinstance(base, Mapping):
         raise ConfigError(f"{path}: the preset/file does not hold a mapping.")
     merged = deep_merge(deep_merge(base, inline), overrides)
-    return telescope_from_dict(merged, path=join(path, "overrides") if overrides else path)
+    from ..telescope import Telescope
+
+    return Telescope.from_dict(merged, path=join(path, "overrides") if overrides else path)
 
 
 def check_ssp(spec: Any) -> str:

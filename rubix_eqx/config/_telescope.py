@@ -1,5 +1,7 @@
-"""Telescopes from mappings and YAML files in the preset schema (`TELESCOPE_KEYS`), and
-the presets of `configs/telescopes/`. Errors name the key path."""
+"""The fields of a telescope from a mapping in the preset schema (`TELESCOPE_KEYS`), and the
+presets of `configs/telescopes/`, checked with errors naming the key path. Plain values:
+the containers (`Telescope.from_dict`, `Telescope.preset`) build themselves from them, so
+this module imports none of them."""
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -8,8 +10,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ..telescope import Detector, Exposure, preset_dir, presets, PSF, Telescope
-from ..telescope._telescope import float_dtype, infer_sampling
+from ._presets import preset_dir, presets
+from ._vocabulary import float_dtype, infer_sampling
 from ._checks import ConfigError, join
 from ._keys import checked, Curve
 from ._yaml import deep_merge, read_yaml
@@ -55,15 +57,15 @@ def _as_array(values: np.ndarray | None):
     return None if values is None else jnp.atleast_1d(jnp.asarray(values, jnp.float32))
 
 
-def _psf(spec: dict | None, path: str) -> PSF | None:
+def _psf(spec: dict | None, path: str) -> dict | None:
     if spec is None:
         return None
     if spec["kind"] == "moffat" and spec["beta"] is None:
         raise ConfigError(f"{join(path, 'beta')}: must be a number, got None (Moffat β > 1).")
-    return PSF(kind=spec["kind"], fwhm=spec["fwhm"], beta=spec["beta"])
+    return dict(kind=spec["kind"], fwhm=spec["fwhm"], beta=spec["beta"])
 
 
-def _detector(spec: dict | None, wavelength: np.ndarray, path: str) -> Detector | None:
+def _detector(spec: dict | None, wavelength: np.ndarray, path: str) -> dict | None:
     if spec is None:
         return None
     throughput = spec["throughput"]
@@ -74,7 +76,7 @@ def _detector(spec: dict | None, wavelength: np.ndarray, path: str) -> Detector 
             f"{join(path, missing)}: required with `{path}.pixel_area`/`pixel_dispersion` "
             "(give both, or neither for one detector pixel per voxel)."
         )
-    return Detector(
+    return dict(
         collecting_area=spec["collecting_area"],
         throughput=_as_array(throughput.values),
         throughput_wavelength=_as_array(throughput.wavelength),
@@ -85,7 +87,7 @@ def _detector(spec: dict | None, wavelength: np.ndarray, path: str) -> Detector 
     )
 
 
-def _exposure(spec: dict | None, wavelength: np.ndarray, path: str) -> Exposure | None:
+def _exposure(spec: dict | None, wavelength: np.ndarray, path: str) -> dict | None:
     if spec is None:
         return None
     sky = spec["sky"]
@@ -97,17 +99,15 @@ def _exposure(spec: dict | None, wavelength: np.ndarray, path: str) -> Exposure 
             f"{wavelength[0]:g}-{wavelength[-1]:g} Angstrom, got {ref:g}."
         )
     kw = {k: spec[k] for k in ("time", "n_exposures", "snr", "reference_sb")}
-    try:
-        return Exposure(
-            sky=_as_array(sky.values), sky_wavelength=_as_array(sky.wavelength),
-            reference_wavelength=ref, **kw,
-        )  # fmt: skip
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return dict(
+        sky=_as_array(sky.values), sky_wavelength=_as_array(sky.wavelength),
+        reference_wavelength=ref, **kw,
+    )  # fmt: skip
 
 
-def telescope_from_dict(data: Mapping[str, Any], path: str = "telescope") -> Telescope:
-    """A [`rubix_eqx.Telescope`][] from a mapping in the preset schema
+def telescope_fields(data: Mapping[str, Any], path: str = "telescope") -> dict[str, Any]:
+    """The checked fields of a [`rubix_eqx.Telescope`][] (`psf`, `detector`, `exposure` as
+    mappings of their fields, or `None`) from a mapping in the preset schema
     ([`rubix_eqx.config.TELESCOPE_KEYS`][]); errors ([`rubix_eqx.config.ConfigError`][])
     name the key path, starting with `path`."""
     spec = checked(data, "", path)
@@ -125,40 +125,29 @@ def telescope_from_dict(data: Mapping[str, Any], path: str = "telescope") -> Tel
             f"{spec['aperture']!r} aperture)."
         )
     noise = spec["noise"] or {"snr": None, "window": None}
-    try:
-        return Telescope(
-            name=spec["name"],
-            spaxel_size=spec["spaxel_size"],
-            n_x=spec["n_x"],
-            n_y=spec["n_y"],
-            wavelength=jnp.asarray(wavelength, dtype),
-            lsf_fwhm=jnp.asarray(lsf, dtype),
-            aperture=spec["aperture"],
-            aperture_diameter=diameter,
-            sampling=sampling,
-            psf=_psf(spec["psf"], join(path, "psf")),
-            snr=noise["snr"],
-            snr_window=noise["window"],
-            description=spec["description"],
-            references=spec["references"],
-            medium=spec["medium"],
-            detector=_detector(spec["detector"], wavelength, join(path, "detector")),
-            exposure=_exposure(spec["exposure"], wavelength, join(path, "exposure")),
-        )
-    except ConfigError:
-        raise
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return dict(
+        name=spec["name"],
+        spaxel_size=spec["spaxel_size"],
+        n_x=spec["n_x"],
+        n_y=spec["n_y"],
+        wavelength=jnp.asarray(wavelength, dtype),
+        lsf_fwhm=jnp.asarray(lsf, dtype),
+        aperture=spec["aperture"],
+        aperture_diameter=diameter,
+        sampling=sampling,
+        psf=_psf(spec["psf"], join(path, "psf")),
+        snr=noise["snr"],
+        snr_window=noise["window"],
+        description=spec["description"],
+        references=spec["references"],
+        medium=spec["medium"],
+        detector=_detector(spec["detector"], wavelength, join(path, "detector")),
+        exposure=_exposure(spec["exposure"], wavelength, join(path, "exposure")),
+    )
 
 
-def telescope_from_yaml(path: str | Path) -> Telescope:
-    """A [`rubix_eqx.Telescope`][] from a YAML file in the preset schema (docs/telescopes.md);
-    errors name the file and the key path."""
-    return telescope_from_dict(read_yaml(path), path=str(path))
-
-
-def telescope_preset(name: str, **overrides) -> Telescope:
-    """The preset `configs/telescopes/<name>.yaml` (name case-insensitive), with any key
-    overridden (nested mappings merge); see [`rubix_eqx.Telescope.preset`][]."""
+def preset_mapping(name: str, overrides: Mapping[str, Any]) -> tuple[dict, str]:
+    """The mapping of preset `configs/telescopes/<name>.yaml` (name case-insensitive) with
+    `overrides` merged in (nested mappings merge), and its key path for errors."""
     data = read_yaml(preset_file(name))
-    return telescope_from_dict(deep_merge(data, overrides), path=f"telescope[{name}]")
+    return deep_merge(data, dict(overrides)), f"telescope[{name}]"

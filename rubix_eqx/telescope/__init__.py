@@ -1,7 +1,7 @@
 """Telescopes: the `Telescope` pytree, its `PSF`, `Detector` and `Exposure`, and presets
 from YAML."""
 
-from ._presets import preset_dir as preset_dir, presets as presets
+from ..config._presets import preset_dir as preset_dir, presets as presets
 from ._telescope import (
     Detector as Detector,
     Exposure as Exposure,

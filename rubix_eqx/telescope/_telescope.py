@@ -14,12 +14,19 @@ from jaxtyping import Array, Float, jaxtyped
 
 from .._checks import concrete, require, wavelength_window
 from .._typecheck import typechecker
-
-
-APERTURES = ("square", "hexagon", "circle")
-SAMPLINGS = ("linear", "log")
-PSF_KINDS = ("gaussian", "moffat")
-MEDIA = ("air", "vacuum")
+from ..config._checks import join
+from ..config._error import ConfigError
+from ..config._keys import wavelength_grid as config_wavelength_grid
+from ..config._telescope import preset_mapping, telescope_fields
+from ..config._yaml import read_yaml
+from ..config._vocabulary import (
+    APERTURES,
+    float_dtype,
+    infer_sampling,
+    MEDIA,
+    PSF_KINDS,
+    SAMPLINGS,
+)
 
 
 @jaxtyped(typechecker=typechecker)
@@ -45,15 +52,6 @@ def _curve(values) -> Array:
     arr = jnp.asarray(values)
     dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else float
     return jnp.atleast_1d(jnp.asarray(arr, dtype=dtype))  # a strong (not weak) dtype
-
-
-def float_dtype(values):
-    """The float dtype of `values` as JAX holds it (float64 → float32 without x64), else
-    float32."""
-    dtype = getattr(values, "dtype", None)
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        return jnp.float32
-    return jax.dtypes.canonicalize_dtype(dtype)
 
 
 def _float_array(values) -> Array:
@@ -380,48 +378,42 @@ class Telescope(eqx.Module):
         the preset's LSF table is then interpolated onto them (a `ConfigError` if they
         leave the table), and `sampling` is `"log"` if they are evenly spaced in log λ,
         else `"linear"`. Schema: [`rubix_eqx.config.TELESCOPE_KEYS`][]."""
-        from ..config import telescope_preset
-
-        return telescope_preset(name, **overrides)
+        data, path = preset_mapping(name, overrides)
+        return cls.from_dict(data, path)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Telescope":
         """A telescope from a YAML file in the preset schema (docs/telescopes.md)."""
-        from ..config import telescope_from_yaml
-
-        return telescope_from_yaml(path)
+        return cls.from_dict(read_yaml(path), str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "telescope") -> "Telescope":
-        """A telescope from a mapping in the preset schema; errors name the key path."""
-        from ..config import telescope_from_dict
-
-        return telescope_from_dict(data, path)
+        """A telescope from a mapping in the preset schema; errors
+        ([`rubix_eqx.config.ConfigError`][]) name the key path, starting with `path`."""
+        fields = telescope_fields(data, path)
+        psf, detector, exposure = (fields.pop(k) for k in ("psf", "detector", "exposure"))
+        try:
+            if exposure is not None:
+                try:
+                    exposure = Exposure(**exposure)
+                except ValueError as e:
+                    raise ConfigError(f"{join(path, 'exposure')}: {e}") from None
+            return cls(
+                **fields,
+                psf=None if psf is None else PSF(**psf),
+                detector=None if detector is None else Detector(**detector),
+                exposure=exposure,
+            )
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
 def wavelength_grid(spec: Mapping[str, Any], path: str) -> tuple[np.ndarray, str]:
     """Pixel centres (float64, Angstrom) and sampling from `{start, stop, step, sampling}`:
     [`rubix_eqx.config.wavelength_grid`][]."""
-    from ..config import wavelength_grid as grid
-
-    return grid(spec, path)
-
-
-def infer_sampling(wavelength, default: str) -> str:
-    """`"linear"` if the pixel centres are evenly spaced in λ, `"log"` if in log λ (the
-    closer of the two, to 1e-6 or the rounding of the array's dtype), else `default`."""
-    values = np.asarray(wavelength)
-    wave = values.astype(np.float64)
-    if wave.size < 3:
-        return default
-    eps = np.finfo(values.dtype).eps if np.issubdtype(values.dtype, np.floating) else 0.0
-    spreads = {}
-    for sampling, axis in (("linear", wave), ("log", np.log(wave))):
-        d = np.diff(axis)
-        spreads[sampling] = float(np.max(np.abs(d - d.mean())) / abs(d.mean()))
-    rounding = 8 * eps * float(wave[-1] / np.min(np.diff(wave)))
-    best = min(spreads, key=spreads.get)
-    return best if spreads[best] <= max(1e-6, rounding) else default
+    return config_wavelength_grid(spec, path)
 
 
 def resample_lsf(table_wave, table_fwhm, wavelength, owner: str, where: str) -> np.ndarray:

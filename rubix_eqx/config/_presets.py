@@ -6,7 +6,7 @@ from pathlib import Path
 
 def preset_dir() -> Path:
     """The folder holding the preset YAML files."""
-    packaged = Path(__file__).parent / "presets"
+    packaged = Path(__file__).parents[1] / "telescope" / "presets"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "configs" / "telescopes"
