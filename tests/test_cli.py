@@ -316,7 +316,9 @@ def test_fit_observation_options_and_file_keywords(tmp_path):
         ours = dataclasses.replace(cube, redshift=observation.redshift)
         for suffix in (".fits", ".h5"):
             path = tmp_path / f"ours{suffix}"
-            (ours.to_fits if suffix == ".fits" else ours.to_hdf5)(path, observation=observation)
+            (rx.io.write_cube_fits if suffix == ".fits" else rx.io.write_cube_hdf5)(
+                ours, path, observation=observation
+            )
             obs, info = fit_observation(args(), rx.io.read_cube(path), rx.io.read_metadata(path),
                                         path)  # fmt: skip
             assert info["source"] == "file"

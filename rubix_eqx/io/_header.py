@@ -177,7 +177,7 @@ def spectral_keywords(wavelength, sampling: str, medium: str = "air") -> dict[st
     if not (worst <= WCS_TOLERANCE_PIXELS and step > 0):
         raise ValueError(
             f"The cube's wavelength grid is not {sampling}-sampled (a {ctype} WCS misses "
-            f"it by {worst:.3g} pixels): write it with `to_hdf5` instead."
+            f"it by {worst:.3g} pixels): write it with `rx.io.write_cube_hdf5` instead."
         )
     return {"CTYPE3": ctype, "CUNIT3": "Angstrom", "CRPIX3": 1.0, "CRVAL3": crval, "CD3_3": step}
 
