@@ -62,9 +62,8 @@ def open_format(path: str | Path, fmt: str, version: int, what: str, hint: str =
             newer = found > version
             advice = "upgrade rubix_eqx" if newer else "rewrite it with a matching version"
             raise ValueError(
-                f"{path}: {what} `format_version` {found} is not supported (`format_version` "
-                f"{found}, {'newer' if newer else 'older'} than the format_version {version} "
-                f"this rubix_eqx reads: {advice})."
+                f"{path}: {what} `format_version` {found} is not supported (this version "
+                f"reads {version}; the file is {'newer' if newer else 'older'}: {advice})."
             )
     except ValueError:
         f.close()

@@ -98,7 +98,7 @@ def observed_truth_maps(
     )
     columns = (maps.log_age.astype(dtype), maps.metallicity.astype(dtype)) + raw
     stack = jnp.stack([weight] + [weight * c for c in columns], axis=-1)
-    convolved = psf(stack)
+    convolved = psf.apply(stack)
     total = convolved[..., 0]
     peak = jnp.max(jnp.abs(total))
     has = total > EMPTY_RELATIVE * jnp.finfo(dtype).eps * peak

@@ -76,7 +76,7 @@ class Pipeline(eqx.Module):
         telescope: Telescope,
         ssp: SSPGrid,
         *,
-        stages: Sequence[AbstractStage] | None = None,
+        stages: Sequence | None = None,
         engine: AbstractEngine | str = "auto",
         chunk_size: int | None = None,
         flux_unit: float = 1e-20,
@@ -172,18 +172,25 @@ class Pipeline(eqx.Module):
     def with_stage(
         self, stage: AbstractStage, *, after: type | None = None, before: type | None = None
     ) -> "Pipeline":
-        """This pipeline with `stage` inserted after the first stage of kind `after` (or
-        before the first of kind `before`; default: at the end of its kind)."""
+        """This pipeline with `stage` inserted after the first stage of kind `after`, or
+        before the first of kind `before`; default: last among the stages of its kind
+        (a particle stage just before the spectra stage, a cube stage after the last
+        cube stage of its `domain` or an earlier one)."""
         stages = list(self.stages)
-        kinds = [type(s) for s in stages]
-        if after is not None:
-            where = next(i for i, s in enumerate(stages) if isinstance(s, after)) + 1
-        elif before is not None:
-            where = next(i for i, s in enumerate(stages) if isinstance(s, before))
+        anchor = after if after is not None else before
+        if anchor is not None:
+            found = [i for i, s in enumerate(stages) if isinstance(s, anchor)]
+            if not found:
+                names = [type(s).__name__ for s in stages]
+                raise ValueError(
+                    f"`Pipeline.with_stage`: no stage of kind {anchor.__name__} in {names}."
+                )
+            where = found[0] + (after is not None)
         elif isinstance(stage, AbstractParticleStage):
             where = next(i for i, s in enumerate(stages) if isinstance(s, AbstractSpectraStage))
         else:
-            where = len(kinds)
+            rank = _rank(stage)
+            where = max(i + 1 for i, s in enumerate(stages) if _rank(s) <= rank)
         stages.insert(where, stage)
         return dataclasses.replace(self, stages=tuple(stages))
 
@@ -250,25 +257,29 @@ class Pipeline(eqx.Module):
         return cube
 
 
+def _rank(stage: AbstractStage) -> int:
+    """Where a stage's kind runs: 0 particle, 1 spectra, 2 lattice, 3 rebin, 4 pixels."""
+    if isinstance(stage, AbstractParticleStage):
+        return 0
+    if isinstance(stage, AbstractSpectraStage):
+        return 1
+    if isinstance(stage, AbstractCubeStage):
+        return 2 + _DOMAIN_ORDER[stage.domain]
+    raise ValueError(
+        f"`Pipeline(stages=...)`: {type(stage).__name__} is not a stage of a known kind."
+    )
+
+
 def _ordered(stages: tuple[AbstractStage, ...]) -> tuple[AbstractStage, ...]:
     """`stages`, checked for the order of their kinds (named errors)."""
     names = [type(s).__name__ for s in stages]
-    kinds = []
-    for name, s in zip(names, stages):
-        if isinstance(s, AbstractParticleStage):
-            kinds.append(0)
-        elif isinstance(s, AbstractSpectraStage):
-            kinds.append(1)
-        elif isinstance(s, AbstractCubeStage):
-            kinds.append(2 + _DOMAIN_ORDER[s.domain])
-        else:
-            raise ValueError(f"`Pipeline(stages=...)`: {name} is not a stage of a known kind.")
-    if kinds.count(1) != 1 or kinds.count(3) != 1:
+    ranks = [_rank(s) for s in stages]
+    if ranks.count(1) != 1 or ranks.count(3) != 1:
         raise ValueError(
             "`Pipeline(stages=...)` needs exactly one spectra stage and one rebin stage; "
             f"got {names}."
         )
-    if kinds != sorted(kinds):
+    if ranks != sorted(ranks):
         raise ValueError(
             "`Pipeline(stages=...)`: stages must run particle → spectra → lattice → rebin → "
             f"pixels; got {names}."

@@ -132,6 +132,10 @@ def test_stage_order_and_kinds_are_checked(setup):
         rx.Pipeline(tel, ssp, stages=stages + [eqx.nn.Identity()])
     with pytest.raises(ValueError, match="takes no switches"):
         rx.Pipeline(tel, ssp, stages=stages, lsf=False)
+    with pytest.raises(ValueError, match="no stage of kind NearestDeposit"):
+        base.with_stage(Unmodelled(), after=rx.NearestDeposit)
+    before_rebin = base.with_stage(rx.LSF.build(tel, ssp, base.grid, allow_sharper=True))
+    assert [type(s) for s in before_rebin.stages][3:] == [rx.LSF, rx.LSF, rx.Rebin]
 
 
 def test_cubic_ssp_interpolation(setup):
