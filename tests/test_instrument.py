@@ -269,7 +269,7 @@ def test_psf_methods_agree_and_gradient(key):
     separable = PSFConvolution.build(tel, psf)
     fft = PSFConvolution.build(tel, psf, method="fft")
     x = jr.uniform(key, (24, 24, 3), jnp.float64)
-    np.testing.assert_allclose(separable(x), fft(x), atol=1e-12)
+    np.testing.assert_allclose(separable.apply(x), fft.apply(x), atol=1e-12)
     probe = jr.normal(jr.fold_in(key, 1), x.shape, jnp.float64)
     direction = jr.normal(jr.fold_in(key, 2), x.shape, jnp.float64)
     for stage in (separable, PSFConvolution.build(tel, PSFS["moffat"])):
@@ -306,7 +306,7 @@ WAVE = jnp.linspace(6000.0, 6100.0, 101)
 def test_noise_snr_and_reproducible(key):
     flux = jnp.full((40, 40, WAVE.size), 3.0)
     noise = Noise(snr=50.0, window=(6020.0, 6060.0))
-    jitted = eqx.filter_jit(noise)
+    jitted = eqx.filter_jit(noise.apply)
     noisy, variance = jitted(flux, WAVE, key)
     window = (WAVE >= 6020.0) & (WAVE <= 6060.0)
     residual = np.asarray(noisy - flux)[:, :, np.asarray(window)]
@@ -333,10 +333,10 @@ def test_noise_chi2_and_floor(key):
 def test_noise_sigma(key):
     flux = jnp.ones((20, 20, WAVE.size))
     sigma = 0.1 + 0.05 * jnp.sin(WAVE / 3.0)
-    noisy, variance = Noise(sigma=sigma)(flux, WAVE, key)
+    noisy, variance = Noise(sigma=sigma).apply(flux, WAVE, key)
     np.testing.assert_allclose(variance, jnp.broadcast_to(sigma**2, flux.shape))
     assert 0.95 < float(jnp.mean((noisy - flux) ** 2 / variance)) < 1.05
-    _, variance = Noise(sigma=0.2)(flux, WAVE, key)
+    _, variance = Noise(sigma=0.2).apply(flux, WAVE, key)
     np.testing.assert_allclose(variance, 0.04)
 
 
@@ -344,7 +344,7 @@ def test_noise_bad_window():
     with pytest.raises(ValueError, match="window"):
         Noise(snr=10.0, window=(7000.0, 7100.0)).check(WAVE)
     with pytest.raises(ValueError, match="window"):
-        Noise(snr=10.0, window=(5990.0, 6050.0))(jnp.ones((2, 2, WAVE.size)), WAVE, jr.key(0))
+        Noise(snr=10.0, window=(5990.0, 6050.0)).apply(jnp.ones((2, 2, WAVE.size)), WAVE, jr.key(0))
     with pytest.raises(ValueError, match="window"):
         Noise(snr=10.0, window=(6050.0, 6000.0))
     with pytest.raises(ValueError, match="exactly one"):

@@ -192,7 +192,7 @@ def test_stage_properties(key):
     flux = jnp.zeros((2, 2, 81)).at[0].set(50.0)
     noisy, var = noise.apply(flux, wave, key)
     assert np.all(np.asarray(var) > 0)
-    again, _ = eqx.filter_jit(noise)(flux, wave, key)
+    again, _ = eqx.filter_jit(noise.apply)(flux, wave, key)
     np.testing.assert_allclose(noisy, again, rtol=1e-12)
     grad = jax.grad(lambda f: jnp.sum(noise.apply(f, wave, key)[0] ** 2))(flux + 1.0)
     assert np.all(np.isfinite(np.asarray(grad)))
