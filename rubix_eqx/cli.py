@@ -504,17 +504,6 @@ def _fit(args) -> int:
         meta = io.read_metadata(path)
     observation, obs_info = fit_observation(args, cube, meta, path)
     cube, lsf_source = fit_lsf(args.lsf_fwhm, cube)
-    # --- --target-snr (issue #16): fit Voronoi bins, maps back on the spaxels
-    bins, fit_cube = None, cube
-    if args.target_snr is not None:
-        from .fit import bin_cube, voronoi_bins
-
-        try:
-            bins = voronoi_bins(cube, args.target_snr)
-        except ValueError as e:
-            raise ConfigError(f"--target-snr: {e}") from None
-        fit_cube = bin_cube(cube, bins)
-    # --- end --target-snr
     telescope, telescope_source = fit_telescope(args.telescope, cube)
     if lsf_source is None:
         lsf_source = f"declared by telescope {telescope.name}"
@@ -528,13 +517,9 @@ def _fit(args) -> int:
         "fit",
     ):
         fit, first_seconds, rest_seconds = fit_in_batches(
-            fit_cube, ssp, telescope, observation, batch_size=args.batch_size,
+            cube, ssp, telescope, observation, batch_size=args.batch_size,
             solver=args.solver, min_snr=args.min_snr,
         )  # fmt: skip
-    if bins is not None:  # --target-snr
-        from .fit import unbin
-
-        fit = unbin(fit, bins)
 
     options = {
         "redshift": obs_info["redshift"],
@@ -546,8 +531,6 @@ def _fit(args) -> int:
         "ssp": ssp.name,
         "min_snr": args.min_snr,
         "solver": args.solver,
-        "target_snr": args.target_snr,  # --target-snr
-        "n_bins": None if bins is None else int(bins.n_spaxels.shape[0]),  # --target-snr
         "batch_size": args.batch_size,
     }
     command = ["rubix-eqx", "fit", str(path), "--out", str(out)]
@@ -570,7 +553,6 @@ def _fit(args) -> int:
         "MINSNR": (args.min_snr, "spaxels of lower median S/N not fitted"),
         "SOLVER": (args.solver, "least-squares solver (optimistix)"),
         "BATCH": (args.batch_size, "spaxels per solve"),
-        "TARGSNR": (args.target_snr or 0.0, "Voronoi target S/N per pixel (0: no bins)"),
     }
     if obs_info["distance"] is not None:
         header["DISTANCE"] = (obs_info["distance"], "[Mpc] distance given instead of cosmology")
@@ -998,13 +980,6 @@ def parser() -> argparse.ArgumentParser:
         default=FIT_DEFAULTS["batch_size"],
         help="spaxels per solve; every batch has this size (the last is padded), so the "
         "solve compiles once (default: %(default)s)",
-    )
-    fit.add_argument(  # --target-snr
-        "--target-snr",
-        type=float,
-        metavar="SNR",
-        help="Voronoi-bin the spaxels to this median S/N per pixel (vorbin) and fit the "
-        "binned spectra; the maps come back on the spaxel grid (default: no binning)",
     )
     fit.set_defaults(func=_fit)
 

@@ -9,7 +9,6 @@ from ._galaxy_model import (
     PriorRangeError as PriorRangeError,
     Uniform as Uniform,
 )
-from ._mixture import fit_mixture as fit_mixture, MixtureFit as MixtureFit
 from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
 from ._particles import (
     fit_galaxy as fit_galaxy,
@@ -38,10 +37,3 @@ from ._spaxels import (
     telescope_for_cube as telescope_for_cube,
 )
 from ._spectrum_model import SpectrumModel as SpectrumModel
-from ._voronoi import (
-    bin_cube as bin_cube,
-    fit_voronoi as fit_voronoi,
-    unbin as unbin,
-    voronoi_bins as voronoi_bins,
-    VoronoiBins as VoronoiBins,
-)

@@ -29,7 +29,6 @@ STATUS = {
     3: "non-finite result",
 }
 _VELOCITY_SCALE = 100.0  # km/s per unit of the solver's velocity parameter
-H_BOUND = 0.3  # |h3|, |h4| < 0.3 (smoothly, by tanh), as pPXF's default bounds
 
 
 class SpaxelFit(eqx.Module):
@@ -39,11 +38,10 @@ class SpaxelFit(eqx.Module):
 
     - `maps`: a [`rubix_eqx.Maps`][] (`weighting="fit"`): `log_age` (log10 age/yr),
       `metallicity` ([M/H]), `velocity`, `dispersion` (km/s), `flux` (fitted initial
-      stellar mass in the spaxel, M☉), `h3`, `h4` (Gauss–Hermite terms; 0 for
-      `moments=2`), `mask` (fitted and converged).
-    - `log_age_err`, `metallicity_err` (dex), `velocity_err`, `dispersion_err` (km/s),
-      `h3_err`, `h4_err`: 1σ from (JᵀJ)⁻¹ of the variance-weighted residuals at the
-      solution (0 for h3, h4 with `moments=2`).
+      stellar mass in the spaxel, M☉), `h3 = h4 = 0` (Gaussian LOSVD), `mask`
+      (fitted and converged).
+    - `log_age_err`, `metallicity_err` (dex), `velocity_err`, `dispersion_err` (km/s):
+      1σ from (JᵀJ)⁻¹ of the variance-weighted residuals at the solution.
     - `converged`: solver converged with finite values.
     - `status`: 0 converged, 1 masked (S/N below `min_snr`), 2 not converged,
       3 non-finite (values reset to the starting point); see `rubix_eqx.fit.STATUS`.
@@ -55,8 +53,6 @@ class SpaxelFit(eqx.Module):
     metallicity_err: Float[Array, "n_x n_y"]
     velocity_err: Float[Array, "n_x n_y"]
     dispersion_err: Float[Array, "n_x n_y"]
-    h3_err: Float[Array, "n_x n_y"]
-    h4_err: Float[Array, "n_x n_y"]
     converged: Bool[Array, "n_x n_y"]
     status: Int[Array, "n_x n_y"]
     chi2: Float[Array, "n_x n_y"]
@@ -97,7 +93,6 @@ def fit_spaxels(
     *,
     pipeline: Pipeline | None = None,
     solver: str = "levenberg_marquardt",
-    moments: int = 2,
     min_snr: float = 3.0,
     dispersion_start: float = 80.0,
     velocity_grid: tuple[float, float, float] = (-600.0, 600.0, 40.0),
@@ -105,12 +100,10 @@ def fit_spaxels(
     atol: float = 1e-6,
     max_steps: int = 200,
 ) -> SpaxelFit:
-    """Fit every spaxel of `cube` with one SSP: log age, [M/H], V, σ (and h3, h4) and a
-    mass.
+    """Fit every spaxel of `cube` with one SSP: log age, [M/H], V, σ and a mass.
 
     The model is [`rubix_eqx.fit.SpectrumModel`][]: the pipeline's own templates, LSF
-    and rebinning, with a Gaussian (`moments=2`) or Gauss–Hermite (`moments=4`) LOSVD,
-    applied analytically in Fourier space. Residuals are weighted by `cube.variance`
+    and rebinning, with a Gaussian LOSVD. Residuals are weighted by `cube.variance`
     (which must be positive: make the cube with a noise stage). Ages and Z are mapped
     to the grid's range by a logistic transform (smooth bounds). Starting points come
     from a coarse search over every template and a velocity grid with the amplitude
@@ -127,8 +120,6 @@ def fit_spaxels(
       `lsf_fwhm` if it has one, else the telescope's declared LSF resampled onto the
       cube's pixels — see [`rubix_eqx.fit.telescope_for_cube`][]).
     - `solver`: `"levenberg_marquardt"`, `"gauss_newton"` or `"dogleg"`.
-    - `moments`: 2 (V, σ) or 4 (V, σ, h3, h4; started at h3 = h4 = 0 and kept within
-      ±0.3 by a tanh transform), as pPXF's.
     - `min_snr`: spaxels with a lower median S/N are masked (status 1).
     - `dispersion_start`: km/s; `velocity_grid`: (start, stop, step) km/s of the search.
     - `rtol`, `atol`, `max_steps`: solver controls.
@@ -139,25 +130,10 @@ def fit_spaxels(
         raise ValueError(
             f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."
         )
-    if moments not in (2, 4):
-        raise ValueError(f"`fit_spaxels(moments=...)` must be 2 or 4; got {moments!r}.")
-    model, flux, var, snr, active, (n_x, n_y) = prepare_spaxels(
-        cube, ssp, telescope, observation, pipeline, min_snr, "fit_spaxels"
-    )
-    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
-    result = _solve(
-        model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps, moments
-    )
-    return result(snr, (n_x, n_y))
-
-
-def prepare_spaxels(cube, ssp, telescope, observation, pipeline, min_snr, caller):
-    """The model and the whitened data of a spaxel fit: (`SpectrumModel`, flux and variance
-    (n_spaxel, n_wave), median S/N and the fitted spaxels (n_spaxel,), (n_x, n_y))."""
     variance = np.asarray(cube.variance)
     if not np.all(variance[np.asarray(cube.mask)] > 0):
         raise ValueError(
-            f"`{caller}`: `cube.variance` must be > 0 inside the mask (make the cube with noise)."
+            "`fit_spaxels`: `cube.variance` must be > 0 inside the mask (make the cube with noise)."
         )
     if observation is None:
         observation = Observation(redshift=cube.redshift, ra=cube.ra, dec=cube.dec)
@@ -180,7 +156,9 @@ def prepare_spaxels(cube, ssp, telescope, observation, pipeline, min_snr, caller
     )
     snr = jnp.median(flux / jnp.sqrt(var), axis=1)
     active = (snr >= min_snr) & cube.mask.reshape(-1)
-    return model, flux, var, snr, active, (n_x, n_y)
+    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
+    result = _solve(model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps)
+    return result(snr, (n_x, n_y))
 
 
 def telescope_for_cube(cube: Cube, telescope: Telescope) -> Telescope:
@@ -248,7 +226,6 @@ def _search(model, flux, var, la, lz, velocities, disp):
 
 
 def _physical(p, a_ref, bounds):
-    """(log age, log Z, V, σ, amplitude[, h3, h4]) from the solver's parameters."""
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
     return (
         _from_unit(p[0], la_lo, la_hi),
@@ -256,64 +233,59 @@ def _physical(p, a_ref, bounds):
         p[2] * _VELOCITY_SCALE,
         jnp.exp(p[3]),
         p[4] * a_ref,
-        *(H_BOUND * jnp.tanh(p[5:] / H_BOUND)),
     )
 
 
 def _residual_physical(model, theta, args):
     d, v = args
-    la, lz, vel, disp, amp, *hs = theta
-    return (amp * model(la, lz, vel, disp, *hs) - d) / jnp.sqrt(v)
+    la, lz, vel, disp, amp = theta
+    return (amp * model(la, lz, vel, disp) - d) / jnp.sqrt(v)
 
 
 @eqx.filter_jit
-def _run(model, flux, var, start, active, bounds, solver, max_steps, moments=2):
+def _run(model, flux, var, start, active, bounds, solver, max_steps):
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
 
     def one(d, v, la, lz, vel, disp, amp, act):
-        zero = jnp.zeros_like(la)
-        hs0 = (zero, zero) if moments == 4 else ()
         # Masked spaxels fit their own starting model: they converge at once.
-        d = jnp.where(act, d, amp * model(la, lz, vel, disp, *hs0))
+        d = jnp.where(act, d, amp * model(la, lz, vel, disp))
         v = jnp.where(jnp.isfinite(v), v, 1.0)
         p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
-                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la), *hs0])  # fmt: skip
+                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la)])  # fmt: skip
         fn = lambda p, args: _residual_physical(model, _physical(p, amp, bounds), args)
         sol = optx.least_squares(fn, solver, p0, args=(d, v), max_steps=max_steps, throw=False)
         theta = _physical(sol.value, amp, bounds)
         finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
         ok = sol.result == optx.RESULTS.successful
         theta = jax.tree.map(
-            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp, *hs0)
+            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp)
         )
         jac = jax.jacfwd(lambda t: _residual_physical(model, t, (d, v)))(theta)
-        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5 or 7)
+        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
         r = _residual_physical(model, theta, (d, v))
-        chi2 = jnp.sum(r**2) / (r.shape[0] - len(theta))
+        chi2 = jnp.sum(r**2) / (r.shape[0] - 5)
         status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
         return theta, err, status, chi2
 
     return jax.vmap(one)(flux, var, *start, active)
 
 
-def _solve(model, ssp, flux, var, start, active, solver, max_steps, moments=2):
+def _solve(model, ssp, flux, var, start, active, solver, max_steps):
     theta, err, status, chi2 = _run(
-        model, flux, var, start, active, _bounds(ssp), solver, max_steps, moments
+        model, flux, var, start, active, _bounds(ssp), solver, max_steps
     )
-    la, lz, vel, disp, amp, *hs = theta
-    zero = jnp.zeros_like(la)
-    h3, h4 = hs if hs else (zero, zero)
-    h3_err, h4_err = (err[:, 5], err[:, 6]) if hs else (zero, zero)
+    la, lz, vel, disp, amp = theta
 
     def result(snr, shape):
         converged = status == 0
+        zero = jnp.zeros_like(la)
         maps = Maps(
             log_age=(la + 9).reshape(shape),
             metallicity=(lz - np.log10(SOLAR_METALLICITY)).reshape(shape),
             velocity=vel.reshape(shape),
             dispersion=disp.reshape(shape),
-            h3=h3.reshape(shape),
-            h4=h4.reshape(shape),
+            h3=zero.reshape(shape),
+            h4=zero.reshape(shape),
             flux=amp.reshape(shape),
             mask=converged.reshape(shape),
             weighting="fit",
@@ -324,8 +296,6 @@ def _solve(model, ssp, flux, var, start, active, solver, max_steps, moments=2):
             metallicity_err=err[:, 1].reshape(shape),
             velocity_err=err[:, 2].reshape(shape),
             dispersion_err=err[:, 3].reshape(shape),
-            h3_err=h3_err.reshape(shape),
-            h4_err=h4_err.reshape(shape),
             converged=converged.reshape(shape),
             status=status.astype(jnp.int32).reshape(shape),
             chi2=jnp.where(jnp.isfinite(chi2), chi2, 0).reshape(shape),

@@ -16,7 +16,6 @@ from .._stages._lsf import LSF
 from .._stages._protocol import AbstractCubeStage, CubeState, FitModelError, Scene
 from .._units import C_KM_S, dimming_constant
 from ..ssp import cubic_weights, ssp_weights, SSPGrid
-from ._losvd import gauss_hermite_ft
 
 
 class SpectrumModel(eqx.Module):
@@ -26,8 +25,7 @@ class SpectrumModel(eqx.Module):
 
     Arguments of the call: `log_age` = log10(age / Gyr), `log_z` = log10 Z, `velocity`
     (km/s, line of sight, relative to the systemic redshift), `dispersion` (km/s,
-    Gaussian σ of the LOSVD) and optionally `h3`, `h4` (Gauss–Hermite terms). Ages and Z
-    are clipped to the grid (as in the pipeline).
+    Gaussian σ of the LOSVD). Ages and Z are clipped to the grid (as in the pipeline).
 
     After the LOSVD, the model applies the pipeline's cube stages as each acts on one
     spectrum (`stage.for_spectrum()`, [`rubix_eqx.AbstractCubeStage`][]): the LSF
@@ -98,11 +96,8 @@ class SpectrumModel(eqx.Module):
         self.scale = jnp.asarray(dimming_constant(pipeline.flux_unit) / d_l**2, dtype)
         self.fraction = jnp.asarray(s_sys - j_sys, dtype)
 
-    def lattice(
-        self, log_age, log_z, velocity, dispersion, h3=None, h4=None
-    ) -> Float[Array, " n_work"]:
-        """The broadened, shifted spectrum on the observed lattice (before the LSF);
-        `h3`, `h4` (`None`: 0) make the LOSVD Gauss–Hermite (`rubix_eqx.fit._losvd`)."""
+    def lattice(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_work"]:
+        """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
         grid = self.pipeline.grid
         dtype = grid.templates.dtype
         age, metallicity = jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,))
@@ -117,14 +112,12 @@ class SpectrumModel(eqx.Module):
         nu = jnp.arange(self.template_ft.shape[1], dtype=dtype) / self.length
         shift = self.fraction + jnp.arctanh(velocity / C_KM_S) / grid.log_step
         sigma = dispersion / C_KM_S / grid.log_step
-        losvd = gauss_hermite_ft(2 * jnp.pi * nu, shift, sigma, h3, h4)
+        losvd = jnp.exp(-2j * jnp.pi * nu * shift - 2 * (jnp.pi * nu) ** 2 * sigma**2)
         spectrum = jnp.fft.irfft(mixed * losvd, n=self.length)
         return spectrum[self.pad : self.pad + grid.n_work].astype(dtype)
 
-    def __call__(
-        self, log_age, log_z, velocity, dispersion, h3=None, h4=None
-    ) -> Float[Array, " n_wave"]:
-        work = self.lattice(log_age, log_z, velocity, dispersion, h3, h4)
+    def __call__(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_wave"]:
+        work = self.lattice(log_age, log_z, velocity, dispersion)
         scene = Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
         cube = CubeState(
             flux=work[None, :],
