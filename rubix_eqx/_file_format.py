@@ -63,7 +63,8 @@ def open_format(path: str | Path, fmt: str, version: int, what: str, hint: str =
             advice = "upgrade rubix_eqx" if newer else "rewrite it with a matching version"
             raise ValueError(
                 f"{path}: {what} `format_version` {found} is not supported (this version "
-                f"reads {version}; the file is {'newer' if newer else 'older'}: {advice})."
+                f"reads {version}): `format_version` {found}, {'newer' if newer else 'older'} "
+                f"than the format_version {version} this rubix_eqx reads; {advice}."
             )
     except ValueError:
         f.close()
