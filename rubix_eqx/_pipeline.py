@@ -257,7 +257,7 @@ class Pipeline(eqx.Module):
         return cube
 
 
-def _rank(stage: AbstractStage) -> int:
+def _rank(stage) -> int:
     """Where a stage's kind runs: 0 particle, 1 spectra, 2 lattice, 3 rebin, 4 pixels."""
     if isinstance(stage, AbstractParticleStage):
         return 0
@@ -270,7 +270,7 @@ def _rank(stage: AbstractStage) -> int:
     )
 
 
-def _ordered(stages: tuple[AbstractStage, ...]) -> tuple[AbstractStage, ...]:
+def _ordered(stages: tuple) -> tuple:
     """`stages`, checked for the order of their kinds (named errors)."""
     names = [type(s).__name__ for s in stages]
     ranks = [_rank(s) for s in stages]
