@@ -41,7 +41,7 @@ def footprint(
 
 
 class Aperture(AbstractCubeStage):
-    """Cube stage (pixels): zero the flux and variance of spaxels outside the instrument's footprint.
+    """Cube stage (pixels): zero the flux and variance of spaxels outside the footprint.
 
     A spaxel is inside if its centre is (no partial spaxels): `"square"` (whole
     field), `"circle"` (within `aperture_diameter`/2 of the field centre) or

@@ -1,6 +1,8 @@
 """The telescope's default stages, from the switches of `Pipeline(telescope, ssp, ...)`:
 the one place where booleans and names become stage objects."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -16,7 +18,7 @@ from ._orient import Orient
 from ._pixels import Rebin
 from ._protocol import AbstractStage
 from ._psf import PSFConvolution
-from ._spectra import Spectra, ssp_in_medium, with_edge_bins
+from ._spectra import Spectra, ssp_in_medium
 
 
 LATTICE_PIXEL_KM_S = 45.0  # the coarsest default lattice pixel
@@ -69,7 +71,7 @@ def telescope_stages(
     if lsf is True:
         lsf = LSF.build(telescope, medium_ssp, spectra.grid, allow_sharper=allow_sharper_lsf)
     if isinstance(lsf, LSF):
-        spectra = with_edge_bins(spectra, lsf.half_width)
+        spectra = dataclasses.replace(spectra, edge_bins=lsf.half_width)
     if psf is True:
         psf = PSFConvolution.build(telescope) if telescope.psf is not None else None
     if isinstance(noise, str):

@@ -1,6 +1,5 @@
 """The spectra stage: each particle's light as a mixture of shifted SSP templates."""
 
-import dataclasses
 import math
 
 import equinox as eqx
@@ -8,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from .._checks import concrete
 from .._medium import convert as convert_medium
 from .._spectral_grid import SpectralGrid
 from .._units import C_KM_S, dimming_constant
@@ -118,10 +118,10 @@ class Spectra(AbstractSpectraStage):
         )
 
     def check_scene(self, scene: Scene) -> None:
-        try:
-            redshift = float(np.asarray(scene.observation.redshift))
-        except Exception:  # traced: checked under jit instead
+        z = concrete(scene.observation.redshift)
+        if z is None:  # traced: checked under jit instead
             return
+        redshift = float(z)
         if not np.isfinite(redshift):
             raise ValueError(f"`Observation.redshift` must be finite; got {redshift}.")
         self.check_coverage(scene.telescope, redshift)
@@ -161,7 +161,3 @@ class Spectra(AbstractSpectraStage):
         )
         return terms, dict(particles.flags, clipped=weights.clipped)
 
-
-def with_edge_bins(spectra: Spectra, edge_bins: int) -> Spectra:
-    """`spectra` reserving `edge_bins` lattice bins at each end."""
-    return dataclasses.replace(spectra, edge_bins=int(edge_bins))
