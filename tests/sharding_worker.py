@@ -145,15 +145,14 @@ def mode_process(path: str, out_path: str, n: int) -> dict:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     rs.initialize()
     reads = []
-    read_rows = rs._read_rows
+    read_rows = rs.read_rows
 
-    def logged(dataset, name, rows, n_total, n_pad, dtype):
-        data = read_rows(dataset, name, rows, n_total, n_pad, dtype)
-        start, stop, _ = rows.indices(n_pad)
-        reads.append((name, start, min(stop, n_total)))
+    def logged(dataset, name, start, stop):
+        data = read_rows(dataset, name, start, stop)
+        reads.append((name, start, stop))
         return data
 
-    rs._read_rows = logged
+    rs.read_rows = logged
     mesh = rs.particle_mesh()
     galaxy = rs.load_sharded_galaxy(path, mesh, dtype=jnp.float64)
     pipe = pipeline("direct")

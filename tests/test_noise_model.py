@@ -103,7 +103,7 @@ def test_constant_snr_option_gives_requested_snr(default_job):
     config = load_config(DEFAULT, SMALL + ["pipeline.noise={snr: 30, window: [6100, 6300]}"])
     spec = check_config(config)
     assert spec.pipeline["noise"] == {"snr": 30.0, "window": (6100.0, 6300.0)}
-    noise = build_pipeline_from(spec, tiny_ssp()).noise  # the stage the config builds
+    noise = build_pipeline_from(spec, tiny_ssp()).stage(rx.Noise)  # the stage the config builds
     assert isinstance(noise, rx.Noise) and noise.snr == 30.0
     wave = np.asarray(clean.wavelength)
     window = (wave >= 6100.0) & (wave <= 6300.0)

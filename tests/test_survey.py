@@ -298,7 +298,7 @@ def test_sigkill_mid_run_then_rerun_completes(inputs, first_run):
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     manifest_file = out / "manifest.jsonl"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 900  # compile-bound start on slow CPUs
     while time.monotonic() < deadline and proc.poll() is None:
         if manifest_file.exists() and manifest_file.read_text().count('"status": "done"') >= 3:
             break
