@@ -37,6 +37,7 @@ from ._stages._deposit import (
     CICDeposit as CICDeposit,
     NearestDeposit as NearestDeposit,
 )
+from ._stages._lines import EmissionLines as EmissionLines
 from ._stages._lsf import LSF as LSF, ResolutionError as ResolutionError
 from ._stages._noise import (
     AbstractNoise as AbstractNoise,
@@ -47,11 +48,13 @@ from ._stages._orient import Orient as Orient
 from ._stages._pixels import Rebin as Rebin
 from ._stages._protocol import (
     AbstractCubeStage as AbstractCubeStage,
+    AbstractLineStage as AbstractLineStage,
     AbstractParticleStage as AbstractParticleStage,
     AbstractSpectraStage as AbstractSpectraStage,
     AbstractStage as AbstractStage,
     CubeState as CubeState,
     FitModelError as FitModelError,
+    LineTerms as LineTerms,
     Particles as Particles,
     Scene as Scene,
     SpectralTerms as SpectralTerms,

@@ -14,7 +14,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ._checks import concrete
 from ._cube import Cube, Diagnostics
-from ._engine import AbstractEngine, ENGINES
+from ._engine import AbstractEngine, chunked, ENGINES, line_cube
 from ._observation import Observation
 from ._rebin import pixel_edges
 from ._spectral_grid import SpectralGrid
@@ -22,6 +22,7 @@ from ._stages._build import telescope_stages
 from ._stages._orient import rotation_matrix
 from ._stages._protocol import (
     AbstractCubeStage,
+    AbstractLineStage,
     AbstractParticleStage,
     AbstractSpectraStage,
     AbstractStage,
@@ -31,7 +32,7 @@ from ._stages._protocol import (
 )
 from ._stages._spectra import CoverageError, ssp_in_medium
 from ._units import C_KM_S
-from .galaxy import Galaxy
+from .galaxy import Galaxy, Gas
 from .sharding import sum_over_particles
 from .ssp import SSPGrid
 from .telescope import Telescope
@@ -122,6 +123,9 @@ class Pipeline(eqx.Module):
           that the SSP grid covers the telescope range, and as the upper bound of the
           histogram engine's velocity axis (an error for faster particles; with concrete
           velocities the axis is sized from the galaxy itself, see `speed_bound`).
+        - `emission_lines`: `False` (default) or `True` for [`rubix_eqx.EmissionLines`][]
+          with its defaults (or an `EmissionLines`): the nebular lines of the `gas` passed
+          when called.
         - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
         """
         if not flux_unit > 0:
@@ -234,34 +238,60 @@ class Pipeline(eqx.Module):
         """Raise [`rubix_eqx.CoverageError`][] if the telescope range is not covered."""
         self.spectra.check_coverage(self.telescope, float(redshift))  # type: ignore[attr-defined]
 
+    @property
+    def line_stage(self) -> AbstractLineStage | None:
+        """The line stage (gas emission lines), or `None`."""
+        return next((s for s in self.stages if isinstance(s, AbstractLineStage)), None)
+
     def __call__(
         self,
-        galaxy: Galaxy,
+        galaxy: Galaxy | None,
         observation: Observation,
         *,
+        gas=None,  # a Gas, or None; checked below with a named error
         key: PRNGKeyArray | None = None,
         speed_bound: float | None = None,
     ) -> Cube:
-        """The cube of `galaxy` seen as `observation` (jitted; differentiable in every
-        floating field of both). `key` feeds the stochastic stages (noise), if any.
-        `speed_bound` (km/s): the histogram engine's velocity axis; default from the
-        galaxy (see `speed_bound`); pass `velocity_margin` to share one compilation
-        among galaxies."""
+        """The cube of `galaxy` (star particles; `None` for none) and `gas` (its gas
+        elements, drawn by the line stage, e.g. `Pipeline(..., emission_lines=True)`) seen
+        as `observation` (jitted; differentiable in every floating field). `key` feeds the
+        stochastic stages (noise), if any. `speed_bound` (km/s): the histogram engine's
+        velocity axis; default from the galaxy (see `speed_bound`); pass
+        `velocity_margin` to share one compilation among galaxies."""
+        if gas is not None and self.line_stage is None:
+            raise ValueError(
+                "`Pipeline(...)(galaxy, observation, gas=...)`: this pipeline has no line "
+                "stage to draw gas with; build it with `emission_lines=True` (or add an "
+                "`rx.EmissionLines` stage)."
+            )
+        if gas is not None and not isinstance(gas, Gas):
+            raise TypeError(f"`gas` must be a `rubix_eqx.galaxy.Gas`; got {type(gas).__name__}.")
+        if galaxy is None:
+            galaxy = _no_stars(self.grid.templates.dtype)
         scene = Scene(observation, self.telescope, key, self.flux_unit)
         for stage in self.stages:
             stage.check_scene(scene)
         if speed_bound is None:
             speed_bound = self.speed_bound(galaxy, observation)
-        cube = _forward(self, galaxy, observation, key, float(speed_bound))
+        cube = _forward(self, galaxy, observation, key, float(speed_bound), gas)
         _report(cube.diagnostics)
         return cube
 
 
+def _no_stars(dtype) -> Galaxy:
+    """A galaxy of zero star particles (for a gas-only cube)."""
+    return Galaxy(
+        position=jnp.zeros((0, 3), dtype), velocity=jnp.zeros((0, 3), dtype),
+        mass=jnp.zeros(0, dtype), age=jnp.zeros(0, dtype), metallicity=jnp.zeros(0, dtype),
+    )  # fmt: skip
+
+
 def _rank(stage) -> int:
-    """Where a stage's kind runs: 0 particle, 1 spectra, 2 lattice, 3 rebin, 4 pixels."""
+    """Where a stage's kind runs: 0 particle, 1 spectra or lines, 2 lattice, 3 rebin,
+    4 pixels."""
     if isinstance(stage, AbstractParticleStage):
         return 0
-    if isinstance(stage, AbstractSpectraStage):
+    if isinstance(stage, (AbstractSpectraStage, AbstractLineStage)):
         return 1
     if isinstance(stage, AbstractCubeStage):
         return 2 + _DOMAIN_ORDER[stage.domain]
@@ -274,10 +304,12 @@ def _ordered(stages: tuple) -> tuple:
     """`stages`, checked for the order of their kinds (named errors)."""
     names = [type(s).__name__ for s in stages]
     ranks = [_rank(s) for s in stages]
-    if ranks.count(1) != 1 or ranks.count(3) != 1:
+    n_spectra = sum(isinstance(s, AbstractSpectraStage) for s in stages)
+    n_lines = sum(isinstance(s, AbstractLineStage) for s in stages)
+    if n_spectra != 1 or ranks.count(3) != 1 or n_lines > 1:
         raise ValueError(
-            "`Pipeline(stages=...)` needs exactly one spectra stage and one rebin stage; "
-            f"got {names}."
+            "`Pipeline(stages=...)` needs exactly one spectra stage, one rebin stage and at "
+            f"most one line stage; got {names}."
         )
     if ranks != sorted(ranks):
         raise ValueError(
@@ -375,6 +407,38 @@ def _particle_sums(
     return pipeline.engine(galaxy, fill, terms_fn, pipeline.grid, n_spaxels, systemic, speed_bound)
 
 
+def _line_sums(gas: Gas, pipeline: Pipeline, observation: Observation):
+    """The lattice cube of the gas elements' emission lines and their diagnostic sums."""
+    tel = pipeline.telescope
+    lines = pipeline.line_stage
+    gas = gas.checked()
+    scene = Scene(observation, tel, None, pipeline.flux_unit)
+    particle_stages = [s for s in pipeline.stages if isinstance(s, AbstractParticleStage)]
+    # Only read for an empty gas: one valid element without star formation.
+    zero = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), gas)
+    fill = eqx.tree_at(
+        lambda g: (g.metallicity, g.temperature, g.smoothing_length), zero, (0.0134, 1e4, 1.0)
+    )
+
+    def terms_fn(chunk):
+        chunk_gas, valid = chunk
+        particles = Particles(chunk_gas)
+        for stage in particle_stages:
+            particles = stage(particles, scene)
+        terms, flags = lines(particles, scene)
+        terms = eqx.tree_at(lambda t: t.flux, terms, jnp.where(valid[:, None], terms.flux, 0))
+        return terms, {f"n_gas_{k}": jnp.sum(v & valid) for k, v in flags.items()}
+
+    dtype = pipeline.grid.templates.dtype
+    n_lines = len(lines.rest_wavelength)
+    # ~2²¹ evaluated bins per chunk (4 deposit entries assumed), between 16 and 4096
+    per_element = 4 * n_lines * (2 * lines.half_window + 1)
+    size = int(min(max(2 ** int(math.log2(max(2**21 // per_element, 1))), 16), 4096))
+    chunks = chunked(gas, size, fill)
+    n_spaxels = tel.n_x * tel.n_y
+    return line_cube(chunks, terms_fn, n_spaxels, pipeline.grid.n_work, lines.half_window, dtype)
+
+
 @eqx.filter_jit
 def _forward(
     pipeline: Pipeline,
@@ -382,6 +446,7 @@ def _forward(
     observation: Observation,
     key: PRNGKeyArray | None,
     speed_bound: float | None = None,
+    gas: Gas | None = None,
 ) -> Cube:
     tel = pipeline.telescope
     observation = observation.checked()
@@ -389,6 +454,9 @@ def _forward(
     # (rubix_eqx.sharding), then one all-reduce of the work cube and the diagnostic sums.
     bound = pipeline.velocity_margin if speed_bound is None else speed_bound
     work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation, bound)
+    if gas is not None:
+        line_work, _ = _line_sums(gas, pipeline, observation)
+        work = work + line_work
     scene = Scene(observation, tel, key, pipeline.flux_unit)
     cube = CubeState(
         flux=work,

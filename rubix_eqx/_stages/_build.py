@@ -12,6 +12,7 @@ from ..ssp import SSPGrid
 from ..telescope import Telescope
 from ._aperture import Aperture
 from ._deposit import AbstractDeposit, DEPOSITS
+from ._lines import EmissionLines
 from ._lsf import lattice_half_width, LSF
 from ._noise import AbstractNoise, telescope_noise
 from ._orient import Orient
@@ -46,10 +47,11 @@ def telescope_stages(
     flux_unit: float = 1e-20,
     oversample: int | None = None,
     velocity_margin: float = 1000.0,
+    emission_lines: EmissionLines | bool = False,
     dtype=jnp.float32,
 ) -> tuple[AbstractStage, ...]:
     """The stages of `Pipeline(telescope, ssp, ...)` (see there for the arguments), in
-    order: orient, deposit, spectra, LSF, rebin, PSF, noise, aperture."""
+    order: orient, deposit, spectra, emission lines, LSF, rebin, PSF, noise, aperture."""
     if oversample is None:
         oversample = default_oversample(telescope.wavelength)
     if not (isinstance(oversample, int) and oversample >= 1):
@@ -72,6 +74,8 @@ def telescope_stages(
         lsf = LSF.build(telescope, medium_ssp, spectra.grid, allow_sharper=allow_sharper_lsf)
     if isinstance(lsf, LSF):
         spectra = dataclasses.replace(spectra, edge_bins=lsf.half_width)
+    if emission_lines is True:
+        emission_lines = EmissionLines.build(spectra.grid, ssp, telescope.medium)
     if psf is True:
         psf = PSFConvolution.build(telescope) if telescope.psf is not None else None
     if isinstance(noise, str):
@@ -88,6 +92,7 @@ def telescope_stages(
         Orient() if orient is None else orient,
         deposit,
         spectra,
+        emission_lines if isinstance(emission_lines, EmissionLines) else None,
         lsf if isinstance(lsf, LSF) else None,
         Rebin.build(spectra.grid, telescope),
         psf if isinstance(psf, PSFConvolution) else None,

@@ -4,7 +4,9 @@ A [`rubix_eqx.Pipeline`][] is an ordered tuple of stages plus an engine:
 
     particle stages:  Particles  -> Particles       (orient, deposit, ...)
     spectra stage:    Particles  -> SpectralTerms   (SSP weights, Doppler, dimming)
-    engine:           SpectralTerms of all particles -> lattice cube (a sum over particles)
+    line stage:       Particles  -> LineTerms       (gas emission lines; optional)
+    engine:           SpectralTerms of all particles -> lattice cube (a sum over particles),
+                      plus the LineTerms of all gas elements
     cube stages:      CubeState  -> CubeState       (LSF, rebin, PSF, noise, aperture)
 
 Every stage is called as `stage(x, scene)`; the [`rubix_eqx.Scene`][] carries the
@@ -21,7 +23,7 @@ import equinox as eqx
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .._observation import Observation
-from ..galaxy import Galaxy
+from ..galaxy import Galaxy, Gas
 from ..telescope import Telescope
 
 
@@ -48,7 +50,9 @@ class Particles(eqx.Module):
 
     **Attributes:**
 
-    - `galaxy`: the [`rubix_eqx.Galaxy`][] particles (galaxy frame, as given).
+    - `galaxy`: the [`rubix_eqx.Galaxy`][] star particles, or the
+      [`rubix_eqx.galaxy.Gas`][] elements (galaxy frame, as given): the particle stages
+      read only what both have (position, velocity, mass).
     - `position`: sky-frame positions (kpc; x West, y North, z away), or `None` before
       orientation.
     - `v_los`: line-of-sight velocity (km/s, positive receding), or `None`.
@@ -59,7 +63,7 @@ class Particles(eqx.Module):
     - `flags`: per-particle booleans reported in the diagnostics (e.g. `"outside"`).
     """
 
-    galaxy: Galaxy
+    galaxy: Galaxy | Gas
     position: Float[Array, "n 3"] | None = None
     v_los: Float[Array, " n"] | None = None
     spaxel_index: Int[Array, "n k"] | None = None
@@ -131,6 +135,34 @@ class AbstractSpectraStage(AbstractStage):
         self, particles: Particles, scene: Scene
     ) -> tuple[SpectralTerms, dict[str, Bool[Array, " n"]]]:
         """Per-particle spectral terms and per-particle flags for the diagnostics."""
+
+
+class LineTerms(eqx.Module):
+    """What the line sum adds, per gas element (leading axis n) and line (axis L): a
+    Gaussian of centre `centre` and standard deviation `width` (both in observed-lattice
+    bins, bin j spanning [j, j + 1)), integrated over the lattice bins, times `flux`
+    (integrated, in flux_unit · Å), deposited on `spaxel_index` with `spaxel_weight`."""
+
+    spaxel_index: Int[Array, "n k"]
+    spaxel_weight: Float[Array, "n k"]
+    centre: Float[Array, "n L"]
+    width: Float[Array, "n L"]
+    flux: Float[Array, "n L"]
+
+
+class AbstractLineStage(AbstractStage):
+    """A line stage: `stage(particles, scene) -> (terms, flags)` for gas elements that
+    went through the same particle stages as the stars; its lines are added to the stars'
+    lattice cube before the cube stages. `half_window` (static) is the number of lattice
+    bins each side of a line centre that the sum evaluates."""
+
+    half_window: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def __call__(
+        self, particles: Particles, scene: Scene
+    ) -> tuple[LineTerms, dict[str, Bool[Array, " n"]]]:
+        """Per-element line terms and per-element flags."""
 
 
 class AbstractCubeStage(AbstractStage):
