@@ -28,7 +28,7 @@ from ._pipeline import (
     FieldWarning as FieldWarning,
     Pipeline as Pipeline,
 )
-from ._quicklook import quicklook as quicklook
+from ._quicklook import halpha_image as halpha_image, quicklook as quicklook
 from ._spectral_grid import SpectralGrid as SpectralGrid
 from ._stages._aperture import Aperture as Aperture
 from ._stages._build import telescope_stages as telescope_stages
@@ -36,6 +36,11 @@ from ._stages._deposit import (
     AbstractDeposit as AbstractDeposit,
     CICDeposit as CICDeposit,
     NearestDeposit as NearestDeposit,
+)
+from ._stages._dust import (
+    AbstractDust as AbstractDust,
+    GasScreen as GasScreen,
+    UniformScreen as UniformScreen,
 )
 from ._stages._lines import EmissionLines as EmissionLines
 from ._stages._lsf import LSF as LSF, ResolutionError as ResolutionError

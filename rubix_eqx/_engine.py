@@ -121,6 +121,8 @@ def direct_cube(
     def contribution(c: ParticleTerms):
         spectra = grid.spectra(c.template_index, c.template_weight, c.shift, c.fraction)
         spectra = spectra * c.amplitude[:, None]
+        if c.attenuation is not None:
+            spectra = spectra * 10.0 ** (-0.4 * c.attenuation[:, None] * c.attenuation_curve[None, :])
         return (c.spaxel_weight[:, :, None] * spectra[:, None, :]).reshape(-1, grid.n_work)
 
     def step(cube, c: ParticleTerms):
@@ -260,6 +262,12 @@ def choose_engine(
     return "histogram" if histogram < direct else "direct"
 
 
+def _attenuated(chunks: Chunks, terms_fn) -> bool:
+    """Whether the terms carry a per-particle dust attenuation (traced shapes only)."""
+    terms, _ = jax.eval_shape(lambda: terms_fn(chunks.read(0)))
+    return terms.attenuation is not None
+
+
 class AbstractEngine(eqx.Module):
     """How the sum over particles is evaluated: `engine(particles, fill, terms_fn, grid,
     n_spaxels, systemic_shift, speed_bound) -> (work, sums)`.
@@ -316,6 +324,11 @@ class HistogramEngine(AbstractEngine):
 
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
         chunks = chunked(particles, self.chunk_size or 4096, fill)
+        if _attenuated(chunks, terms_fn):
+            raise ValueError(
+                "HistogramEngine cannot apply per-particle dust attenuation (its histogram "
+                "keeps no per-particle spectra): use engine='direct' or 'auto'."
+            )
         n_shift = n_shift_bins(grid, speed_bound)
         work, sums = histogram_cube(chunks, terms_fn, grid, n_spaxels, systemic_shift, n_shift)
         work = eqx.error_if(
@@ -344,6 +357,8 @@ class AutoEngine(AbstractEngine):
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
         n = jax.tree.leaves(particles)[0].shape[0]
         engine = self.resolve(n, n_spaxels, grid, speed_bound)
+        if isinstance(engine, HistogramEngine) and _attenuated(chunked(particles, 16, fill), terms_fn):
+            engine = DirectEngine(self.chunk_size)  # dust needs per-particle spectra
         return engine(particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound)
 
 

@@ -126,6 +126,10 @@ class Pipeline(eqx.Module):
         - `emission_lines`: `False` (default) or `True` for [`rubix_eqx.EmissionLines`][]
           with its defaults (or an `EmissionLines`): the nebular lines of the `gas` passed
           when called.
+        - `dust`: `None` (default), `"gas"` for [`rubix_eqx.GasScreen`][] with its
+          defaults (the gas metal column in front of each star and gas element, CCM89), or
+          a dust stage (e.g. [`rubix_eqx.UniformScreen`][]). Needs `gas=` when called
+          (`GasScreen`); runs the direct engine.
         - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
         """
         if not flux_unit > 0:
@@ -258,17 +262,20 @@ class Pipeline(eqx.Module):
         stochastic stages (noise), if any. `speed_bound` (km/s): the histogram engine's
         velocity axis; default from the galaxy (see `speed_bound`); pass
         `velocity_margin` to share one compilation among galaxies."""
-        if gas is not None and self.line_stage is None:
+        readers = [type(s).__name__ for s in self.stages if s.reads_gas]
+        if gas is not None and not readers:
             raise ValueError(
                 "`Pipeline(...)(galaxy, observation, gas=...)`: this pipeline has no line "
-                "stage to draw gas with; build it with `emission_lines=True` (or add an "
-                "`rx.EmissionLines` stage)."
+                "stage to draw gas with and no stage that reads gas; build it with "
+                "`emission_lines=True` (or add `rx.EmissionLines`, `rx.GasScreen`)."
             )
         if gas is not None and not isinstance(gas, Gas):
             raise TypeError(f"`gas` must be a `rubix_eqx.galaxy.Gas`; got {type(gas).__name__}.")
+        if gas is None and readers:
+            raise ValueError(f"`Pipeline(...)(..., gas=None)`: the stages {readers} need `gas=...`.")
         if galaxy is None:
             galaxy = _no_stars(self.grid.templates.dtype)
-        scene = Scene(observation, self.telescope, key, self.flux_unit)
+        scene = Scene(observation, self.telescope, key, self.flux_unit, gas)
         for stage in self.stages:
             stage.check_scene(scene)
         if speed_bound is None:
@@ -411,7 +418,6 @@ def _line_sums(gas: Gas, pipeline: Pipeline, observation: Observation):
     """The lattice cube of the gas elements' emission lines and their diagnostic sums."""
     tel = pipeline.telescope
     lines = pipeline.line_stage
-    gas = gas.checked()
     scene = Scene(observation, tel, None, pipeline.flux_unit)
     particle_stages = [s for s in pipeline.stages if isinstance(s, AbstractParticleStage)]
     # Only read for an empty gas: one valid element without star formation.
@@ -450,11 +456,16 @@ def _forward(
 ) -> Cube:
     tel = pipeline.telescope
     observation = observation.checked()
+    if gas is not None:
+        gas = gas.checked()
+    # stages that precompute from the whole scene (e.g. a dust column map from the gas)
+    whole = Scene(observation, tel, key, pipeline.flux_unit, gas)
+    pipeline = eqx.tree_at(lambda p: p.stages, pipeline, tuple(s.prepare(whole) for s in pipeline.stages))
     # A sum over particles: on each device for its own particles when they are sharded
     # (rubix_eqx.sharding), then one all-reduce of the work cube and the diagnostic sums.
     bound = pipeline.velocity_margin if speed_bound is None else speed_bound
     work, sums = sum_over_particles(_particle_sums, galaxy, pipeline, observation, bound)
-    if gas is not None:
+    if gas is not None and pipeline.line_stage is not None:
         line_work, _ = _line_sums(gas, pipeline, observation)
         work = work + line_work
     scene = Scene(observation, tel, key, pipeline.flux_unit)

@@ -36,6 +36,28 @@ def _pixel_widths(wave: np.ndarray) -> np.ndarray:
     return np.diff(edges)
 
 
+HALPHA_AIR = 6562.80  # Å
+HALPHA_HALF_WIDTH = 8.0  # Å (rest): the line window
+HALPHA_SIDEBANDS = (30.0, 50.0)  # Å (rest) either side: the continuum, clear of [N II]
+
+
+def halpha_image(flux, wave, redshift: float) -> np.ndarray | None:
+    """Hα flux per spaxel (`flux` units × Å) from a cube: the sum over the observed window
+    Hα·(1+z) ± 8 Å·(1+z) minus the continuum, the mean of the sidebands 30–50 Å·(1+z)
+    either side (clear of [N II] 6548/6583), as narrow-band imaging does; `None` if the
+    cube does not cover the sidebands. NumPy; flux (n_x, n_y, n_wave), wave (n_wave,) Å."""
+    centre, scale = HALPHA_AIR * (1 + redshift), 1 + redshift
+    lo, hi = (d * scale for d in HALPHA_SIDEBANDS)
+    if wave[0] > centre - hi or wave[-1] < centre + hi:
+        return None
+    dlam = _pixel_widths(wave)
+    offset = np.abs(wave - centre)
+    line = offset <= HALPHA_HALF_WIDTH * scale
+    side = (offset >= lo) & (offset <= hi)
+    continuum = np.mean(flux[:, :, side], axis=2)
+    return np.sum((flux - continuum[:, :, None])[:, :, line] * dlam[line], axis=2)
+
+
 def quicklook(
     cube: Cube,
     path: str | Path | None = None,
@@ -43,6 +65,7 @@ def quicklook(
     maps=None,
     observation=None,
     title: str | None = None,
+    halpha: bool = False,
 ):
     """A quicklook figure of `cube`: white-light image, V-band-like image (5000–5800 Å
     observed, or the closest window the cube covers), light-weighted line-of-sight
@@ -58,6 +81,8 @@ def quicklook(
     - `observation`: the [`rubix_eqx.Observation`][], for inclination and position angle
       in the title.
     - `title`: replaces the default title (telescope, z, i, PA).
+    - `halpha`: add a continuum-subtracted Hα image ([`rubix_eqx.halpha_image`][]; for cubes with
+      gas emission lines), if the cube covers Hα at its redshift.
 
     **Returns:** the `matplotlib.figure.Figure`.
     """
@@ -78,9 +103,11 @@ def quicklook(
                 f"   i = {float(observation.inclination):.4g}°"
                 f"   PA = {float(observation.position_angle):.4g}°"
             )
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    line_image = halpha_image(flux, wave, float(cube.redshift)) if halpha else None
+    n_col = 4 if line_image is None else 5
+    fig = Figure(figsize=(FIGSIZE[0] * n_col / 4, FIGSIZE[1]), dpi=DPI, layout="constrained")
     fig.suptitle(title)
-    grid = fig.add_gridspec(2, 4)
+    grid = fig.add_gridspec(2, n_col)
 
     def image(ax, data, label, cmap="viridis", symmetric=False, mask=None):
         data = np.where(mask, data, np.nan) if mask is not None else data
@@ -134,6 +161,11 @@ def quicklook(
         mask = np.asarray(maps.mask)
         image(ax, np.asarray(getattr(maps, name), np.float64), label, cmap, symmetric, mask)
         ax.set_title(f"{label.split()[1]} of the particles")
+
+    if line_image is not None:
+        ax = fig.add_subplot(grid[0, 4])
+        image(ax, log_image(line_image), f"log10 Hα flux ({unit})", cmap="magma")
+        ax.set_title("Hα (continuum-subtracted)")
 
     ix, iy = n_x // 2, n_y // 2
     ax = fig.add_subplot(grid[1, :])

@@ -71,15 +71,21 @@ def _run(args) -> int:
     with progress.stage(f"building galaxy ({source})", "galaxy"):
         galaxy, galaxy_info = rc.build_galaxy(spec.galaxy, spec.seed)
         observation = rc.build_observation(spec.observation)
+    gas = None
+    if spec.gas is not None:
+        with progress.stage(f"building gas ({spec.gas['source']})", "gas"):
+            gas = rc.build_gas(spec.gas, spec.galaxy, spec.seed)
     engine = pipeline.engine_for(galaxy.n_particles)
     import jax
 
     with progress.stage(
-        f"computing cube: {galaxy.n_particles} particles -> {tel.n_x}x{tel.n_y} spaxels x "
+        f"computing cube: {galaxy.n_particles} particles"
+        f"{'' if gas is None else f' + {gas.n_particles} gas elements'} -> "
+        f"{tel.n_x}x{tel.n_y} spaxels x "
         f"{tel.n_wave} wavelengths ({engine} engine, incl. compilation)",
         "cube",
     ):
-        cube = pipeline(galaxy, observation, key=jax.random.key(spec.seed + 1))
+        cube = pipeline(galaxy, observation, gas=gas, key=jax.random.key(spec.seed + 1))
         cube.flux.block_until_ready()
     out.mkdir(parents=True, exist_ok=True)
     maps = observed_maps = None
@@ -117,7 +123,8 @@ def _run(args) -> int:
         from ._quicklook import quicklook
 
         with progress.stage(f"writing {paths['quicklook']}", "quicklook"):
-            quicklook(cube, paths["quicklook"], maps=maps, observation=observation)
+            quicklook(cube, paths["quicklook"], maps=maps, observation=observation,
+                      halpha=gas is not None)  # fmt: skip
 
     flux = np.asarray(cube.flux, np.float64)
     wave = np.asarray(cube.wavelength, np.float64)
@@ -139,6 +146,12 @@ def _run(args) -> int:
             "n_particles": int(galaxy.n_particles),
             "total_initial_mass_msun": float(np.sum(galaxy.mass)),
             **galaxy_info,
+        },
+        "gas": None if gas is None else {
+            "n_elements": int(gas.n_particles),
+            "total_mass_msun": float(np.sum(gas.mass)),
+            "total_sfr_msun_per_yr": float(np.sum(gas.sfr)),
+            "source": spec.gas["source"],
         },
         "observation": {k: float(v) for k, v in spec.observation.items()},
         "engine": engine,

@@ -12,6 +12,7 @@ from ..ssp import SSPGrid
 from ..telescope import Telescope
 from ._aperture import Aperture
 from ._deposit import AbstractDeposit, DEPOSITS
+from ._dust import AbstractDust, GasScreen
 from ._lines import EmissionLines
 from ._lsf import lattice_half_width, LSF
 from ._noise import AbstractNoise, telescope_noise
@@ -48,10 +49,12 @@ def telescope_stages(
     oversample: int | None = None,
     velocity_margin: float = 1000.0,
     emission_lines: EmissionLines | bool = False,
+    dust: AbstractDust | str | None = None,
     dtype=jnp.float32,
 ) -> tuple[AbstractStage, ...]:
     """The stages of `Pipeline(telescope, ssp, ...)` (see there for the arguments), in
-    order: orient, deposit, spectra, emission lines, LSF, rebin, PSF, noise, aperture."""
+    order: orient, deposit, dust, spectra, emission lines, LSF, rebin, PSF, noise,
+    aperture."""
     if oversample is None:
         oversample = default_oversample(telescope.wavelength)
     if not (isinstance(oversample, int) and oversample >= 1):
@@ -74,6 +77,12 @@ def telescope_stages(
         lsf = LSF.build(telescope, medium_ssp, spectra.grid, allow_sharper=allow_sharper_lsf)
     if isinstance(lsf, LSF):
         spectra = dataclasses.replace(spectra, edge_bins=lsf.half_width)
+    if isinstance(dust, str):
+        if dust != "gas":
+            raise ValueError(
+                f"`Pipeline(dust=...)` must be 'gas', a dust stage or None; got {dust!r}."
+            )
+        dust = GasScreen.build(spectra.grid)
     if emission_lines is True:
         emission_lines = EmissionLines.build(spectra.grid, ssp, telescope.medium)
     if psf is True:
@@ -91,6 +100,7 @@ def telescope_stages(
     stages = (
         Orient() if orient is None else orient,
         deposit,
+        dust,
         spectra,
         emission_lines if isinstance(emission_lines, EmissionLines) else None,
         lsf if isinstance(lsf, LSF) else None,

@@ -38,7 +38,8 @@ class EmissionLines(AbstractLineStage):
     1/(4π d_L²), centred at the rest wavelength (in the telescope's medium) times the
     element's total Doppler factor (1+z)·sqrt((1+β)/(1−β)), with the line-of-sight
     dispersion σ² = k T / m_ion + σ_turb² (`line_widths`) as a Gaussian in ln λ
-    (σ_ln = σ/c).
+    (σ_ln = σ/c). After a dust stage, each line is dimmed by 10^(−0.4 A_V · A(λ)/A_V) at its
+    centre.
 
     **Resolution.** The lattice holds the stars at the SSP templates' resolution, and
     [`rubix_eqx.LSF`][] adds what is missing to reach the telescope's. So that the
@@ -170,6 +171,10 @@ class EmissionLines(AbstractLineStage):
         width = jnp.sqrt((sigma / C_KM_S) ** 2 + self.floor_variance[None, :])
         d_l = scene.observation.luminosity_distance().astype(dtype)
         flux = luminosity * (dimming_constant(scene.flux_unit) / L_SUN_ERG_S / d_l**2)
+        if particles.attenuation is not None:  # a dust stage: A(λ)/A_V at each line centre
+            bins = jnp.arange(self.n_work, dtype=dtype) + 0.5
+            ratio = jnp.interp(centre / self.log_step, bins, particles.attenuation_curve.astype(dtype))
+            flux = flux * 10.0 ** (-0.4 * particles.attenuation[:, None] * ratio)
         terms = LineTerms(
             spaxel_index=particles.spaxel_index,
             spaxel_weight=particles.spaxel_weight,

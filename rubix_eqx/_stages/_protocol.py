@@ -37,12 +37,15 @@ class Scene(eqx.Module):
     - `key`: PRNG key for stochastic stages, or `None`. A stochastic stage draws with
       `key` itself; a second one in the same pipeline must `jax.random.fold_in` a tag.
     - `flux_unit`: the cube's unit, erg s⁻¹ cm⁻² Å⁻¹.
+    - `gas`: the [`rubix_eqx.galaxy.Gas`][] of the call, or `None` (read by stages that
+      need the whole gas, e.g. a dust screen, in `prepare`).
     """
 
     observation: Observation
     telescope: Telescope
     key: PRNGKeyArray | None
     flux_unit: float = eqx.field(static=True)
+    gas: Gas | None = None
 
 
 class Particles(eqx.Module):
@@ -58,8 +61,10 @@ class Particles(eqx.Module):
     - `v_los`: line-of-sight velocity (km/s, positive receding), or `None`.
     - `spaxel_index`, `spaxel_weight`: flat spaxel indices `ix·n_y + iy` and weights of
       each particle's spatial deposit (k entries per particle), or `None`.
-    - `luminosity_factor`: per-particle factor on the light (1 = as the SSP says), e.g.
-      for an attenuation stage.
+    - `luminosity_factor`: per-particle factor on the light (1 = as the SSP says).
+    - `attenuation`: per-particle A_V (mag) of a dust stage, or `None`.
+    - `attenuation_curve`: A(λ)/A_V on the observed lattice bins (n_work,), shared by all
+      particles (the dust's frame: the systemic redshift), or `None`.
     - `flags`: per-particle booleans reported in the diagnostics (e.g. `"outside"`).
     """
 
@@ -69,6 +74,8 @@ class Particles(eqx.Module):
     spaxel_index: Int[Array, "n k"] | None = None
     spaxel_weight: Float[Array, "n k"] | None = None
     luminosity_factor: Float[Array, " n"] | None = None
+    attenuation: Float[Array, " n"] | None = None
+    attenuation_curve: Float[Array, " n_work"] | None = None
     flags: dict[str, Bool[Array, " n"]] = eqx.field(default_factory=dict)
 
 
@@ -95,12 +102,21 @@ class CubeState(eqx.Module):
 
 
 class AbstractStage(eqx.Module):
-    """Any stage: `stage(x, scene)`, plus `check_scene(scene)` for eager checks."""
+    """Any stage: `stage(x, scene)`, plus `check_scene(scene)` for eager checks.
+    `reads_gas` says whether the stage uses the gas of the call (`scene.gas`)."""
+
+    reads_gas: ClassVar[bool] = False
 
     @abc.abstractmethod
     def check_scene(self, scene: Scene) -> None:
         """Raise a named error if the stage cannot serve this scene (concrete values;
         called by the pipeline before the jitted call). Most stages have nothing to do."""
+
+    def prepare(self, scene: Scene) -> "AbstractStage":
+        """This stage with whatever it precomputes once per call from the whole scene
+        (e.g. a dust column map from the gas), before the chunked sums; traced. Default:
+        the stage itself."""
+        return self
 
 
 class AbstractParticleStage(AbstractStage):
@@ -115,7 +131,8 @@ class SpectralTerms(eqx.Module):
     """What the engine sums, per particle (leading axis n): the particle's light is
     Σ_k `template_weight[k]`·template[`template_index[k]`], shifted by `shift +
     fraction` lattice pixels, times `amplitude`, deposited on `spaxel_index` with
-    `spaxel_weight`."""
+    `spaxel_weight`; with a dust stage, times 10^(−0.4 `attenuation` · `attenuation_curve`)
+    per observed lattice bin."""
 
     spaxel_index: Int[Array, "n 4"]
     spaxel_weight: Float[Array, "n 4"]
@@ -124,6 +141,8 @@ class SpectralTerms(eqx.Module):
     shift: Int[Array, " n"]  # integer part of ln D / Δ (lattice pixels)
     fraction: Float[Array, " n"]  # fractional part
     amplitude: Float[Array, " n"]  # flux_unit · bin per (L☉ per M☉ per bin)
+    attenuation: Float[Array, " n"] | None = None  # A_V, mag
+    attenuation_curve: Float[Array, " n_work"] | None = None  # A(λ)/A_V per lattice bin
 
 
 class AbstractSpectraStage(AbstractStage):
@@ -156,6 +175,7 @@ class AbstractLineStage(AbstractStage):
     lattice cube before the cube stages. `half_window` (static) is the number of lattice
     bins each side of a line centre that the sum evaluates."""
 
+    reads_gas: ClassVar[bool] = True
     half_window: eqx.AbstractVar[int]
 
     @abc.abstractmethod

@@ -158,6 +158,10 @@ class Spectra(AbstractSpectraStage):
             shift=shift,
             fraction=fraction.astype(dtype),
             amplitude=amplitude.astype(dtype),
+            attenuation=None if particles.attenuation is None else particles.attenuation.astype(dtype),
+            attenuation_curve=None
+            if particles.attenuation_curve is None
+            else particles.attenuation_curve.astype(dtype),
         )
         return terms, dict(particles.flags, clipped=weights.clipped)
 

@@ -8,6 +8,7 @@ from ._keys import Key as Key, TELESCOPE_KEYS as TELESCOPE_KEYS, wavelength_grid
 from ._run import (
     apply_override as apply_override,
     build_galaxy as build_galaxy,
+    build_gas as build_gas,
     build_observation as build_observation,
     build_pipeline as build_pipeline,
     build_pipeline_from as build_pipeline_from,

@@ -14,7 +14,15 @@ from ._telescope import preset_file
 from ._yaml import deep_merge, load_yaml_text, read_yaml
 
 
-TOP_KEYS = ("seed", "galaxy", "observation", "telescope", "ssp", "pipeline", "output")
+TOP_KEYS = ("seed", "galaxy", "gas", "observation", "telescope", "ssp", "pipeline", "output")
+SYNTHETIC_GAS_KEYS = (
+    "source", "n_gas", "total_mass", "scale_length", "scale_height", "v_flat", "r_turn",
+    "dispersion", "total_sfr", "sf_radius", "metallicity_centre", "metallicity_gradient",
+    "temperature",
+)  # fmt: skip
+POSITIVE_GAS = ("total_mass", "scale_length", "scale_height", "r_turn", "sf_radius", "temperature")
+NON_NEGATIVE_GAS = ("dispersion", "total_sfr", "v_flat")
+LINE_KEYS = ("turbulent_sigma", "electron_density", "max_sigma", "lines")
 SYNTHETIC_KEYS = (
     "source", "n_stars", "total_mass", "scale_length", "scale_height", "bulge_fraction",
     "bulge_radius", "v_flat", "r_turn", "dispersion", "bulge_dispersion", "log_age_centre",
@@ -38,8 +46,10 @@ TELESCOPE_KEYS = ("preset", "file", "overrides")
 TELESCOPE_SCHEMA = tuple(key.name for key in SCHEMA if not key.section)
 PIPELINE_KEYS = (
     "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
-    "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage",
+    "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage", "emission_lines",
+    "dust",
 )  # fmt: skip
+DUST_KEYS = ("curve", "r_v", "dust_to_metal", "n_depth", "depth")
 CONSTANT_NOISE_KEYS = ("snr", "window")
 PHYSICAL_NOISE_KEYS = (
     "exposure_time", "n_exposures", "sky", "snr", "reference_sb", "reference_wavelength",
@@ -60,6 +70,8 @@ class RunSpec(NamedTuple):
 
     - `seed`: int; the galaxy uses `jax.random.key(seed)`, the noise `key(seed + 1)`.
     - `galaxy`: normalised galaxy section (`source` is `"synthetic"` or `"file"`).
+    - `gas`: normalised gas section, or `None` for no gas (`source` is `"synthetic"`, or
+      `"file"`: the gas of the galaxy section's snapshot).
     - `observation`: keyword arguments of [`rubix_eqx.Observation`][].
     - `telescope`: the [`rubix_eqx.Telescope`][] (built: it is cheap and its checks name
       the key path).
@@ -70,6 +82,7 @@ class RunSpec(NamedTuple):
 
     seed: int
     galaxy: dict
+    gas: dict | None
     observation: dict
     telescope: Any
     ssp: str
@@ -307,10 +320,116 @@ def check_ssp(spec: Any) -> str:
     return spec
 
 
-def check_pipeline(spec: Any) -> dict:
+def check_gas(spec: Any, galaxy: Any) -> dict | None:
+    """The `gas` section: `null` (no gas), a synthetic gas disk
+    (`rx.galaxy.synthetic_gas_disk` keywords), or `{source: file}`: the gas of the galaxy
+    section's TNG or EAGLE snapshot, in the stars' frame."""
+    path = "gas"
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: must be a mapping or null, got {type(spec).__name__}.")
+    source = choice(spec.get("source", "synthetic"), join(path, "source"), ("synthetic", "file"))
+    if source == "file":
+        check_keys(spec, ("source", "eos_temperature"), path)
+        loader = (galaxy or {}).get("loader", "hdf5") if isinstance(galaxy, Mapping) else None
+        if not isinstance(galaxy, Mapping) or galaxy.get("source") != "file" or loader == "hdf5":
+            raise ConfigError(
+                f"{path}.source: `file` reads the gas of the galaxy's snapshot, which needs "
+                f"`galaxy: {{source: file, loader: tng|eagle}}`; got galaxy loader {loader!r}."
+            )
+        out: dict[str, Any] = {"source": "file"}
+        if spec.get("eos_temperature") is not None:
+            out["eos_temperature"] = number(
+                spec["eos_temperature"], join(path, "eos_temperature"), positive=True
+            )
+        return out
+    check_keys(spec, SYNTHETIC_GAS_KEYS, path)
+    out = {"source": "synthetic"}
+    for key, value in spec.items():
+        where = join(path, key)
+        if key == "source":
+            continue
+        if key == "n_gas":
+            out[key] = integer(value, where)
+        elif key in POSITIVE_GAS:
+            out[key] = number(value, where, positive=True)
+        elif key in NON_NEGATIVE_GAS:
+            out[key] = number(value, where, non_negative=True)
+        else:
+            out[key] = number(value, where)
+    return out
+
+
+def check_emission_lines(spec: Any, gas: bool) -> dict | bool:
+    """`pipeline.emission_lines`: `true`/`false` or a mapping of `rx.EmissionLines.build`
+    keywords; default `true` when a `gas` section is given."""
+    path = "pipeline.emission_lines"
+    if spec is None:
+        return gas
+    if isinstance(spec, bool):
+        if gas and not spec:
+            raise ConfigError(f"{path}: a `gas` section needs emission lines; got false.")
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: must be true, false or a mapping; got {spec!r}.")
+    spec = check_keys(spec, LINE_KEYS, path)
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "lines":
+            if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{path}.lines: must be a list of line names; got {value!r}.")
+            from ..physics._emission_lines import LINE_NAMES
+
+            unknown = [v for v in value if v not in LINE_NAMES]
+            if unknown:
+                raise ConfigError(
+                    f"{path}.lines: unknown line(s) {unknown}; known: {', '.join(LINE_NAMES)}."
+                )
+            out[key] = tuple(value)
+        else:
+            out[key] = number(value, join(path, key), positive=key == "max_sigma",
+                              non_negative=key != "max_sigma")  # fmt: skip
+    return out
+
+
+def check_dust(spec: Any, gas: bool) -> dict:
+    """`pipeline.dust`: `gas` (the gas screen with its defaults) or a mapping of
+    `rx.GasScreen.build` keywords (`curve`, `r_v`, `dust_to_metal`, `n_depth`, `depth`);
+    needs a `gas` section."""
+    path = "pipeline.dust"
+    if not gas:
+        raise ConfigError(f"{path}: the dust screen is the gas in front of the stars; add a `gas` section.")
+    if spec == "gas":
+        return {}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: must be `gas`, null or a mapping; got {spec!r}.")
+    spec = check_keys(spec, DUST_KEYS, path)
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        where = join(path, key)
+        if key == "curve":
+            from ..physics._dust_curves import CURVES
+
+            out[key] = choice(value, where, CURVES)
+        elif key == "n_depth":
+            out[key] = integer(value, where, minimum=2)
+        elif key == "dust_to_metal":
+            out[key] = number(value, where, lo=0.0, hi=1.0)
+        else:
+            out[key] = number(value, where, positive=True)
+    return out
+
+
+def check_pipeline(spec: Any, gas: bool = False) -> dict:
     path = "pipeline"
     options = check_keys({} if spec is None else spec, PIPELINE_KEYS, path)
     kw: dict[str, Any] = {}
+    lines = check_emission_lines(options.get("emission_lines"), gas)
+    if lines:
+        kw["emission_lines"] = lines
+    if options.get("dust") is not None:
+        kw["dust"] = check_dust(options["dust"], gas)
     if "deposit" in options:
         kw["deposit"] = choice(options["deposit"], "pipeline.deposit", ("cic", "nearest"))
     if "engine" in options:
@@ -433,10 +552,11 @@ def check_config(config: Mapping) -> RunSpec:
     spec = RunSpec(
         seed=integer(config.get("seed", 0), "seed", minimum=0),
         galaxy=check_galaxy(config.get("galaxy")),
+        gas=check_gas(config.get("gas"), config.get("galaxy")),
         observation=check_observation(config.get("observation")),
         telescope=check_telescope(config.get("telescope")),
         ssp=check_ssp(config.get("ssp")),
-        pipeline=check_pipeline(config.get("pipeline")),
+        pipeline=check_pipeline(config.get("pipeline"), gas=config.get("gas") is not None),
         output=check_output(config.get("output")),
     )
     check_noise_for(spec.telescope, spec.pipeline)
@@ -469,6 +589,11 @@ def build_pipeline_from(spec: RunSpec, ssp):
             telescope, ssp, redshift, kw.get("velocity_margin", 1000.0),
             lsf=kw.get("lsf", True), oversample=kw.get("oversample"),
         )  # fmt: skip
+    lines = kw.get("emission_lines")
+    dust_options = kw.pop("dust", None)
+    line_options = lines if isinstance(lines, dict) else None
+    if line_options is not None:  # the stage is built below, on the pipeline's grid
+        kw["emission_lines"] = True
     noise = kw.get("noise")
     if isinstance(noise, dict):
         if is_physical_noise(noise):
@@ -476,7 +601,17 @@ def build_pipeline_from(spec: RunSpec, ssp):
             kw["noise"] = ExposureNoise.from_telescope(telescope, flux_unit=flux_unit, **noise)
         else:
             kw["noise"] = Noise(**noise)
-    return Pipeline(telescope, ssp, **kw)
+    pipeline = Pipeline(telescope, ssp, **kw)
+    if line_options:
+        from .._stages._lines import EmissionLines
+
+        stage = EmissionLines.build(pipeline.grid, ssp, telescope.medium, **line_options)
+        pipeline = pipeline.without(EmissionLines).with_stage(stage)
+    if dust_options is not None:
+        from .._stages._dust import GasScreen
+
+        pipeline = pipeline.with_stage(GasScreen.build(pipeline.grid, **dust_options))
+    return pipeline
 
 
 def build_galaxy(spec: Mapping, seed: int):
@@ -522,6 +657,33 @@ def build_galaxy(spec: Mapping, seed: int):
         metallicity=spec.get("metallicity", "smoothed"),
         **common,
     )
+
+
+def build_gas(spec: Mapping | None, galaxy_spec: Mapping, seed: int):
+    """The [`rubix_eqx.galaxy.Gas`][] of a checked `gas` section (`None` for none); the
+    synthetic disk draws with `jax.random.key(seed + 2)`."""
+    import jax
+
+    from .. import galaxy as gal
+
+    if spec is None:
+        return None
+    if spec["source"] == "synthetic":
+        params = {k: v for k, v in spec.items() if k != "source"}
+        return gal.synthetic_gas_disk(jax.random.key(seed + 2), **params)
+    common = {"centre": galaxy_spec["centre"], "align": galaxy_spec["align"],
+              "radius": galaxy_spec.get("radius")}  # fmt: skip
+    if "eos_temperature" in spec:
+        common["eos_temperature"] = spec["eos_temperature"]
+    if galaxy_spec["loader"] == "tng":
+        return gal.from_tng_gas(
+            galaxy_spec["path"], galaxy_spec.get("subhalo_id"),
+            group_id=galaxy_spec.get("group_id"), catalog=galaxy_spec.get("catalog"), **common,
+        )  # fmt: skip
+    return gal.from_eagle_gas(
+        galaxy_spec["path"], galaxy_spec.get("group_id"), galaxy_spec.get("subhalo_id"),
+        metallicity=galaxy_spec.get("metallicity", "smoothed"), **common,
+    )  # fmt: skip
 
 
 def build_observation(kwargs: Mapping):

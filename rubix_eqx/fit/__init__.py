@@ -9,6 +9,10 @@ from ._galaxy_model import (
     PriorRangeError as PriorRangeError,
     Uniform as Uniform,
 )
+from ._line_mask import (
+    emission_line_mask as emission_line_mask,
+    mask_emission_lines as mask_emission_lines,
+)
 from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
 from ._particles import (
     fit_galaxy as fit_galaxy,
