@@ -71,7 +71,9 @@ def child(variant: str, n: int, repeats: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", default="100000,1000000", help="star particle counts, comma-separated")
+    parser.add_argument(
+        "--n", default="100000,1000000", help="star particle counts, comma-separated"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per size")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON")
@@ -90,7 +92,7 @@ def main():
             line = next((s for s in proc.stdout.splitlines() if s.startswith("@@RESULT ")), None)
             if line is None:
                 sys.exit(f"{variant} at N = {n} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(line[len("@@RESULT "):]))
+            rows.append(json.loads(line[len("@@RESULT ") :]))
             r = rows[-1]
             print(f"{r['variant']:>12} N={n:>8} gas={r['n_gas']:>7} {r['engine']:>9}  "
                   f"run {r['median_s']:8.3f} s  first {r['compile_and_first_s']:7.1f} s  "
@@ -99,7 +101,9 @@ def main():
     print("\nratio to the direct core cube at the same N:")
     for r in rows:
         if r["n_stars"] in core:
-            print(f"  {r['variant']:>12} N={r['n_stars']:>8}: {r['median_s'] / core[r['n_stars']]:.2f}x")
+            print(
+                f"  {r['variant']:>12} N={r['n_stars']:>8}: {r['median_s'] / core[r['n_stars']]:.2f}x"
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "physics_breadth.json").write_text(json.dumps({

@@ -18,6 +18,12 @@ Two exact evaluations of the same sum, on the observed ln λ lattice of
   checkpointed, so reverse mode recomputes the 32 indices per particle rather than
   storing them.
 
+With a dust stage the terms carry a per-particle A_V: the direct engine multiplies each
+particle's spectrum by 10^(−0.4 A_V A(λ)/A_V) bin by bin (exact); the histogram engine,
+which keeps no per-particle spectra, refuses, and the auto engine then runs the direct one.
+Gas emission lines are summed by `line_cube` (pixel-integrated Gaussians, chunked like
+the stars) into the same lattice cube.
+
 Never materialises an (N, n_λ) array in the forward or the backward pass, and builds the
 per-particle terms chunk by chunk inside the loop, so memory beyond the particle arrays
 themselves is flat in N.
@@ -122,7 +128,8 @@ def direct_cube(
         spectra = grid.spectra(c.template_index, c.template_weight, c.shift, c.fraction)
         spectra = spectra * c.amplitude[:, None]
         if c.attenuation is not None:
-            spectra = spectra * 10.0 ** (-0.4 * c.attenuation[:, None] * c.attenuation_curve[None, :])
+            a_lambda = c.attenuation[:, None] * c.attenuation_curve[None, :]
+            spectra = spectra * 10.0 ** (-0.4 * a_lambda)
         return (c.spaxel_weight[:, :, None] * spectra[:, None, :]).reshape(-1, grid.n_work)
 
     def step(cube, c: ParticleTerms):
@@ -357,7 +364,8 @@ class AutoEngine(AbstractEngine):
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
         n = jax.tree.leaves(particles)[0].shape[0]
         engine = self.resolve(n, n_spaxels, grid, speed_bound)
-        if isinstance(engine, HistogramEngine) and _attenuated(chunked(particles, 16, fill), terms_fn):
+        dusty = _attenuated(chunked(particles, 16, fill), terms_fn)
+        if isinstance(engine, HistogramEngine) and dusty:
             engine = DirectEngine(self.chunk_size)  # dust needs per-particle spectra
         return engine(particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound)
 

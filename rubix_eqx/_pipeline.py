@@ -272,7 +272,9 @@ class Pipeline(eqx.Module):
         if gas is not None and not isinstance(gas, Gas):
             raise TypeError(f"`gas` must be a `rubix_eqx.galaxy.Gas`; got {type(gas).__name__}.")
         if gas is None and readers:
-            raise ValueError(f"`Pipeline(...)(..., gas=None)`: the stages {readers} need `gas=...`.")
+            raise ValueError(
+                f"`Pipeline(...)(..., gas=None)`: the stages {readers} need `gas=...`."
+            )
         if galaxy is None:
             galaxy = _no_stars(self.grid.templates.dtype)
         scene = Scene(observation, self.telescope, key, self.flux_unit, gas)
@@ -460,7 +462,8 @@ def _forward(
         gas = gas.checked()
     # stages that precompute from the whole scene (e.g. a dust column map from the gas)
     whole = Scene(observation, tel, key, pipeline.flux_unit, gas)
-    pipeline = eqx.tree_at(lambda p: p.stages, pipeline, tuple(s.prepare(whole) for s in pipeline.stages))
+    prepared = tuple(s.prepare(whole) for s in pipeline.stages)
+    pipeline = eqx.tree_at(lambda p: p.stages, pipeline, prepared)
     # A sum over particles: on each device for its own particles when they are sharded
     # (rubix_eqx.sharding), then one all-reduce of the work cube and the diagnostic sums.
     bound = pipeline.velocity_margin if speed_bound is None else speed_bound

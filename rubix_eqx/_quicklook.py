@@ -165,7 +165,7 @@ def quicklook(
     if line_image is not None:
         ax = fig.add_subplot(grid[0, 4])
         image(ax, log_image(line_image), f"log10 Hα flux ({unit})", cmap="magma")
-        ax.set_title("Hα (continuum-subtracted)")
+        ax.set_title("Hα − continuum")
 
     ix, iy = n_x // 2, n_y // 2
     ax = fig.add_subplot(grid[1, :])

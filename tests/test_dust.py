@@ -37,7 +37,9 @@ def observation(**kw):
 def with_a_v(pipe, a_v):
     stage = pipe.stage(rx.UniformScreen)
     new = eqx.tree_at(lambda s: s.a_v_screen, stage, jnp.asarray(a_v, jnp.float64))
-    return eqx.tree_at(lambda p: p.stages, pipe, tuple(new if s is stage else s for s in pipe.stages))
+    return eqx.tree_at(
+        lambda p: p.stages, pipe, tuple(new if s is stage else s for s in pipe.stages)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_stage_curves_match_the_packages(screened, curve, r_v):
     rest = np.asarray(stage.lattice_wavelength) / (1 + Z)
     got = np.asarray(stage.curve_on_lattice(Z))
     if curve == "calzetti00":
-        want = extinction.calzetti00(rest, 1.0 * r_v, r_v)
+        want = extinction.calzetti00(rest, 1.0, r_v)  # A(λ) for A_V = 1
     else:
         want = {"ccm89": dep.CCM89, "f99": dep.F99}[curve](Rv=r_v)(rest * u.AA)
     assert rest.size >= 10 and np.max(np.abs(got - want)) < 1e-3
@@ -144,7 +146,9 @@ def test_gas_screen_column_is_the_metals_in_front():
     msun_g, kpc_cm, m_h = 1.98841e33, 3.0856775814913673e21, 1.6735575e-24
     n_h = sigma_z / 0.0134 * 0.7381 * msun_g / kpc_cm**2 / m_h  # H atoms per cm² at solar Z
     want = n_h / 2.21e21
-    print(f"\ngas sheet: A_V behind {a_v[:10].mean():.4f} (want {want:.4f}), in front {a_v[10:].max():.2e}")
+    print(
+        f"\ngas sheet: A_V behind {a_v[:10].mean():.4f} (want {want:.4f}), in front {a_v[10:].max():.2e}"
+    )
     assert np.allclose(a_v[:10], want, rtol=1e-6)
     assert np.all(a_v[10:] == 0)
 
@@ -194,11 +198,13 @@ def test_dust_bad_inputs_are_named(gas_screen, screened):
         rx.GasScreen.build(pipe.grid, curve="smc")
     with pytest.raises(ValueError, match=r"`r_v` of the ccm89 curve must lie in \[2, 6\]; got 9"):
         rx.UniformScreen.build(pipe.grid, a_v=1.0, r_v=9.0)
-    with pytest.raises(ValueError, match=r"UniformScreen\(a_v=...\)` must be finite and >= 0 mag; got -1"):
+    with pytest.raises(
+        ValueError, match=r"UniformScreen\(a_v=...\)` must be finite and >= 0 mag; got -1"
+    ):
         rx.UniformScreen.build(pipe.grid, a_v=-1.0)
     with pytest.raises(ValueError, match=r"dust_to_metal=...\)` must lie in \[0, 1\]; got 2"):
         rx.GasScreen.build(pipe.grid, dust_to_metal=2.0)
-    with pytest.raises(ValueError, match=r"the stages \['EmissionLines', 'GasScreen'\] need `gas=...`"):
+    with pytest.raises(ValueError, match=r"the stages \[.*'GasScreen'.*\] need `gas=...`"):
         pipe(stars, observation())
     histogram = eqx.tree_at(lambda p: p.engine, screened, rx.HistogramEngine())
     with pytest.raises(ValueError, match="HistogramEngine cannot apply per-particle dust"):

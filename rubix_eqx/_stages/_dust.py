@@ -2,20 +2,24 @@
 
 import abc
 import dataclasses
+from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from .._spectral_grid import SpectralGrid
 from .._units import ARCSEC_PER_RADIAN
-from ..physics._dust_curves import attenuation_curve, CURVES, DUST_TO_METAL_MW, metal_column_to_av, R_V_RANGE
+from ..physics._dust_curves import (
+    attenuation_curve,
+    CURVES,
+    DUST_TO_METAL_MW,
+    metal_column_to_av,
+    R_V_RANGE,
+)
 from ._deposit import sky_pixels
 from ._orient import rotation_matrix
-from typing import ClassVar
-
 from ._protocol import AbstractParticleStage, Particles, Scene
 
 

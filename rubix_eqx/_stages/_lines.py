@@ -11,9 +11,9 @@ from .._rebin import pixel_edges
 from .._spectral_grid import SpectralGrid
 from .._units import C_KM_S, dimming_constant, FWHM_PER_SIGMA, L_SUN_ERG_S
 from ..physics._emission_lines import (
-    LINE_NAMES,
     line_index,
     line_luminosities,
+    LINE_NAMES,
     line_wavelengths,
     line_widths,
     LOG_OI_HALPHA,
@@ -107,16 +107,22 @@ class EmissionLines(AbstractLineStage):
             ("electron_density", electron_density, 0.0),
         ):
             if not (np.isfinite(value) and value >= low):
-                raise ValueError(f"`EmissionLines({name}=...)` must be finite and >= 0; got {value}.")
+                raise ValueError(
+                    f"`EmissionLines({name}=...)` must be finite and >= 0; got {value}."
+                )
         if not (np.isfinite(max_sigma) and max_sigma > 0):
             raise ValueError(f"`EmissionLines(max_sigma=...)` must be > 0 km/s; got {max_sigma}.")
         if not np.isfinite(log_oi_halpha):
-            raise ValueError(f"`EmissionLines(log_oi_halpha=...)` must be finite; got {log_oi_halpha}.")
+            raise ValueError(
+                f"`EmissionLines(log_oi_halpha=...)` must be finite; got {log_oi_halpha}."
+            )
         rest = np.asarray(line_wavelengths(medium), np.float64)[columns]
         medium_ssp = ssp_in_medium(ssp, medium)
         ssp_wave = np.asarray(medium_ssp.wavelength, np.float64)
         ssp_pixel = np.diff(pixel_edges(ssp_wave))
-        ssp_var = (np.asarray(medium_ssp.fwhm, np.float64) / FWHM_PER_SIGMA) ** 2 + ssp_pixel**2 / 12
+        ssp_var = (
+            np.asarray(medium_ssp.fwhm, np.float64) / FWHM_PER_SIGMA
+        ) ** 2 + ssp_pixel**2 / 12
         floor = np.interp(rest, ssp_wave, ssp_var) / rest**2
         floor = floor + (doppler_variance - 1.0 / 12.0) * grid.log_step**2
         widest = math.sqrt((max_sigma / C_KM_S) ** 2 + float(np.max(floor)))
@@ -154,7 +160,8 @@ class EmissionLines(AbstractLineStage):
             gas.metallicity,
             electron_density=self.electron_density,
             log_oi_halpha=self.log_oi_halpha,
-        )[:, columns]  # erg/s
+            unit=L_SUN_ERG_S,  # 1e41 erg/s would overflow float32
+        )[:, columns]  # L☉
         sigma = line_widths(gas.temperature, self.turbulent_sigma)[:, columns]  # km/s
         emitting = gas.sfr > 0
         too_broad = emitting & jnp.any(sigma > self.max_sigma, axis=1)
@@ -167,13 +174,15 @@ class EmissionLines(AbstractLineStage):
         )
         dtype = gas.mass.dtype
         log_d = log_doppler(scene.observation.redshift.astype(dtype), v_los)
-        centre = (jnp.log(self.rest_wavelength)[None, :] + log_d[:, None] - self.obs_log_start)
+        centre = jnp.log(self.rest_wavelength)[None, :] + log_d[:, None] - self.obs_log_start
         width = jnp.sqrt((sigma / C_KM_S) ** 2 + self.floor_variance[None, :])
         d_l = scene.observation.luminosity_distance().astype(dtype)
-        flux = luminosity * (dimming_constant(scene.flux_unit) / L_SUN_ERG_S / d_l**2)
+        flux = luminosity * (dimming_constant(scene.flux_unit) / d_l**2)
         if particles.attenuation is not None:  # a dust stage: A(λ)/A_V at each line centre
             bins = jnp.arange(self.n_work, dtype=dtype) + 0.5
-            ratio = jnp.interp(centre / self.log_step, bins, particles.attenuation_curve.astype(dtype))
+            ratio = jnp.interp(
+                centre / self.log_step, bins, particles.attenuation_curve.astype(dtype)
+            )
             flux = flux * 10.0 ** (-0.4 * particles.attenuation[:, None] * ratio)
         terms = LineTerms(
             spaxel_index=particles.spaxel_index,

@@ -43,6 +43,10 @@ def ssp_in_medium(ssp: SSPGrid, medium: str) -> SSPGrid:
     )
 
 
+def _cast(x, dtype):
+    return None if x is None else x.astype(dtype)
+
+
 class Spectra(AbstractSpectraStage):
     """Spectra stage: SSP weights (bilinear in log age, log Z; clipped at the grid's
     edges by design, flag `"clipped"`), the relativistic Doppler shift by the systemic
@@ -158,10 +162,8 @@ class Spectra(AbstractSpectraStage):
             shift=shift,
             fraction=fraction.astype(dtype),
             amplitude=amplitude.astype(dtype),
-            attenuation=None if particles.attenuation is None else particles.attenuation.astype(dtype),
-            attenuation_curve=None
-            if particles.attenuation_curve is None
-            else particles.attenuation_curve.astype(dtype),
+            attenuation=_cast(particles.attenuation, dtype),
+            attenuation_curve=_cast(particles.attenuation_curve, dtype),
         )
         return terms, dict(particles.flags, clipped=weights.clipped)
 

@@ -377,7 +377,8 @@ def check_emission_lines(spec: Any, gas: bool) -> dict | bool:
     out: dict[str, Any] = {}
     for key, value in spec.items():
         if key == "lines":
-            if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)):
+            names = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+            if not (names and value):
                 raise ConfigError(f"{path}.lines: must be a list of line names; got {value!r}.")
             from ..physics._emission_lines import LINE_NAMES
 
@@ -399,7 +400,9 @@ def check_dust(spec: Any, gas: bool) -> dict:
     needs a `gas` section."""
     path = "pipeline.dust"
     if not gas:
-        raise ConfigError(f"{path}: the dust screen is the gas in front of the stars; add a `gas` section.")
+        raise ConfigError(
+            f"{path}: the dust screen is the gas in front of the stars; add a `gas` section."
+        )
     if spec == "gas":
         return {}
     if not isinstance(spec, Mapping):

@@ -18,7 +18,9 @@ def emission_line_mask(
     pPXF's `goodpixels` leaves out: the default 800 km/s covers a rotating disk's lines
     (±300 km/s) broadened by the LSF."""
     if not half_width > 0:
-        raise ValueError(f"`emission_line_mask(half_width=...)` must be > 0 km/s; got {half_width}.")
+        raise ValueError(
+            f"`emission_line_mask(half_width=...)` must be > 0 km/s; got {half_width}."
+        )
     wave = np.asarray(wavelength, np.float64)
     centres = np.asarray(line_wavelengths(medium), np.float64) * (1 + float(redshift))
     near = np.abs(wave[:, None] / centres[None, :] - 1) * C_KM_S <= half_width

@@ -249,7 +249,9 @@ def _run(model, flux, var, start, active, bounds, solver, max_steps):
     def one(d, v, la, lz, vel, disp, amp, act):
         # Masked spaxels fit their own starting model: they converge at once.
         d = jnp.where(act, d, amp * model(la, lz, vel, disp))
-        v = jnp.where(jnp.isfinite(v), v, 1.0)
+        # infinite variance (zero, or masked: `mask_emission_lines`) = zero weight, as in
+        # the search; a masked spaxel gets unit weights
+        v = jnp.where(act, v, 1.0)
         p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
                         vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la)])  # fmt: skip
         fn = lambda p, args: _residual_physical(model, _physical(p, amp, bounds), args)

@@ -4,6 +4,7 @@ star-formation rate and the gas O/H, and line widths.
 All functions are pure JAX and differentiable in their array arguments.
 """
 
+import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -132,8 +133,10 @@ def line_luminosities(
     electron_density: float | Float[ArrayLike, ""] = 0.0,
     log_oi_halpha: float | Float[ArrayLike, ""] = LOG_OI_HALPHA,
     solar_metallicity: float = SOLAR_Z_ASPLUND,
+    unit: float = 1.0,
 ) -> Float[Array, "n n_lines"]:
-    """Intrinsic (dust-free) luminosities, erg/s, of [`rubix_eqx.physics.LINES`][] for gas
+    """Intrinsic (dust-free) luminosities, in `unit` erg/s (default erg/s; e.g. L☉ =
+    3.828e33 erg/s keeps them within float32), of [`rubix_eqx.physics.LINES`][] for gas
     elements with star-formation rate `sfr` (M☉/yr) and metal mass fraction `metallicity`.
 
     - Hα: log L = log SFR + 41.27 (Kennicutt & Evans 2012, Kroupa IMF).
@@ -154,7 +157,7 @@ def line_luminosities(
     sfr = jnp.asarray(sfr)
     oh = oxygen_abundance(metallicity, solar_metallicity)
     x = jnp.clip(oh, *CURTI2020_RANGE) - SOLAR_OH
-    halpha = sfr * 10.0**LOG_HALPHA_PER_SFR
+    halpha = sfr * 10.0 ** (LOG_HALPHA_PER_SFR - math.log10(unit))
     hbeta = halpha / HALPHA_HBETA
     nii_6583 = halpha * 10.0 ** _polynomial(CURTI2020["N2"], x)
     oiii_5007 = hbeta * 10.0 ** _polynomial(CURTI2020["R3"], x)
