@@ -111,10 +111,11 @@ class SpectralTerms(eqx.Module):
     """What the engine sums, per particle (leading axis n): the particle's light is
     Σ_k `template_weight[k]`·template[`template_index[k]`], shifted by `shift +
     fraction` lattice pixels, times `amplitude`, deposited on `spaxel_index` with
-    `spaxel_weight`."""
+    `spaxel_weight` (k entries per particle: 4 for CIC, stencil² for
+    [`rubix_eqx.SmoothedDeposit`][])."""
 
-    spaxel_index: Int[Array, "n 4"]
-    spaxel_weight: Float[Array, "n 4"]
+    spaxel_index: Int[Array, "n k"]
+    spaxel_weight: Float[Array, "n k"]
     template_index: Int[Array, "n 4"]
     template_weight: Float[Array, "n 4"]
     shift: Int[Array, " n"]  # integer part of ln D / Δ (lattice pixels)
