@@ -281,6 +281,14 @@ def test_with_smoothing_lengths_is_the_kth_neighbour_distance(tmp_path):
                                   np.asarray(smoothed.smoothing_length))  # fmt: skip
     rx.galaxy.to_hdf5(plain, tmp_path / "p.h5")
     assert rx.galaxy.from_hdf5(tmp_path / "p.h5").smoothing_length is None
+    # sharded in memory and read sharded from the file (one device here)
+    for sharded in (
+        rx.sharding.shard(smoothed),
+        rx.sharding.load_sharded_galaxy(tmp_path / "g.h5", dtype=jnp.float64),
+    ):
+        np.testing.assert_array_equal(np.asarray(sharded.smoothing_length),
+                                      np.asarray(smoothed.smoothing_length))  # fmt: skip
+    assert rx.sharding.shard(plain).smoothing_length is None
 
 
 def test_run_config_keys(tmp_path):
