@@ -36,6 +36,7 @@ from ._stages._deposit import (
     AbstractDeposit as AbstractDeposit,
     CICDeposit as CICDeposit,
     NearestDeposit as NearestDeposit,
+    SmoothedDeposit as SmoothedDeposit,
 )
 from ._stages._dust import (
     AbstractDust as AbstractDust,

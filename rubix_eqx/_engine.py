@@ -4,19 +4,23 @@ Two exact evaluations of the same sum, on the observed ln λ lattice of
 [`rubix_eqx.SpectralGrid`][] (they agree to float32 round-off, `tests/test_engine.py`):
 
 - **direct**: each `lax.scan` step builds the spectra of one chunk of particles (4
-  template windows, shifted), weights them by their spatial deposit and scatter-adds
-  them into the (n_spaxel, n_work) cube. Cost ∝ N · n_work. The chunk's contribution is
+  template windows, shifted), weights them by their spatial deposit (k spaxels each: 4
+  for CIC, stencil² for a smoothed deposit) and scatter-adds them into the (n_spaxel,
+  n_work) cube. Cost ∝ N · (4 + k) · n_work; the chunk holds (chunk · k, n_work) weighted
+  spectra, so the automatic chunk size shrinks with k. The chunk's contribution is
   `jax.checkpoint`ed, so the backward pass keeps only the per-particle terms.
-- **histogram**: each particle adds 4 spaxels × 4 templates × 2 velocity shifts = 32
-  scalars to a histogram H[spaxel, template, shift]; the cube is then one matrix product
-  H (n_spaxel, n_template·n_shift) @ B (n_template·n_shift, n_work), where B holds every
-  template at every shift. Cost ∝ N · 32 + n_spaxel · n_template · n_shift · n_work, so
-  independent of N for large N. Shifts are counted from the systemic redshift; the number
-  of shift bins covers the galaxy's largest line-of-sight speed rounded up to 100 km/s
-  (`Pipeline.speed_bound`; `velocity_margin` when the velocities are traced). The deposit has a custom
-  JVP (forward and reverse mode both work, as optimistix needs) whose tangent is
-  checkpointed, so reverse mode recomputes the 32 indices per particle rather than
-  storing them.
+- **histogram**: each particle adds k spaxels × 4 templates × 2 velocity shifts = 8k
+  scalars (32 for CIC, 200 for a 5 × 5 smoothed deposit) to a histogram H[spaxel,
+  template, shift]; the cube is then one matrix product H (n_spaxel, n_template·n_shift)
+  @ B (n_template·n_shift, n_work), where B holds every template at every shift. Cost ∝
+  N · 8k + n_spaxel · n_template · n_shift · n_work, so independent of N for large N;
+  memory per chunk ∝ chunk · 8k indices and values (≈ 10 MB for 4096 particles at
+  k = 25). Shifts are counted from the systemic redshift; the number of shift bins
+  covers the galaxy's largest line-of-sight speed rounded up to 100 km/s
+  (`Pipeline.speed_bound`; `velocity_margin` when the velocities are traced). The
+  deposit has a custom JVP (forward and reverse mode both work, as optimistix needs)
+  whose tangent is checkpointed, so reverse mode recomputes the 8k indices per particle
+  rather than storing them.
 
 With a dust stage the terms carry a per-particle A_V: the direct engine multiplies each
 particle's spectrum by 10^(−0.4 A_V A(λ)/A_V) bin by bin (exact); the histogram engine,
@@ -45,10 +49,11 @@ from ._stages._protocol import SpectralTerms as ParticleTerms
 from ._units import C_KM_S
 
 
-def auto_chunk_size(n_particles: int, n_work: int) -> int:
+def auto_chunk_size(n_particles: int, n_work: int, k: int = 4) -> int:
     """A power of two keeping one direct-engine chunk (4 template windows of n_work
-    plus the deposit) near 32 MB, between 16 and 4096, and no larger than N needs."""
-    target = 2**21 // max(n_work, 1)
+    plus the k-spaxel deposit) near 32 MB, between 16 and 4096, and no larger than N
+    needs."""
+    target = 2**21 // max(n_work * max(k, 4) // 4, 1)
     size = 2 ** int(round(math.log2(max(target, 1))))
     size = min(max(size, 16), 4096)
     return min(size, 2 ** math.ceil(math.log2(max(n_particles, 1))))
@@ -178,7 +183,7 @@ def n_shift_bins(grid: SpectralGrid, velocity_margin: float) -> int:
 
 
 def _histogram_entries(c: ParticleTerms, first_shift, n_templates: int, n_shift: int):
-    """Flat histogram indices and values of a chunk: (chunk · 32,) each."""
+    """Flat histogram indices and values of a chunk: (chunk · 8k,) each."""
     r = c.shift - first_shift
     index = (
         (c.spaxel_index[:, :, None, None] * n_templates + c.template_index[:, None, :, None])
@@ -207,7 +212,7 @@ def _deposit_jvp(n_templates, n_shift, primals, tangents):
     d_histogram, d_c, _ = tangents
 
     # Checkpointed, so that reverse mode keeps only the chunk's terms and recomputes the
-    # 32 indices per particle instead of storing them for every chunk.
+    # 8k indices per particle instead of storing them for every chunk.
     @jax.checkpoint
     def tangent(d_histogram, c, d_c):
         entries = lambda c: _histogram_entries(c, first_shift, n_templates, n_shift)
@@ -301,6 +306,13 @@ class AbstractEngine(eqx.Module):
         """The lattice cube of these particles and the diagnostic sums."""
 
 
+def _deposit_entries(particles, fill, terms_fn: TermsFn) -> int:
+    """k, the spaxel entries per particle of the deposit (from the terms' shape; traced
+    abstractly, nothing is computed)."""
+    terms, _ = jax.eval_shape(terms_fn, chunked(particles, 1, fill).read(0))
+    return terms.spaxel_index.shape[1]
+
+
 class DirectEngine(AbstractEngine):
     """The direct sum (`direct_cube`), in chunks of `chunk_size` particles (default:
     `auto_chunk_size`)."""
@@ -313,7 +325,9 @@ class DirectEngine(AbstractEngine):
 
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
         n = jax.tree.leaves(particles)[0].shape[0]
-        size = self.chunk_size or auto_chunk_size(n, grid.n_work)
+        size = self.chunk_size or auto_chunk_size(n, grid.n_work, _deposit_entries(
+            particles, fill, terms_fn
+        ))  # fmt: skip
         work, sums = direct_cube(chunked(particles, size, fill), terms_fn, grid, n_spaxels)
         return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
 

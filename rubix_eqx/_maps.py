@@ -145,7 +145,7 @@ def _truth_maps(
     flat = index.reshape(-1)
 
     def spaxel_sum(x):
-        return jax.ops.segment_sum(w * jnp.repeat(x, 4), flat, num_segments=n_spaxels)
+        return jax.ops.segment_sum(w * jnp.repeat(x, index.shape[1]), flat, num_segments=n_spaxels)
 
     total = jax.ops.segment_sum(w, flat, num_segments=n_spaxels)
     has = total > 0
@@ -165,7 +165,7 @@ def _truth_maps(
     total_mass = jnp.sum(galaxy.mass)
     clipped_mass = jnp.sum(jnp.where(sw.clipped, galaxy.mass, 0))
     v_mean = mean(v_los)
-    centred = v_los[:, None] - v_mean[index]  # (n, 4): deviation from each spaxel's mean
+    centred = v_los[:, None] - v_mean[index]  # (n, k): deviation from each spaxel's mean
 
     def central(power):
         values = jax.ops.segment_sum(w * (centred**power).reshape(-1), flat, num_segments=n_spaxels)

@@ -101,7 +101,9 @@ class Pipeline(eqx.Module):
         Switches of the default stages ([`rubix_eqx.telescope_stages`][]; not with
         `stages=`):
 
-        - `deposit`: `"cic"` (bilinear, default), `"nearest"`, or a deposit stage.
+        - `deposit`: `"cic"` (bilinear, default), `"nearest"`, `"smoothed"`
+          ([`rubix_eqx.SmoothedDeposit`][]`()`: projected cubic-spline kernel of the
+          galaxy's `smoothing_length`, 5 × 5 pixels), or a deposit stage.
         - `orient`: the orientation stage (default `Orient()`).
         - `lsf`: `True` (default) broadens to the telescope's `lsf_fwhm` (an error where
           the telescope is sharper than the templates, unless `allow_sharper_lsf=True`,
@@ -391,6 +393,8 @@ def _particle_sums(
     # Only read for an empty galaxy: one zero-mass particle of valid age and metallicity.
     zero = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), galaxy)
     fill = eqx.tree_at(lambda g: (g.age, g.metallicity), zero, (1.0, 0.019))
+    if zero.smoothing_length is not None:
+        fill = eqx.tree_at(lambda g: g.smoothing_length, fill, 1.0)
 
     def terms_fn(chunk):
         chunk_galaxy, valid = chunk

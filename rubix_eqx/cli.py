@@ -867,7 +867,10 @@ def parser() -> argparse.ArgumentParser:
         parents=[common],
         help="build a cube from a run config",
         description="Build a cube from a run config (schema: docs/configuration.md); writes "
-        "cube.fits, cube.h5, quicklook.png and summary.json.",
+        "cube.fits, cube.h5, quicklook.png and summary.json. The spatial deposit is "
+        "pipeline.deposit: cic (default), nearest, or smoothed (each particle over a kernel "
+        "of its smoothing length; pipeline.smoothing: {kernel: cubic_spline|gaussian, "
+        "stencil: 5, neighbours: 32}), e.g. --set pipeline.deposit=smoothed.",
     )
     run.add_argument("config", help="YAML run config, e.g. configs/default.yaml")
     run.add_argument("--out", help="output directory (default: output.directory of the config)")

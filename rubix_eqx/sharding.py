@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .galaxy import Galaxy
-from .galaxy._io import LAYOUT, open_galaxy_file, particle_datasets, read_rows
+from .galaxy._io import LAYOUT, open_galaxy_file, OPTIONAL_LAYOUT, particle_datasets, read_rows
 
 
 AXIS = "particles"
@@ -39,7 +39,10 @@ AXIS = "particles"
 # Padding particles: zero mass (so zero amplitude: they add exactly 0 to the cube and
 # to every gradient of another particle), at the centre, at rest, with an age and a
 # metallicity inside any SSP grid (so they are never counted as clipped).
-PAD_VALUES = {"position": 0.0, "velocity": 0.0, "mass": 0.0, "age": 1.0, "metallicity": 0.019}
+PAD_VALUES = {
+    "position": 0.0, "velocity": 0.0, "mass": 0.0, "age": 1.0, "metallicity": 0.019,
+    "smoothing_length": 1.0,
+}  # fmt: skip
 
 # Environment variables read by `initialize` (before JAX's own auto-detection).
 ENV_COORDINATOR = "RUBIX_COORDINATOR"
@@ -104,7 +107,9 @@ def shard(galaxy: Galaxy, mesh: Mesh | None = None) -> Galaxy:
     n = galaxy.n_particles
     n_pad = padded_size(n, mesh)
     arrays = {}
-    for name in LAYOUT:
+    for name in LAYOUT | OPTIONAL_LAYOUT:
+        if getattr(galaxy, name) is None:
+            continue
         host = np.asarray(getattr(galaxy, name))
         fill = np.full((n_pad - n,) + host.shape[1:], PAD_VALUES[name], host.dtype)
         padded = np.concatenate([host, fill])
@@ -258,7 +263,8 @@ def load_sharded_galaxy(path: str | os.PathLike, mesh: Mesh | None = None, *, dt
                     datasets[name], name, index[0], n, n_pad, dtype
                 ),
             )
-            for name, (tail, _) in LAYOUT.items()
+            for name, (tail, _) in (LAYOUT | OPTIONAL_LAYOUT).items()
+            if name in datasets
         }
     return _assemble(**arrays)
 
@@ -278,10 +284,11 @@ def _assemble(**arrays: jax.Array) -> Galaxy:
     """A `Galaxy` of already-checked arrays, built without `Galaxy.__init__`: its value
     checks would fetch every particle to the host, which is impossible for arrays that
     span other processes' devices."""
+    layout = {k: v for k, v in (LAYOUT | OPTIONAL_LAYOUT).items() if k in arrays}
     template = Galaxy(
-        **{name: jnp.full((1,) + tail, PAD_VALUES[name]) for name, (tail, _) in LAYOUT.items()}
+        **{name: jnp.full((1,) + tail, PAD_VALUES[name]) for name, (tail, _) in layout.items()}
     )
-    return jax.tree.unflatten(jax.tree.structure(template), [arrays[name] for name in LAYOUT])
+    return jax.tree.unflatten(jax.tree.structure(template), [arrays[name] for name in layout])
 
 
 def _check_mesh(mesh: Mesh) -> int:

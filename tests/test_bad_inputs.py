@@ -500,7 +500,7 @@ CONSTRUCTION = [
         "deposit",
         lambda: rx.Pipeline(tiny_telescope(), tiny_ssp(), lsf=False, deposit="ngp"),
         ValueError,
-        r"`Pipeline\(deposit=\.\.\.\)` must be 'cic', 'nearest' or a deposit stage; got 'ngp'",
+        r"`Pipeline\(deposit=\.\.\.\)` must be 'cic', 'nearest', 'smoothed' or a deposit stage; got 'ngp'",
     ),
     (
         "noise string",
@@ -1363,7 +1363,7 @@ CLI = [
     (
         "deposit",
         [(("pipeline", "deposit"), "ngp")],
-        (r"pipeline\.deposit: must be one of cic, nearest", r"'ngp'"),
+        (r"pipeline\.deposit: must be one of cic, nearest, smoothed", r"'ngp'"),
     ),
     (
         "chunk_size 0",

@@ -117,7 +117,7 @@ ERRORS = [
         "telescope.preset: unknown preset 'MUSE-WMF'. Did you mean `MUSE-WFM`? Available: ",
     ),
     (["telescope.wavelength.step=0"], "telescope.wavelength.step: must be > 0, got 0."),
-    (["pipeline.deposit=ngp"], "pipeline.deposit: must be one of cic, nearest; got 'ngp'."),
+    (["pipeline.deposit=ngp"], "pipeline.deposit: must be one of cic, nearest, smoothed; got 'ngp'."),
     (["pipeline.lsf=yes please"], "pipeline.lsf: must be true or false, got 'yes please'."),
     (
         ["pipeline.noise={snr: 5, window: [7000, 6000]}"],

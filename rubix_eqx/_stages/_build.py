@@ -62,8 +62,8 @@ def telescope_stages(
     if isinstance(deposit, str):
         if deposit not in DEPOSITS:
             raise ValueError(
-                f"`Pipeline(deposit=...)` must be 'cic', 'nearest' or a deposit stage; "
-                f"got {deposit!r}."
+                "`Pipeline(deposit=...)` must be 'cic', 'nearest', 'smoothed' or a deposit "
+                f"stage; got {deposit!r}."
             )
         deposit = DEPOSITS[deposit]()
     medium_ssp = ssp_in_medium(ssp, telescope.medium)

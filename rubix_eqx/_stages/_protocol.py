@@ -131,11 +131,12 @@ class SpectralTerms(eqx.Module):
     """What the engine sums, per particle (leading axis n): the particle's light is
     Σ_k `template_weight[k]`·template[`template_index[k]`], shifted by `shift +
     fraction` lattice pixels, times `amplitude`, deposited on `spaxel_index` with
-    `spaxel_weight`; with a dust stage, times 10^(−0.4 `attenuation` · `attenuation_curve`)
-    per observed lattice bin."""
+    `spaxel_weight` (k entries per particle: 4 for CIC, stencil² for
+    [`rubix_eqx.SmoothedDeposit`][]); with a dust stage, times 10^(−0.4 `attenuation` ·
+    `attenuation_curve`) per observed lattice bin."""
 
-    spaxel_index: Int[Array, "n 4"]
-    spaxel_weight: Float[Array, "n 4"]
+    spaxel_index: Int[Array, "n k"]
+    spaxel_weight: Float[Array, "n k"]
     template_index: Int[Array, "n 4"]
     template_weight: Float[Array, "n 4"]
     shift: Int[Array, " n"]  # integer part of ln D / Δ (lattice pixels)

@@ -46,10 +46,13 @@ TELESCOPE_KEYS = ("preset", "file", "overrides")
 TELESCOPE_SCHEMA = tuple(key.name for key in SCHEMA if not key.section)
 PIPELINE_KEYS = (
     "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
-    "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage", "emission_lines",
-    "dust",
+    "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage", "smoothing",
+    "emission_lines", "dust",
 )  # fmt: skip
 DUST_KEYS = ("curve", "r_v", "dust_to_metal", "n_depth", "depth")
+DEPOSIT_NAMES = ("cic", "nearest", "smoothed")
+SMOOTHING_KEYS = ("kernel", "stencil", "neighbours")
+SMOOTHING_DEFAULTS = {"kernel": "cubic_spline", "stencil": 5, "neighbours": 32}
 CONSTANT_NOISE_KEYS = ("snr", "window")
 PHYSICAL_NOISE_KEYS = (
     "exposure_time", "n_exposures", "sky", "snr", "reference_sb", "reference_wavelength",
@@ -434,7 +437,12 @@ def check_pipeline(spec: Any, gas: bool = False) -> dict:
     if options.get("dust") is not None:
         kw["dust"] = check_dust(options["dust"], gas)
     if "deposit" in options:
-        kw["deposit"] = choice(options["deposit"], "pipeline.deposit", ("cic", "nearest"))
+        kw["deposit"] = choice(options["deposit"], "pipeline.deposit", DEPOSIT_NAMES)
+    if options.get("smoothing") is not None:
+        if kw.get("deposit") != "smoothed":
+            raise ConfigError("pipeline.smoothing: only with `deposit: smoothed`.")
+    if kw.get("deposit") == "smoothed":
+        kw["smoothing"] = check_smoothing(options.get("smoothing"))
     if "engine" in options:
         kw["engine"] = choice(options["engine"], "pipeline.engine", ("auto", "direct", "histogram"))
     if "flux_unit" in options:
@@ -456,6 +464,35 @@ def check_pipeline(spec: Any, gas: bool = False) -> dict:
         else:
             kw["noise"] = check_noise(noise)
     return kw
+
+
+def check_smoothing(spec: Any) -> dict:
+    """`pipeline.smoothing` of `deposit: smoothed`: the kernel, the stencil (odd, pixels
+    per side) and the neighbour rank k of the smoothing lengths computed for galaxies
+    that carry none; defaults filled in."""
+    path = "pipeline.smoothing"
+    options = check_keys({} if spec is None else spec, SMOOTHING_KEYS, path)
+    out = dict(SMOOTHING_DEFAULTS)
+    if "kernel" in options:
+        out["kernel"] = choice(
+            options["kernel"], join(path, "kernel"), ("cubic_spline", "gaussian")
+        )
+    if "stencil" in options:
+        out["stencil"] = integer(options["stencil"], join(path, "stencil"))
+        if out["stencil"] % 2 == 0:
+            raise ConfigError(f"{path}.stencil: must be odd, got {out['stencil']}.")
+    if "neighbours" in options:
+        out["neighbours"] = integer(options["neighbours"], join(path, "neighbours"))
+    return out
+
+
+def with_smoothing_spec(galaxy: dict, pipeline: Mapping) -> dict:
+    """The checked galaxy section with `smoothing_neighbours` (k) when the pipeline's
+    deposit is smoothed: `build_galaxy` then gives galaxies without a smoothing
+    length one (the k-th-neighbour distance)."""
+    if pipeline.get("deposit") != "smoothed":
+        return galaxy
+    return {**galaxy, "smoothing_neighbours": pipeline["smoothing"]["neighbours"]}
 
 
 def is_physical_noise(spec: Any) -> bool:
@@ -562,6 +599,7 @@ def check_config(config: Mapping) -> RunSpec:
         pipeline=check_pipeline(config.get("pipeline"), gas=config.get("gas") is not None),
         output=check_output(config.get("output")),
     )
+    spec = spec._replace(galaxy=with_smoothing_spec(spec.galaxy, spec.pipeline))
     check_noise_for(spec.telescope, spec.pipeline)
     return spec
 
@@ -581,9 +619,13 @@ def build_pipeline_from(spec: RunSpec, ssp):
     grid; crops the telescope first if `pipeline.crop_to_coverage` asks for it."""
     from .._observation import Observation
     from .._pipeline import crop_to_coverage, Pipeline
+    from .._stages._deposit import SmoothedDeposit
     from .._stages._noise import ExposureNoise, Noise
 
     kw = dict(spec.pipeline)
+    smoothing = kw.pop("smoothing", None)
+    if smoothing is not None:
+        kw["deposit"] = SmoothedDeposit(kernel=smoothing["kernel"], stencil=smoothing["stencil"])
     telescope = spec.telescope
     if kw.pop("crop_to_coverage", False):
         # the wavelengths the SSP grid covers at this redshift, LSF and velocity margins included
@@ -618,7 +660,24 @@ def build_pipeline_from(spec: RunSpec, ssp):
 
 
 def build_galaxy(spec: Mapping, seed: int):
-    """The galaxy of a checked `galaxy` section, and a dict describing its source."""
+    """The galaxy of a checked `galaxy` section, and a dict describing its source. With
+    `smoothing_neighbours` (k; set by `check_config` for `deposit: smoothed`), a galaxy
+    without a smoothing length gets the k-th-neighbour distance
+    ([`rubix_eqx.galaxy.with_smoothing_lengths`][])."""
+    from .. import galaxy as gal
+
+    spec = dict(spec)
+    k = spec.pop("smoothing_neighbours", None)
+    galaxy, info = _build_galaxy(spec, seed)
+    if k is not None and galaxy.smoothing_length is None:
+        galaxy = gal.with_smoothing_lengths(galaxy, k)
+        info = {**info, "smoothing_length": f"distance to the {k}-th neighbour"}
+    elif k is not None:
+        info = {**info, "smoothing_length": "from the galaxy"}
+    return galaxy, info
+
+
+def _build_galaxy(spec: Mapping, seed: int):
     import jax
 
     from .. import galaxy as gal

@@ -9,6 +9,7 @@ from ._eagle import from_eagle as from_eagle, from_eagle_gas as from_eagle_gas
 from ._galaxy import Galaxy as Galaxy
 from ._gas import Gas as Gas
 from ._io import from_hdf5 as from_hdf5, hdf5_metadata as hdf5_metadata, to_hdf5 as to_hdf5
+from ._smoothing import with_smoothing_lengths as with_smoothing_lengths
 from ._synthetic import (
     disk_from_draws as disk_from_draws,
     DiskDraws as DiskDraws,

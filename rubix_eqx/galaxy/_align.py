@@ -75,6 +75,7 @@ def _replace(galaxy: Galaxy, position: np.ndarray, velocity: np.ndarray) -> Gala
         mass=galaxy.mass,
         age=galaxy.age,
         metallicity=galaxy.metallicity,
+        smoothing_length=galaxy.smoothing_length,
     )
 
 

@@ -14,6 +14,7 @@ from .._units import C_KM_S
 
 
 FIELDS = ("position", "velocity", "mass", "age", "metallicity")
+OPTIONAL_FIELDS = ("smoothing_length",)  # may be `None`
 # The value rules of a galaxy, besides "finite": field -> (bad(xp, values) with xp NumPy
 # or jax.numpy, the eager message, its short form in the traced message).
 RULES = {
@@ -27,6 +28,11 @@ RULES = {
     "metallicity": (
         lambda xp, a: a <= 0,
         "is not positive (Z is a mass fraction > 0)",
+        "not positive",
+    ),
+    "smoothing_length": (
+        lambda xp, a: a <= 0,
+        "is not positive (a smoothing length is a radius > 0 kpc)",
         "not positive",
     ),
 }
@@ -49,10 +55,13 @@ def problem(name: str) -> str:
 def check_values(galaxy) -> None:
     """`ValueError` naming the field, the count and the first bad entry if a concrete
     field of `galaxy` breaks a rule (first "finite" for every field, then `RULES`)."""
-    for name in FIELDS:
-        require_finite(f"Galaxy.{name}", getattr(galaxy, name))
+    for name in FIELDS + OPTIONAL_FIELDS:
+        if getattr(galaxy, name) is not None:
+            require_finite(f"Galaxy.{name}", getattr(galaxy, name))
     for name, (rule, message, _) in RULES.items():
         values = getattr(galaxy, name)
+        if values is None:
+            continue
         require(
             f"Galaxy.{name}",
             values,
@@ -82,6 +91,10 @@ def _as_float(name: str, values) -> Array:
     raise TypeError(f"`Galaxy.{name}` must be numeric (real numbers); got dtype {dtype}.")
 
 
+def _as_optional_float(name: str, values) -> Array | None:
+    return None if values is None else _as_float(name, values)
+
+
 def _field(name: str):
     return eqx.field(converter=ft.partial(_as_float, name))
 
@@ -92,6 +105,7 @@ def _check_fields(
     mass: Float[Array, " n"],
     age: Float[Array, " n"],
     metallicity: Float[Array, " n"],
+    smoothing_length: Float[Array, " n"] | None,
 ) -> None:
     """The shapes of `Galaxy`'s fields (a converted field is not checked by the generated
     `__init__`): a `jaxtyping.TypeCheckError` names the first parameter that disagrees."""
@@ -114,13 +128,17 @@ class Galaxy(eqx.Module):
     - `mass`: initial (birth) mass in M☉; SSP spectra are per M☉ formed.
     - `age`: Gyr since birth at the epoch of observation.
     - `metallicity`: metal mass fraction Z (Z☉ = 0.019 for the Padova-based MILES grid).
+    - `smoothing_length`: optional, kpc (physical): each particle's kernel support
+      radius h for [`rubix_eqx.SmoothedDeposit`][] (e.g. from
+      [`rubix_eqx.galaxy.with_smoothing_lengths`][]), or `None` (default).
 
     Each field takes a JAX array, a NumPy array or a (nested) list: it is converted to a
     JAX float array (float dtypes kept, integers to the default float; other dtypes are a
     `TypeError` naming the field). Construction then checks shapes (jaxtyping: a wrong
     rank, trailing dimension or length raises a `jaxtyping.TypeCheckError` naming the
     field; `from_arrays` raises a `ValueError` with both lengths) and, for concrete
-    values, that every entry is finite, `mass ≥ 0`, `age ≥ 0` and `metallicity > 0`.
+    values, that every entry is finite, `mass ≥ 0`, `age ≥ 0`, `metallicity > 0` and
+    `smoothing_length > 0`.
     Under `jit`, use [`rubix_eqx.Galaxy.checked`][] to attach the same checks to traced
     values.
     """
@@ -130,11 +148,19 @@ class Galaxy(eqx.Module):
     mass: Float[Array, " n"] = _field("mass")
     age: Float[Array, " n"] = _field("age")
     metallicity: Float[Array, " n"] = _field("metallicity")
+    smoothing_length: Float[Array, " n"] | None = eqx.field(
+        default=None, converter=ft.partial(_as_optional_float, "smoothing_length")
+    )
 
     def __check_init__(self):
-        _check_fields(self.position, self.velocity, self.mass, self.age, self.metallicity)
+        _check_fields(
+            self.position, self.velocity, self.mass, self.age, self.metallicity,
+            self.smoothing_length,
+        )  # fmt: skip
         n = self.mass.shape[0]
-        for name in ("position", "velocity", "age", "metallicity"):
+        for name in ("position", "velocity", "age", "metallicity", "smoothing_length"):
+            if getattr(self, name) is None:
+                continue
             got = getattr(self, name).shape[0]
             if got != n:
                 raise ValueError(f"`Galaxy.{name}` has {got} particles but `Galaxy.mass` has {n}.")
@@ -190,8 +216,10 @@ class Galaxy(eqx.Module):
         """This galaxy with runtime checks attached, for use under `jit` where
         `__check_init__` cannot see values. Raises `EquinoxRuntimeError` naming the field."""
         out = self
-        for name in FIELDS:
+        for name in FIELDS + OPTIONAL_FIELDS:
             value = getattr(self, name)
+            if value is None:
+                continue
             value = traced_check(
                 value,
                 bad_values(name, value, jnp),
@@ -208,4 +236,7 @@ class Galaxy(eqx.Module):
             mass=self.mass[index],
             age=self.age[index],
             metallicity=self.metallicity[index],
+            smoothing_length=None
+            if self.smoothing_length is None
+            else self.smoothing_length[index],
         )

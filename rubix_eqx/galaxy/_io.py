@@ -6,7 +6,10 @@ Layout (format `rubix_eqx.galaxy`, version 1):
   metadata attributes (strings, numbers, booleans or numeric arrays);
 - group `particles` with datasets `position` (n, 3) [kpc], `velocity` (n, 3) [km/s],
   `mass` (n,) [Msun], `age` (n,) [Gyr], `metallicity` (n,) [Z]; each with a string
-  attribute `units` holding exactly the unit in brackets.
+  attribute `units` holding exactly the unit in brackets;
+- optionally `smoothing_length` (n,) [kpc] in `particles` (written when the galaxy
+  carries one; a file without it reads as `smoothing_length=None`, and readers that do
+  not know it ignore it, so the version stays 1).
 """
 
 import re
@@ -33,6 +36,8 @@ LAYOUT = {
     "age": ((), "Gyr"),
     "metallicity": ((), "Z"),
 }
+# Optional datasets: written when the galaxy field is not `None`, read when present.
+OPTIONAL_LAYOUT = {"smoothing_length": ((), "kpc")}
 SNAPSHOT_HINT = "; a simulation snapshot? use `rx.galaxy.from_tng` or `rx.galaxy.from_eagle`"
 
 
@@ -69,7 +74,9 @@ def to_hdf5(galaxy: Galaxy, path: str | Path, **metadata) -> None:
         for key, value in attrs.items():
             f.attrs[key] = value
         group = f.create_group("particles")
-        for name, (_, unit) in LAYOUT.items():
+        for name, (_, unit) in (LAYOUT | OPTIONAL_LAYOUT).items():
+            if getattr(galaxy, name) is None:
+                continue
             dset = group.create_dataset(name, data=np.asarray(getattr(galaxy, name)))
             dset.attrs["units"] = unit
 
@@ -81,14 +88,17 @@ def open_galaxy_file(path: str | Path) -> h5py.File:
 
 def particle_datasets(path: str | Path, f: h5py.File) -> tuple[dict[str, h5py.Dataset], int]:
     """The datasets of the group `particles` of an open galaxy file, checked against
-    `LAYOUT` (present, `units`, trailing shape, one length), and the number of particles.
-    Nothing is read. Raises `ValueError` naming the file and the dataset."""
+    `LAYOUT` (present, `units`, trailing shape, one length), and the number of particles;
+    the datasets of `OPTIONAL_LAYOUT` are included (and checked) when present. Nothing is
+    read. Raises `ValueError` naming the file and the dataset."""
     group = f.get("particles")
     if not isinstance(group, h5py.Group):
         raise ValueError(f"{path}: missing group `particles`.")
     datasets = {}
-    for name, (tail, unit) in LAYOUT.items():
+    for name, (tail, unit) in (LAYOUT | OPTIONAL_LAYOUT).items():
         dset = group.get(name)
+        if name in OPTIONAL_LAYOUT and dset is None:
+            continue
         if not isinstance(dset, h5py.Dataset):
             raise ValueError(f"{path}: missing dataset `particles/{name}` [{unit}].")
         got = dset.attrs.get("units")

@@ -92,7 +92,8 @@ def _hermite(t):
 def _cubic_spline_cdf(a, b):
     """F(a, b) of the unit-support projected cubic spline (2-D CDF, F(1, 1) = 1), by bicubic
     Hermite interpolation of the table (C¹; error < 1e-7). Arguments clipped to [-1, 1]."""
-    nodes, f, f_a, f_b, f_ab = (jnp.asarray(t, jnp.result_type(float)) for t in _cumulative_table())
+    dtype = jnp.result_type(a, b)  # the table in the arguments' float dtype
+    nodes, f, f_a, f_b, f_ab = (jnp.asarray(t, dtype) for t in _cumulative_table())
     step = nodes[1] - nodes[0]
     a = jnp.clip(a, -1.0, 1.0)
     b = jnp.clip(b, -1.0, 1.0)
@@ -152,7 +153,9 @@ def stencil_fractions(
             f"`stencil_fractions(stencil=...)` must be an odd integer ≥ 1; got {stencil}."
         )
     position = jnp.asarray(position)
-    size = jnp.asarray(size)
+    if not jnp.issubdtype(position.dtype, jnp.floating):
+        position = position.astype(jnp.result_type(float))
+    size = jnp.asarray(size, position.dtype)
     corner = jnp.floor(position).astype(jnp.int32) - stencil // 2
     edges = corner[:, None, :] + jnp.arange(stencil + 1)[None, :, None]  # (n, k+1, 2)
     u = (edges - position[:, None, :]) / size[:, None, None]  # edges in kernel units

@@ -319,6 +319,7 @@ def load_survey(path: str | Path) -> Survey:
                 checked = rc.check_galaxy(spec)
             except ConfigError as e:
                 raise ConfigError(f"{where}: {e}") from None
+            checked = rc.with_smoothing_spec(checked, base.pipeline)
             galaxies.append((_safe(label), checked))
     labels = _unique([g[0] for g in galaxies])
 
@@ -639,6 +640,8 @@ def _padded(galaxy, size: int, ssp):
     fill = {"position": np.zeros((extra, 3)), "velocity": np.zeros((extra, 3)),
             "mass": np.zeros(extra), "age": np.full(extra, age),
             "metallicity": np.full(extra, metallicity)}  # fmt: skip
+    if galaxy.smoothing_length is not None:
+        fill["smoothing_length"] = np.ones(extra)  # any valid size: the padding has no mass
     fields = {
         name: jnp.asarray(
             np.concatenate([np.asarray(getattr(galaxy, name)),
