@@ -18,7 +18,7 @@ from ..physics._dust_curves import (
     metal_column_to_av,
     R_V_RANGE,
 )
-from ._deposit import sky_pixels
+from ._deposit import CICDeposit, deposit_weights, sky_pixels
 from ._orient import rotation_matrix
 from ._protocol import AbstractParticleStage, Particles, Scene
 
@@ -171,18 +171,11 @@ class GasScreen(AbstractDust):
         return px, py, jnp.clip(pz, 0.0, float(self.n_depth))
 
     def _bilinear(self, px, py, scene: Scene):
-        """Flat spaxel indices (n, 4) and weights (n, 4), weight 0 off the field."""
+        """Flat spaxel indices (n, 4) and weights (n, 4) of the bilinear (CIC) deposit,
+        weight 0 off the field."""
         tel = scene.telescope
-        gx, gy = px - 0.5, py - 0.5
-        x0, y0 = jnp.floor(gx), jnp.floor(gy)
-        fx, fy = gx - x0, gy - y0
-        x0 = jnp.clip(x0, -2, tel.n_x + 2).astype(jnp.int32)
-        y0 = jnp.clip(y0, -2, tel.n_y + 2).astype(jnp.int32)
-        ix = jnp.stack([x0, x0 + 1, x0, x0 + 1], 1)
-        iy = jnp.stack([y0, y0, y0 + 1, y0 + 1], 1)
-        w = jnp.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
-        inside = (ix >= 0) & (ix < tel.n_x) & (iy >= 0) & (iy < tel.n_y)
-        return jnp.where(inside, ix * tel.n_y + iy, 0), jnp.where(inside, w, 0)
+        index, weight, _ = deposit_weights(CICDeposit(), px, py, tel.n_x, tel.n_y)
+        return index, weight
 
     def prepare(self, scene: Scene) -> "GasScreen":
         gas = scene.gas
