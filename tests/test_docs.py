@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 
@@ -17,20 +16,17 @@ def test_mkdocs_build_strict(tmp_path):
     # Strict: a broken link, a missing anchor, an unresolved [`rubix_eqx.X`][] reference
     # or a guide missing from the nav fails the build.
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=900,  # a hung build, not a speed goal (those live in benchmarks/)
     )
-    elapsed = time.perf_counter() - start
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{output}"
     assert (tmp_path / "site" / "reference" / "pipeline" / "index.html").exists(), output
-    assert elapsed < 60, f"mkdocs build took {elapsed:.0f} s"
 
 
 def _exported(path: Path, namespace: str) -> list[tuple[str, ...]]:
