@@ -40,6 +40,7 @@ from ._stages._deposit import (
 )
 from ._stages._dust import (
     AbstractDust as AbstractDust,
+    BirthCloud as BirthCloud,
     GasScreen as GasScreen,
     UniformScreen as UniformScreen,
 )

@@ -133,7 +133,7 @@ def direct_cube(
         spectra = grid.spectra(c.template_index, c.template_weight, c.shift, c.fraction)
         spectra = spectra * c.amplitude[:, None]
         if c.attenuation is not None:
-            a_lambda = c.attenuation[:, None] * c.attenuation_curve[None, :]
+            a_lambda = c.attenuation @ c.attenuation_curve  # (n, n_work) mag
             spectra = spectra * 10.0 ** (-0.4 * a_lambda)
         return (c.spaxel_weight[:, :, None] * spectra[:, None, :]).reshape(-1, grid.n_work)
 

@@ -132,6 +132,9 @@ class Pipeline(eqx.Module):
           defaults (the gas metal column in front of each star and gas element, CCM89), or
           a dust stage (e.g. [`rubix_eqx.UniformScreen`][]). Needs `gas=` when called
           (`GasScreen`); runs the direct engine.
+        - `birth_clouds`: `False` (default), `True` for [`rubix_eqx.BirthCloud`][] with
+          its defaults (Charlot & Fall 2000: 0.76 mag more for stars younger than 10 Myr
+          and for star-forming gas, τ ∝ λ^−0.7), or a `BirthCloud`; adds to `dust`.
         - `dtype`: float dtype of the templates and the cube (float64 needs x64 enabled).
         """
         if not flux_unit > 0:

@@ -12,7 +12,7 @@ from ..ssp import SSPGrid
 from ..telescope import Telescope
 from ._aperture import Aperture
 from ._deposit import AbstractDeposit, DEPOSITS
-from ._dust import AbstractDust, GasScreen
+from ._dust import AbstractDust, BirthCloud, GasScreen
 from ._lines import EmissionLines
 from ._lsf import lattice_half_width, LSF
 from ._noise import AbstractNoise, telescope_noise
@@ -50,10 +50,11 @@ def telescope_stages(
     velocity_margin: float = 1000.0,
     emission_lines: EmissionLines | bool = False,
     dust: AbstractDust | str | None = None,
+    birth_clouds: BirthCloud | bool = False,
     dtype=jnp.float32,
 ) -> tuple[AbstractStage, ...]:
     """The stages of `Pipeline(telescope, ssp, ...)` (see there for the arguments), in
-    order: orient, deposit, dust, spectra, emission lines, LSF, rebin, PSF, noise,
+    order: orient, deposit, dust, birth clouds, spectra, emission lines, LSF, rebin, PSF, noise,
     aperture."""
     if oversample is None:
         oversample = default_oversample(telescope.wavelength)
@@ -83,6 +84,8 @@ def telescope_stages(
                 f"`Pipeline(dust=...)` must be 'gas', a dust stage or None; got {dust!r}."
             )
         dust = GasScreen.build(spectra.grid)
+    if birth_clouds is True:
+        birth_clouds = BirthCloud.build(spectra.grid)
     if emission_lines is True:
         emission_lines = EmissionLines.build(spectra.grid, ssp, telescope.medium)
     if psf is True:
@@ -101,6 +104,7 @@ def telescope_stages(
         Orient() if orient is None else orient,
         deposit,
         dust,
+        birth_clouds if isinstance(birth_clouds, BirthCloud) else None,
         spectra,
         emission_lines if isinstance(emission_lines, EmissionLines) else None,
         lsf if isinstance(lsf, LSF) else None,

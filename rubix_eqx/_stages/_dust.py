@@ -18,12 +18,18 @@ from ..physics._dust_curves import (
     metal_column_to_av,
     R_V_RANGE,
 )
+from ..galaxy import Gas
 from ._deposit import CICDeposit, deposit_weights, sky_pixels
 from ._orient import rotation_matrix
 from ._protocol import AbstractParticleStage, Particles, Scene
 
 
 DEFAULT_R_V = {"ccm89": 3.1, "calzetti00": 4.05, "f99": 3.1}
+# Charlot & Fall (2000) §4: τ̂_V = 1.0, μ = 0.3 → τ_V^BC = 0.7; birth clouds last 10 Myr;
+# τ_λ ∝ λ^−0.7.
+CF00_A_V_BIRTH_CLOUD = 2.5 * float(np.log10(np.e)) * 0.7  # 0.760 mag
+CF00_AGE_BIRTH_CLOUD = 0.01  # Gyr
+CF00_SLOPE = -0.7
 
 
 def _check_curve(curve: str, r_v: float) -> None:
@@ -68,13 +74,13 @@ class AbstractDust(AbstractParticleStage):
     def __call__(self, particles: Particles, scene: Scene) -> Particles:
         if particles.position is None:
             raise ValueError("A dust stage needs oriented particles: put `Orient()` before it.")
-        a_v = self.a_v(particles, scene)
-        if particles.attenuation is not None:
-            a_v = a_v + particles.attenuation
+        a_v = self.a_v(particles, scene)[:, None]
         z = scene.observation.redshift.astype(self.lattice_wavelength.dtype)
-        return dataclasses.replace(
-            particles, attenuation=a_v, attenuation_curve=self.curve_on_lattice(z)
-        )
+        curve = self.curve_on_lattice(z)[None, :]
+        if particles.attenuation is not None:  # another dust stage ran: one more component
+            a_v = jnp.concatenate([particles.attenuation, a_v.astype(particles.attenuation.dtype)], 1)
+            curve = jnp.concatenate([particles.attenuation_curve, curve], 0)
+        return dataclasses.replace(particles, attenuation=a_v, attenuation_curve=curve)
 
 
 def _lattice_centres(grid: SpectralGrid):
@@ -224,3 +230,71 @@ class GasScreen(AbstractDust):
         d_a = scene.observation.angular_diameter_distance().astype(in_front.dtype)
         spaxel_kpc = tel.spaxel_size / ARCSEC_PER_RADIAN * d_a * 1e3
         return metal_column_to_av(in_front / spaxel_kpc**2, self.dust_to_metal)
+
+
+class BirthCloud(AbstractDust):
+    """The extra attenuation of stars still inside their birth clouds (Charlot & Fall
+    2000, ApJ 539, 718): stars younger than `age_limit` (10 Myr, the clouds' lifetime)
+    and the star-forming gas (whose lines come from the H II regions in those clouds)
+    get A_V = `a_v_cloud` more, with the curve τ_λ ∝ (λ / 5500 Å)^`slope` (slope −0.7;
+    `curve="cf00"`) or one of the named curves. Their defaults: τ_V^BC = 0.7 of a total
+    τ̂_V = 1.0 (μ = 0.3), so A_V = 2.5 log10(e) × 0.7 = 0.760 mag. It adds a dust
+    component to any screen before it (e.g. [`rubix_eqx.GasScreen`][] for the diffuse
+    ISM, CF00's τ_V^ISM), so young stars see both.
+
+    Differentiable in `a_v_cloud` (and `slope`); the switch is a step in age (zero
+    derivative in age), applied to the ages as given (Gyr, as in the galaxy).
+
+    **Attributes:** `a_v_cloud` (mag), `age_limit` (Gyr), `slope`, `curve` (`"cf00"`, or
+    a named curve with `r_v`), `r_v` (unused by `"cf00"`), `lattice_wavelength`.
+    """
+
+    a_v_cloud: Float[Array, ""]
+    slope: Float[Array, ""]
+    r_v: Float[Array, ""]
+    lattice_wavelength: Float[Array, " n_work"]
+    age_limit: float = eqx.field(static=True)
+    curve: str = eqx.field(static=True)
+
+    @classmethod
+    def build(
+        cls,
+        grid: SpectralGrid,
+        a_v: float = CF00_A_V_BIRTH_CLOUD,
+        age_limit: float = CF00_AGE_BIRTH_CLOUD,
+        curve: str = "cf00",
+        slope: float = CF00_SLOPE,
+        r_v: float | None = None,
+    ) -> "BirthCloud":
+        if curve != "cf00":
+            r_v = DEFAULT_R_V.get(curve, 3.1) if r_v is None else r_v
+            _check_curve(curve, r_v)
+        elif r_v is not None:
+            raise ValueError("`BirthCloud(curve='cf00')` is a power law: it takes no `r_v`.")
+        for name, value, ok in (
+            ("a_v", a_v, np.isfinite(a_v) and a_v >= 0),
+            ("age_limit", age_limit, np.isfinite(age_limit) and age_limit > 0),
+            ("slope", slope, np.isfinite(slope) and slope < 0),
+        ):
+            if not ok:
+                need = {"a_v": ">= 0 mag", "age_limit": "> 0 Gyr", "slope": "< 0"}[name]
+                raise ValueError(f"`BirthCloud({name}=...)` must be finite and {need}; got {value}.")
+        dtype = jnp.result_type(float)
+        return cls(
+            jnp.asarray(a_v, dtype), jnp.asarray(slope, dtype),
+            jnp.asarray(3.1 if r_v is None else r_v, dtype), _lattice_centres(grid),
+            float(age_limit), curve,
+        )  # fmt: skip
+
+    def curve_on_lattice(self, redshift) -> Float[Array, " n_work"]:
+        if self.curve != "cf00":
+            return super().curve_on_lattice(redshift)
+        return (self.lattice_wavelength / (1 + redshift) / 5500.0) ** self.slope
+
+    def a_v(self, particles, scene):
+        source = particles.galaxy
+        if isinstance(source, Gas):
+            inside = source.sfr > 0
+        else:
+            inside = source.age < self.age_limit
+        return jnp.where(inside, self.a_v_cloud, 0.0).astype(source.mass.dtype)

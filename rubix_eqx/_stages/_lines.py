@@ -3,6 +3,7 @@
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
@@ -178,12 +179,12 @@ class EmissionLines(AbstractLineStage):
         width = jnp.sqrt((sigma / C_KM_S) ** 2 + self.floor_variance[None, :])
         d_l = scene.observation.luminosity_distance().astype(dtype)
         flux = luminosity * (dimming_constant(scene.flux_unit) / d_l**2)
-        if particles.attenuation is not None:  # a dust stage: A(λ)/A_V at each line centre
+        if particles.attenuation is not None:  # dust: A(λ)/A_V of each component at each centre
             bins = jnp.arange(self.n_work, dtype=dtype) + 0.5
-            ratio = jnp.interp(
-                centre / self.log_step, bins, particles.attenuation_curve.astype(dtype)
-            )
-            flux = flux * 10.0 ** (-0.4 * particles.attenuation[:, None] * ratio)
+            at_centre = jax.vmap(lambda curve: jnp.interp(centre / self.log_step, bins, curve))
+            ratio = at_centre(particles.attenuation_curve.astype(dtype))  # (n_dust, n, n_lines)
+            a_line = jnp.einsum("nc,cnl->nl", particles.attenuation.astype(dtype), ratio)
+            flux = flux * 10.0 ** (-0.4 * a_line)
         terms = LineTerms(
             spaxel_index=particles.spaxel_index,
             spaxel_weight=particles.spaxel_weight,

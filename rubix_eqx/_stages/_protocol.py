@@ -62,9 +62,11 @@ class Particles(eqx.Module):
     - `spaxel_index`, `spaxel_weight`: flat spaxel indices `ix·n_y + iy` and weights of
       each particle's spatial deposit (k entries per particle), or `None`.
     - `luminosity_factor`: per-particle factor on the light (1 = as the SSP says).
-    - `attenuation`: per-particle A_V (mag) of a dust stage, or `None`.
-    - `attenuation_curve`: A(λ)/A_V on the observed lattice bins (n_work,), shared by all
-      particles (the dust's frame: the systemic redshift), or `None`.
+    - `attenuation`: (n, n_dust) A_V (mag) of each dust component (one per dust stage,
+      e.g. a diffuse screen and birth clouds), or `None` without dust.
+    - `attenuation_curve`: (n_dust, n_work) each component's A(λ)/A_V on the observed
+      lattice bins, shared by all particles (the dust's frame: the systemic redshift), or
+      `None`. The light is × 10^(−0.4 Σ_c `attenuation[:, c]` `attenuation_curve[c]`).
     - `flags`: per-particle booleans reported in the diagnostics (e.g. `"outside"`).
     """
 
@@ -74,8 +76,8 @@ class Particles(eqx.Module):
     spaxel_index: Int[Array, "n k"] | None = None
     spaxel_weight: Float[Array, "n k"] | None = None
     luminosity_factor: Float[Array, " n"] | None = None
-    attenuation: Float[Array, " n"] | None = None
-    attenuation_curve: Float[Array, " n_work"] | None = None
+    attenuation: Float[Array, "n n_dust"] | None = None
+    attenuation_curve: Float[Array, "n_dust n_work"] | None = None
     flags: dict[str, Bool[Array, " n"]] = eqx.field(default_factory=dict)
 
 
@@ -132,7 +134,7 @@ class SpectralTerms(eqx.Module):
     Σ_k `template_weight[k]`·template[`template_index[k]`], shifted by `shift +
     fraction` lattice pixels, times `amplitude`, deposited on `spaxel_index` with
     `spaxel_weight` (k entries per particle: 4 for CIC, stencil² for
-    [`rubix_eqx.SmoothedDeposit`][]); with a dust stage, times 10^(−0.4 `attenuation` ·
+    [`rubix_eqx.SmoothedDeposit`][]); with dust stages, times 10^(−0.4 `attenuation` @
     `attenuation_curve`) per observed lattice bin."""
 
     spaxel_index: Int[Array, "n k"]
@@ -142,8 +144,8 @@ class SpectralTerms(eqx.Module):
     shift: Int[Array, " n"]  # integer part of ln D / Δ (lattice pixels)
     fraction: Float[Array, " n"]  # fractional part
     amplitude: Float[Array, " n"]  # flux_unit · bin per (L☉ per M☉ per bin)
-    attenuation: Float[Array, " n"] | None = None  # A_V, mag
-    attenuation_curve: Float[Array, " n_work"] | None = None  # A(λ)/A_V per lattice bin
+    attenuation: Float[Array, "n n_dust"] | None = None  # A_V per dust component, mag
+    attenuation_curve: Float[Array, "n_dust n_work"] | None = None  # A(λ)/A_V per bin
 
 
 class AbstractSpectraStage(AbstractStage):
