@@ -20,6 +20,7 @@ from ._engine import (
     DirectEngine as DirectEngine,
     HistogramEngine as HistogramEngine,
 )
+from ._gas_maps import gas_truth_maps as gas_truth_maps, GasMaps as GasMaps
 from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation
 from ._observed_maps import observed_truth_maps as observed_truth_maps

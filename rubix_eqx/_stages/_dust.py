@@ -11,6 +11,7 @@ from jaxtyping import Array, Float
 
 from .._spectral_grid import SpectralGrid
 from .._units import ARCSEC_PER_RADIAN
+from ..galaxy import Gas
 from ..physics._dust_curves import (
     attenuation_curve,
     CURVES,
@@ -18,7 +19,6 @@ from ..physics._dust_curves import (
     metal_column_to_av,
     R_V_RANGE,
 )
-from ..galaxy import Gas
 from ._deposit import CICDeposit, deposit_weights, sky_pixels
 from ._orient import rotation_matrix
 from ._protocol import AbstractParticleStage, Particles, Scene
@@ -66,10 +66,13 @@ class AbstractDust(AbstractParticleStage):
     def check_scene(self, scene: Scene) -> None:
         pass
 
+    def curve_at(self, rest_wavelength) -> Float[Array, "*n"]:
+        """A(λ)/A_V at rest-frame wavelengths (Å)."""
+        return attenuation_curve(self.curve)(rest_wavelength, self.r_v)
+
     def curve_on_lattice(self, redshift) -> Float[Array, " n_work"]:
         """A(λ)/A_V at the observed lattice's bin centres, in the dust's frame."""
-        rest = self.lattice_wavelength / (1 + redshift)
-        return attenuation_curve(self.curve)(rest, self.r_v)
+        return self.curve_at(self.lattice_wavelength / (1 + redshift))
 
     def __call__(self, particles: Particles, scene: Scene) -> Particles:
         if particles.position is None:
@@ -78,7 +81,9 @@ class AbstractDust(AbstractParticleStage):
         z = scene.observation.redshift.astype(self.lattice_wavelength.dtype)
         curve = self.curve_on_lattice(z)[None, :]
         if particles.attenuation is not None:  # another dust stage ran: one more component
-            a_v = jnp.concatenate([particles.attenuation, a_v.astype(particles.attenuation.dtype)], 1)
+            a_v = jnp.concatenate(
+                [particles.attenuation, a_v.astype(particles.attenuation.dtype)], 1
+            )
             curve = jnp.concatenate([particles.attenuation_curve, curve], 0)
         return dataclasses.replace(particles, attenuation=a_v, attenuation_curve=curve)
 
@@ -278,7 +283,9 @@ class BirthCloud(AbstractDust):
         ):
             if not ok:
                 need = {"a_v": ">= 0 mag", "age_limit": "> 0 Gyr", "slope": "< 0"}[name]
-                raise ValueError(f"`BirthCloud({name}=...)` must be finite and {need}; got {value}.")
+                raise ValueError(
+                    f"`BirthCloud({name}=...)` must be finite and {need}; got {value}."
+                )
         dtype = jnp.result_type(float)
         return cls(
             jnp.asarray(a_v, dtype), jnp.asarray(slope, dtype),
@@ -286,10 +293,10 @@ class BirthCloud(AbstractDust):
             float(age_limit), curve,
         )  # fmt: skip
 
-    def curve_on_lattice(self, redshift) -> Float[Array, " n_work"]:
+    def curve_at(self, rest_wavelength) -> Float[Array, "*n"]:
         if self.curve != "cf00":
-            return super().curve_on_lattice(redshift)
-        return (self.lattice_wavelength / (1 + redshift) / 5500.0) ** self.slope
+            return super().curve_at(rest_wavelength)
+        return (rest_wavelength / 5500.0) ** self.slope
 
     def a_v(self, particles, scene):
         source = particles.galaxy

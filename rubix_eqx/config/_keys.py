@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._vocabulary import APERTURES, MEDIA, PSF_KINDS, SAMPLINGS
 from ._checks import check_keys, choice, ConfigError, integer, join, number, window
+from ._vocabulary import APERTURES, MEDIA, PSF_KINDS, SAMPLINGS
 
 
 class _Required:

@@ -10,10 +10,10 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ._presets import preset_dir, presets
-from ._vocabulary import float_dtype, infer_sampling
 from ._checks import ConfigError, join
 from ._keys import checked, Curve
+from ._presets import preset_dir, presets
+from ._vocabulary import float_dtype, infer_sampling
 from ._yaml import deep_merge, read_yaml
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .._cube import Cube
 from ._fits import LAYOUTS, open_fits, read_muse, write_muse
+from ._gas_truth import checked as checked_gas
 from ._manga import read_manga, write_manga
 from ._truth import checked as checked_truth
 
@@ -22,6 +23,7 @@ def write_cube_fits(
     psf=None,
     truth=None,
     observed_truth=None,
+    gas_truth=None,
 ) -> None:
     """Write `cube` as a FITS file in the layout of a MUSE or MaNGA pipeline cube
     (layouts: module docstring / docs/api.md).
@@ -50,11 +52,14 @@ def write_cube_fits(
       (`layout="muse"` only); or `None`.
     - `observed_truth`: the seeing-convolved maps
       ([`rubix_eqx.observed_truth_maps`][]), written as `OBS_*` alike; or `None`.
-      Read both back with [`rubix_eqx.io.read_truth`][].
+    - `gas_truth`: the gas's [`rubix_eqx.GasMaps`][] ([`rubix_eqx.gas_truth_maps`][]),
+      written as `GAS_HA`, `GAS_HA0`, `GAS_VEL`, `GAS_DISP`, `GAS_N2HA`, `GAS_O3HB`,
+      `GAS_S2HA`, `GAS_BD`, `GAS_AV` alike; or `None`.
+      Read them back with [`rubix_eqx.io.read_truth`][].
     """
     if layout not in LAYOUTS:
         raise ValueError(f"`write_cube_fits(layout=...)` must be one of {LAYOUTS}; got {layout!r}.")
-    given = {"truth": truth, "observed_truth": observed_truth}
+    given = {"truth": truth, "observed_truth": observed_truth, "gas_truth": gas_truth}
     for argument, maps in given.items():
         if maps is None:
             continue
@@ -63,7 +68,8 @@ def write_cube_fits(
                 f"`write_cube_fits({argument}=...)` needs `layout='muse'`; got layout "
                 f"{layout!r} (the {layout!r} layout holds the pipeline's extensions only)."
             )
-        checked_truth(maps, f"write_cube_fits({argument}=...)", tuple(cube.flux.shape[:2]))
+        check = checked_gas if argument == "gas_truth" else checked_truth
+        check(maps, f"write_cube_fits({argument}=...)", tuple(cube.flux.shape[:2]))
     if layout == "manga":
         write_manga(cube, path, ssp=ssp, observation=observation, telescop=telescop,
                     instrume=instrume, object=object, psf=psf)  # fmt: skip

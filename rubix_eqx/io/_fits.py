@@ -27,7 +27,7 @@ MUSE layout (`layout="muse"`; documented in docs/api.md, "Cube files"):
   per map after those, `TRUE_FLUX` (or `TRUE_MASS`), `TRUE_VEL`, `TRUE_DISP`, `TRUE_H3`,
   `TRUE_H4`, `TRUE_AGE`, `TRUE_MH` and the `OBS_*` equivalents: NumPy shape (n_y, n_x),
   the maps' dtype, NaN on empty spaxels, `BUNIT`, `TRUTHWT`, and the celestial WCS of
-  `DATA` (`WCSAXES = 2`).
+  `DATA` (`WCSAXES = 2`); given `gas_truth=` (`_gas_truth.py`), the `GAS_*` maps alike.
 
 WCS of `DATA`, `STAT`, `DQ` (`_header.py`): RA---TAN/DEC--TAN with a CD matrix in
 degrees, `CD1_1 = −spaxel/3600` (East left), `CD2_2 = +spaxel/3600`, zero cross terms,
@@ -49,6 +49,7 @@ import numpy as np
 from .._atomic import atomic_path
 from .._cube import Cube, Diagnostics
 from .._units import SOLAR_METALLICITY
+from ._gas_truth import fits_hdus as gas_fits_hdus, GROUP as GAS_GROUP, read_fits as read_gas_fits
 from ._header import (
     ascii_text,
     bunit,
@@ -150,6 +151,10 @@ def write_muse(
         for argument, prefix in TRUTH_KINDS:
             if given[argument] is not None:
                 hdus += truth_hdus(given[argument], prefix, cube)
+        if given.get("gas_truth") is not None:
+            hdus += gas_fits_hdus(
+                given["gas_truth"], cube.flux_unit, image_keywords(cube), put, write_keywords
+            )
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
 
@@ -479,13 +484,17 @@ def read_muse(hdus, path: Path) -> Cube:
 
 def read_truth_fits(path: str | Path) -> dict:
     """The truth maps of one of our FITS files (`TRUE_*`, `OBS_*` extensions) as
-    {`"truth"`: Maps, `"observed_truth"`: Maps}, each key present when the file has it."""
+    {`"truth"`: Maps, `"observed_truth"`: Maps, `"gas_truth"`: GasMaps}, each key
+    present when the file has it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Cube file not found: {path}")
     with open_fits(path) as hdus:
         names = [hdu.name for hdu in hdus]
         out = {}
+        gas = read_gas_fits(hdus, path, _native)
+        if gas is not None:
+            out[GAS_GROUP] = gas
         for key, prefix in TRUTH_KINDS:
             found = [w for w, suffix in WEIGHT_SUFFIX.items() if f"{prefix}_{suffix}" in names]
             if not found:

@@ -13,6 +13,7 @@ Layout (format `rubix_eqx.cube`, version 1; documented in docs/api.md):
   `None`); each with a `units` attribute where it has one;
 - group `diagnostics`: one scalar dataset per [`rubix_eqx.Diagnostics`][] field;
 - dataset `run_config` (string, YAML), if given;
+- group `gas_truth`, if given (`_gas_truth.py`): one dataset per gas map and `mask`;
 - groups `truth` and `observed_truth`, if given (`_truth.py`): datasets `flux` (the
   weights: flux, or mass), `velocity`, `dispersion`, `h3`, `h4`, `log_age`, `metallicity`
   (n_x, n_y) in the maps' dtype with NaN on empty spaxels and a `units` attribute, `mask`
@@ -29,6 +30,12 @@ import numpy as np
 from .._atomic import atomic_path
 from .._cube import Cube, Diagnostics
 from .._file_format import open_format
+from ._gas_truth import (
+    checked as checked_gas,
+    GROUP as GAS_GROUP,
+    read_group as read_gas_group,
+    write_group as write_gas_group,
+)
 from ._provenance import config_text, provenance
 from ._truth import (
     arrays as truth_arrays,
@@ -55,6 +62,7 @@ def write_cube_hdf5(
     config: Mapping | str | None = None,
     truth=None,
     observed_truth=None,
+    gas_truth=None,
 ) -> None:
     """Write every field of `cube` to HDF5 (layout: module docstring / docs/api.md).
 
@@ -69,11 +77,15 @@ def write_cube_hdf5(
       particles ([`rubix_eqx.truth_maps`][]) and their seeing-convolved version
       ([`rubix_eqx.observed_truth_maps`][]), stored as the groups `truth` and
       `observed_truth`; read back with [`rubix_eqx.io.read_truth`][].
+    - `gas_truth`: the gas's [`rubix_eqx.GasMaps`][] ([`rubix_eqx.gas_truth_maps`][]),
+      stored as the group `gas_truth` (one dataset per field, and `mask`).
     """
     given = {"truth": truth, "observed_truth": observed_truth}
     for argument, maps in given.items():
         if maps is not None:
             checked_truth(maps, f"write_cube_hdf5({argument}=...)", tuple(cube.flux.shape[:2]))
+    if gas_truth is not None:
+        checked_gas(gas_truth, "write_cube_hdf5(gas_truth=...)", tuple(cube.flux.shape[:2]))
     unit = f"{cube.flux_unit!r} erg/s/cm**2/Angstrom"
     units = {
         "flux": unit,
@@ -110,6 +122,8 @@ def write_cube_hdf5(
         for argument, _ in TRUTH_KINDS:
             if given[argument] is not None:
                 write_truth_group(f.create_group(argument), given[argument], cube.flux_unit)
+        if gas_truth is not None:
+            write_gas_group(f.create_group(GAS_GROUP), gas_truth, cube.flux_unit)
 
 
 def write_truth_group(group: h5py.Group, maps, flux_unit: float) -> None:
@@ -188,11 +202,14 @@ def hdf5_metadata(path: Path) -> dict:
 
 
 def read_truth_hdf5(path: str | Path) -> dict:
-    """The truth maps of a cube HDF5 file: {`"truth"`: Maps, `"observed_truth"`: Maps},
-    each key present when the file has the group. Exact round trip."""
+    """The truth maps of a cube HDF5 file: {`"truth"`: Maps, `"observed_truth"`: Maps,
+    `"gas_truth"`: GasMaps}, each key present when the file has the group. Exact round
+    trip."""
     path = Path(path)
     out = {}
     with _open(path) as f:
+        if GAS_GROUP in f:
+            out[GAS_GROUP] = read_gas_group(f[GAS_GROUP], f"{path}: group `{GAS_GROUP}`")
         for key, _ in TRUTH_KINDS:
             if key not in f:
                 continue

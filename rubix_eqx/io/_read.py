@@ -35,8 +35,9 @@ def read_truth(path: str | Path) -> dict:
     """The truth maps stored beside the cube in one of our files (FITS `TRUE_*`/`OBS_*`
     extensions, HDF5 groups `truth`/`observed_truth`; layouts in docs/api.md).
 
-    **Returns:** a dict with `"truth"` (the particles' [`rubix_eqx.Maps`][]) and
-    `"observed_truth"` (seeing-convolved) for those the file holds; empty if none. Empty
+    **Returns:** a dict with `"truth"` (the particles' [`rubix_eqx.Maps`][]),
+    `"observed_truth"` (seeing-convolved) and `"gas_truth"` (the gas's
+    [`rubix_eqx.GasMaps`][]) for those the file holds; empty if none. Empty
     spaxels (NaN in the file) read as `mask` False and 0, as `truth_maps` returns them.
     """
     from ._fits import read_truth_fits

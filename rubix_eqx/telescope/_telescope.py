@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, jaxtyped
@@ -18,7 +17,6 @@ from ..config._checks import join
 from ..config._error import ConfigError
 from ..config._keys import wavelength_grid as config_wavelength_grid
 from ..config._telescope import preset_mapping, telescope_fields
-from ..config._yaml import read_yaml
 from ..config._vocabulary import (
     APERTURES,
     float_dtype,
@@ -27,6 +25,7 @@ from ..config._vocabulary import (
     PSF_KINDS,
     SAMPLINGS,
 )
+from ..config._yaml import read_yaml
 
 
 @jaxtyped(typechecker=typechecker)
