@@ -16,6 +16,23 @@ import time
 from pathlib import Path
 
 
+def gas_summary(maps, flux_unit: float) -> dict:
+    """Totals of the gas truth maps for the run summary (empty without them)."""
+    if maps is None:
+        return {}
+    import numpy as np
+
+    halpha, halpha0 = np.asarray(maps.halpha, np.float64), np.asarray(maps.halpha_intrinsic)
+    return {
+        "halpha_flux": float(halpha.sum()),
+        "halpha_flux_intrinsic": float(np.sum(halpha0)),
+        "halpha_flux_unit": f"{flux_unit:g} erg / (s cm2)",
+        "halpha_weighted_a_v_mag": float(np.sum(halpha0 * np.asarray(maps.a_v)) / halpha0.sum())
+        if halpha0.sum() > 0
+        else 0.0,
+    }
+
+
 class Progress:
     """Stage lines with timings, on stderr."""
 
@@ -108,6 +125,11 @@ def _run(args) -> int:
             if psf is not None:
                 observed_maps = observed_truth_maps(maps, tel, psf=psf)
     truth = {"truth": maps, "observed_truth": observed_maps}  # TRUE_*, OBS_* in the files
+    if maps is not None and gas is not None and pipeline.line_stage is not None:
+        from ._gas_maps import gas_truth_maps
+
+        with progress.stage("gas truth maps (Hα, gas V and σ, line ratios, A_V)", "gas_truth"):
+            truth["gas_truth"] = gas_truth_maps(pipeline, gas, observation)  # GAS_* in the files
     if paths["cube_fits"] is not None:
         from .io import write_cube_fits
 
@@ -152,6 +174,7 @@ def _run(args) -> int:
             "total_mass_msun": float(np.sum(gas.mass)),
             "total_sfr_msun_per_yr": float(np.sum(gas.sfr)),
             "source": spec.gas["source"],
+            **gas_summary(truth.get("gas_truth"), cube.flux_unit),
         },
         "observation": {k: float(v) for k, v in spec.observation.items()},
         "engine": engine,

@@ -115,3 +115,40 @@ def test_named_curve_for_the_clouds(clouds):
     stage = rx.BirthCloud.build(clouds.grid, curve="calzetti00")
     want = rx.UniformScreen.build(clouds.grid, a_v=1.0, curve="calzetti00").curve_on_lattice(Z)
     assert np.allclose(stage.curve_on_lattice(Z), want, rtol=1e-12, atol=0)
+
+
+def test_config_key_builds_the_clouds_after_the_screen():
+    """`pipeline.birth_clouds` reaches `BirthCloud.build`, after the gas screen; the
+    star-forming example config turns them on."""
+    from rubix_eqx.config import build_pipeline_from, check_config, load_config
+
+    from .test_gas_lines import DEFAULT
+
+    config = load_config(DEFAULT, [
+        "gas={n_gas: 20}", "telescope.wavelength.start=6400", "telescope.wavelength.stop=6900",
+        "telescope.n_x=4", "telescope.n_y=4", "pipeline.dust=gas",
+        "pipeline.birth_clouds={a_v: 1.2, age_limit: 0.02}",
+    ])  # fmt: skip
+    pipe = build_pipeline_from(check_config(config), tiny_ssp())
+    kinds = [type(s) for s in pipe.stages]
+    clouds = pipe.stage(rx.BirthCloud)
+    assert kinds.index(rx.GasScreen) < kinds.index(rx.BirthCloud)
+    assert float(clouds.a_v_cloud) == 1.2 and clouds.age_limit == 0.02
+    example = check_config(load_config(DEFAULT.parent / "star_forming.yaml", []))
+    assert example.pipeline["birth_clouds"] == {}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{colour: red}", r"pipeline\.birth_clouds\.colour: unknown key"),
+    ("{slope: 0.7}", r"pipeline\.birth_clouds\.slope: must be < 0"),
+    ("{a_v: -1}", r"pipeline\.birth_clouds\.a_v: must be >= 0"),
+    ("{curve: smc}", r"pipeline\.birth_clouds\.curve: "),
+    ("yes please", r"pipeline\.birth_clouds: must be true, false or a mapping"),
+])  # fmt: skip
+def test_config_errors_name_the_key(value, message):
+    from rubix_eqx.config import check_config, ConfigError, load_config
+
+    from .test_gas_lines import DEFAULT
+
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_config(DEFAULT, [f"pipeline.birth_clouds={value}"]))

@@ -182,3 +182,41 @@ def test_bad_inputs_are_named(mock):
         rx.io.write_cube_hdf5(cube, "x.h5", gas_truth=np.zeros((10, 10)))
     with pytest.raises(ValueError, match="needs `layout='muse'`"):
         rx.io.write_cube_fits(cube, "x.fits", layout="muse-drp", gas_truth=maps)
+
+
+def test_run_command_writes_gas_truth_and_reports_it(tmp_path, capsys):
+    """`rubix-eqx run` with a gas section and dust: GAS_* extensions and the `gas_truth`
+    group hold the same maps, and the summary reports the Hα totals."""
+    import json
+
+    from rubix_eqx.cli import main
+
+    from .cases import random_galaxy
+    from .test_cli import DEFAULT
+
+    ssp_path, galaxy_path = tmp_path / "tiny_ssp.h5", tmp_path / "galaxy.h5"
+    tiny_ssp().to_hdf5(ssp_path)
+    rx.galaxy.to_hdf5(random_galaxy(0, 200), galaxy_path)
+    out = tmp_path / "out"
+    overrides = [
+        f"ssp={ssp_path}", f"galaxy={{source: file, path: {galaxy_path}}}", "telescope.n_x=6",
+        "telescope.n_y=6", "telescope.wavelength.start=6300", "telescope.wavelength.stop=6700",
+        "pipeline.noise=null", "output.quicklook=null", "gas={n_gas: 60, sf_radius: 3.0}",
+        "pipeline.dust=gas", "pipeline.birth_clouds=true", "pipeline.allow_sharper_lsf=true",
+    ]  # fmt: skip
+    argv = ["run", str(DEFAULT), "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    capsys.readouterr()
+    from_fits, from_hdf5 = rx.io.read_truth(out / "cube.fits"), rx.io.read_truth(out / "cube.h5")
+    assert "gas_truth" in from_fits and "gas_truth" in from_hdf5
+    gas_fits, gas_h5 = from_fits["gas_truth"], from_hdf5["gas_truth"]
+    for field in rx.GasMaps.__dataclass_fields__:
+        assert np.array_equal(
+            np.asarray(getattr(gas_fits, field)), np.asarray(getattr(gas_h5, field))
+        )
+    summary = json.loads((out / "summary.json").read_text())["gas"]
+    assert summary["halpha_flux"] == pytest.approx(float(np.sum(gas_h5.halpha)), rel=1e-6)
+    assert 0 < summary["halpha_flux"] < summary["halpha_flux_intrinsic"]
+    assert summary["halpha_weighted_a_v_mag"] > 0.76

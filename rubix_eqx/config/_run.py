@@ -47,9 +47,10 @@ TELESCOPE_SCHEMA = tuple(key.name for key in SCHEMA if not key.section)
 PIPELINE_KEYS = (
     "deposit", "engine", "flux_unit", "chunk_size", "oversample", "velocity_margin", "lsf",
     "allow_sharper_lsf", "psf", "aperture", "noise", "crop_to_coverage", "smoothing",
-    "emission_lines", "dust",
+    "emission_lines", "dust", "birth_clouds",
 )  # fmt: skip
 DUST_KEYS = ("curve", "r_v", "dust_to_metal", "n_depth", "depth")
+BIRTH_CLOUD_KEYS = ("a_v", "age_limit", "slope", "curve", "r_v")
 DEPOSIT_NAMES = ("cic", "nearest", "smoothed")
 SMOOTHING_KEYS = ("kernel", "stencil", "neighbours")
 SMOOTHING_DEFAULTS = {"kernel": "cubic_spline", "stencil": 5, "neighbours": 32}
@@ -427,6 +428,35 @@ def check_dust(spec: Any, gas: bool) -> dict:
     return out
 
 
+def check_birth_clouds(spec: Any) -> dict | None:
+    """`pipeline.birth_clouds`: `true` (Charlot & Fall 2000 defaults), `false`/null, or a
+    mapping of `rx.BirthCloud.build` keywords (`a_v`, `age_limit`, `slope`, `curve`,
+    `r_v`); `None` for none."""
+    path = "pipeline.birth_clouds"
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: must be true, false or a mapping; got {spec!r}.")
+    out: dict[str, Any] = {}
+    for key, value in check_keys(spec, BIRTH_CLOUD_KEYS, path).items():
+        where = join(path, key)
+        if key == "curve":
+            from ..physics._dust_curves import CURVES
+
+            out[key] = choice(value, where, ("cf00", *CURVES))
+        elif key == "a_v":
+            out[key] = number(value, where, non_negative=True)
+        elif key == "slope":
+            out[key] = number(value, where)
+            if out[key] >= 0:
+                raise ConfigError(f"{where}: must be < 0 (τ falls with λ); got {value!r}.")
+        else:
+            out[key] = number(value, where, positive=True)
+    return out
+
+
 def check_pipeline(spec: Any, gas: bool = False) -> dict:
     path = "pipeline"
     options = check_keys({} if spec is None else spec, PIPELINE_KEYS, path)
@@ -436,6 +466,9 @@ def check_pipeline(spec: Any, gas: bool = False) -> dict:
         kw["emission_lines"] = lines
     if options.get("dust") is not None:
         kw["dust"] = check_dust(options["dust"], gas)
+    clouds = check_birth_clouds(options.get("birth_clouds"))
+    if clouds is not None:
+        kw["birth_clouds"] = clouds
     if "deposit" in options:
         kw["deposit"] = choice(options["deposit"], "pipeline.deposit", DEPOSIT_NAMES)
     if options.get("smoothing") is not None:
@@ -636,6 +669,7 @@ def build_pipeline_from(spec: RunSpec, ssp):
         )  # fmt: skip
     lines = kw.get("emission_lines")
     dust_options = kw.pop("dust", None)
+    cloud_options = kw.pop("birth_clouds", None)
     line_options = lines if isinstance(lines, dict) else None
     if line_options is not None:  # the stage is built below, on the pipeline's grid
         kw["emission_lines"] = True
@@ -656,6 +690,10 @@ def build_pipeline_from(spec: RunSpec, ssp):
         from .._stages._dust import GasScreen
 
         pipeline = pipeline.with_stage(GasScreen.build(pipeline.grid, **dust_options))
+    if cloud_options is not None:
+        from .._stages._dust import BirthCloud
+
+        pipeline = pipeline.with_stage(BirthCloud.build(pipeline.grid, **cloud_options))
     return pipeline
 
 
