@@ -11,7 +11,10 @@ disk of N star particles and a synthetic gas disk of N/5 elements, z = 0.05, inc
 - `core_direct`: stars only, the direct engine (the engine dust needs);
 - `lines`: stars + the gas's emission lines (all 13 lines);
 - `dust`: stars behind `rx.GasScreen` (the gas metal column), no lines;
-- `lines_dust`: both.
+- `lines_dust`: both;
+- `lines_dust_clouds`: both, plus Charlot & Fall birth clouds (`rx.BirthCloud`);
+- `smoothed`: stars only, `rx.SmoothedDeposit` (cubic spline, 5×5 stencil, k = 32
+  neighbour lengths computed once, outside the timing), the auto engine.
 
 Each (variant, N) runs in a fresh process: compile time, the median of `--repeats`
 timed runs after a warm-up, and the peak RSS. Prints a table and writes
@@ -32,7 +35,7 @@ from pathlib import Path
 
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("core", "core_direct", "lines", "dust", "lines_dust")
+VARIANTS = ("core", "core_direct", "lines", "dust", "lines_dust", "lines_dust_clouds", "smoothed")
 
 
 def child(variant: str, n: int, repeats: int) -> dict:
@@ -42,15 +45,18 @@ def child(variant: str, n: int, repeats: int) -> dict:
 
     ssp = rx.SSPGrid.load("miles")
     tel = rx.Telescope.preset("MUSE-WFM", n_x=40, n_y=40, spaxel_size=0.4)
-    engine = "auto" if variant == "core" else "direct"
+    engine = "auto" if variant in ("core", "smoothed") else "direct"
     pipe = rx.Pipeline(
         tel, ssp, psf=False, allow_sharper_lsf=True, engine=engine,
-        emission_lines=variant in ("lines", "lines_dust"),
-        dust="gas" if variant in ("dust", "lines_dust") else None,
+        emission_lines=variant.startswith("lines"),
+        dust="gas" if "dust" in variant else None, birth_clouds=variant.endswith("clouds"),
+        deposit="smoothed" if variant == "smoothed" else "cic",
     )  # fmt: skip
     stars, _ = rx.galaxy.synthetic_disk(jax.random.key(0), n_stars=n, dtype=jnp.float32)
+    if variant == "smoothed":
+        stars = rx.galaxy.with_smoothing_lengths(stars, 32)
     gas = None
-    if variant != "core" and variant != "core_direct":
+    if variant not in ("core", "core_direct", "smoothed"):
         gas = rx.galaxy.synthetic_gas_disk(jax.random.key(1), max(n // 5, 1), dtype=jnp.float32)
     obs = rx.Observation(redshift=0.05, inclination=60.0, position_angle=30.0)
     t0 = time.perf_counter()

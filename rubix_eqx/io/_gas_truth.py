@@ -10,6 +10,7 @@ import numpy as np
 
 from .._gas_maps import GasMaps
 from ._header import bunit
+from ._truth import nan_outside, zero_outside
 
 
 GROUP = "gas_truth"  # HDF5 group; the key of `read_truth`'s dict
@@ -51,13 +52,7 @@ def checked(maps, argument: str, shape: tuple[int, int]) -> GasMaps:
 
 def arrays(maps: GasMaps) -> dict[str, np.ndarray]:
     """Each map as an (n_x, n_y) NumPy array, NaN where `mask` is False."""
-    empty = ~np.asarray(maps.mask, bool)
-    out = {}
-    for field in FIELDS:
-        value = np.array(getattr(maps, field), copy=True)
-        value[empty] = np.nan
-        out[field] = value
-    return out
+    return nan_outside(maps, FIELDS)
 
 
 def rebuild(values: dict[str, np.ndarray], where: str) -> GasMaps:
@@ -69,12 +64,7 @@ def rebuild(values: dict[str, np.ndarray], where: str) -> GasMaps:
                 f"{where}: gas map `{field}` has shape {value.shape}; `halpha` has {shape}."
             )
     mask = np.isfinite(values["halpha_intrinsic"])
-    fields = {}
-    for field, value in values.items():
-        value = np.array(value, copy=True)
-        value[~mask] = 0
-        fields[field] = jnp.asarray(value)
-    return GasMaps(**fields, mask=jnp.asarray(mask))
+    return GasMaps(**zero_outside(values, mask), mask=jnp.asarray(mask))
 
 
 def fits_hdus(maps: GasMaps, flux_unit: float, wcs: dict, put, write_keywords) -> list:

@@ -75,15 +75,31 @@ def checked(maps, argument: str, shape: tuple[int, int]) -> Maps:
     return maps
 
 
-def arrays(maps: Maps) -> dict[str, np.ndarray]:
-    """Each map as a NumPy (n_x, n_y) array of its dtype, NaN where `mask` is False."""
+def nan_outside(maps, fields) -> dict[str, np.ndarray]:
+    """Each of `fields` of `maps` as a NumPy (n_x, n_y) array of its dtype, NaN where
+    `maps.mask` is False (as the files store them)."""
     empty = ~np.asarray(maps.mask, bool)
     out = {}
-    for field in FIELDS:
+    for field in fields:
         value = np.array(getattr(maps, field), copy=True)
         value[empty] = np.nan
         out[field] = value
     return out
+
+
+def zero_outside(values: dict[str, np.ndarray], mask: np.ndarray) -> dict:
+    """The maps read from a file as JAX arrays, 0 where `mask` is False (as in memory)."""
+    fields = {}
+    for field, value in values.items():
+        value = np.array(value, copy=True)
+        value[~mask] = 0
+        fields[field] = jnp.asarray(value)
+    return fields
+
+
+def arrays(maps: Maps) -> dict[str, np.ndarray]:
+    """Each map as a NumPy (n_x, n_y) array of its dtype, NaN where `mask` is False."""
+    return nan_outside(maps, FIELDS)
 
 
 def scalar(value):
@@ -106,13 +122,8 @@ def rebuild(values: dict[str, np.ndarray], weighting: str, n_clipped, clipped_fr
     mask = np.isfinite(values["flux"])
     if isinstance(clipped_fraction, float):  # a FITS keyword: in the maps' dtype
         clipped_fraction = np.asarray(clipped_fraction, values["flux"].dtype)
-    fields = {}
-    for field, value in values.items():
-        value = np.array(value, copy=True)
-        value[~mask] = 0
-        fields[field] = jnp.asarray(value)
     return Maps(
-        **fields,
+        **zero_outside(values, mask),
         mask=jnp.asarray(mask),
         weighting=weighting,
         n_clipped=None if n_clipped is None else jnp.asarray(n_clipped, jnp.int32),
