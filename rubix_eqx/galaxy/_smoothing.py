@@ -11,7 +11,7 @@ def with_smoothing_lengths(galaxy: Galaxy, k: int = 32, *, overwrite: bool = Fal
     """`galaxy` with `smoothing_length` set to each particle's distance (kpc, 3-D) to its
     `k`-th nearest other particle: the support radius h of
     [`rubix_eqx.SmoothedDeposit`][]'s kernel, as SPH codes choose h to hold ~k
-    neighbours. Computed once, eagerly, in NumPy float64 (exact grid search, O(N k); see
+    neighbours. Computed once, eagerly, in float64 (exact k-d tree, O(N log N); see
     [`rubix_eqx.physics.kth_neighbour_distance`][]); not differentiable (the lengths are
     data, like masses).
 

@@ -170,60 +170,23 @@ def kth_neighbour_distance(position, k: int = 32) -> np.ndarray:
     """Distance from each particle to its `k`-th nearest other particle (NumPy, float64,
     exact), e.g. as a smoothing length for particles without one.
 
-    Grid search: particles are binned in cubic cells holding ~k particles each; for each
-    cell the candidates in the surrounding (2r + 1)³ cells are searched (r = 1, widened for
-    the particles whose k-th distance exceeds r cells, which is then exact). Cost
-    O(N · 27 k) distance evaluations plus a Python loop over occupied cells (≈ 1 s for
-    10⁵ particles); memory O(N).
+    A k-d tree (`scipy.spatial.cKDTree`; SciPy comes with JAX): O(N log N) time and
+    O(N k) memory whatever the particles' layout (a thin disk with a far halo included),
+    about 1 s for 10⁵ particles and k = 32. Coincident particles are at distance 0.
     """
+    from scipy.spatial import cKDTree
+
     position = np.asarray(position, np.float64)
-    n = position.shape[0]
     if position.ndim != 2 or position.shape[1] != 3:
         raise ValueError(
             f"`kth_neighbour_distance(position=...)` must have shape (n, 3); got {position.shape}."
         )
+    n = position.shape[0]
     if not (isinstance(k, int) and 1 <= k < n):
         raise ValueError(
             f"`kth_neighbour_distance(k=...)` must be an integer in [1, {n - 1}]; got {k}."
         )
-    lo = position.min(0)
-    extent = np.maximum(position.max(0) - lo, 1e-12)
-    cell = max(float(np.prod(extent) * k / n) ** (1 / 3), 1e-12 * float(extent.max()))
-    dims = np.maximum(np.ceil(extent / cell).astype(np.int64), 1)
-    index = np.minimum(((position - lo) / cell).astype(np.int64), dims - 1)
-    flat = np.ravel_multi_index(index.T, dims)
-    order = np.argsort(flat, kind="stable")
-    sorted_flat = flat[order]
-    occupied, starts, counts = np.unique(sorted_flat, return_index=True, return_counts=True)
-    lookup = dict(zip(occupied.tolist(), zip(starts.tolist(), counts.tolist())))
-    result = np.full(n, np.inf)
-    pending = np.ones(n, bool)
-    reach = 1
-    while pending.any():
-        offsets = np.stack(
-            np.meshgrid(*[np.arange(-reach, reach + 1)] * 3, indexing="ij"), -1
-        ).reshape(-1, 3)
-        for c in np.unique(flat[pending]):
-            members = order[slice(*_span(lookup[int(c)]))]
-            members = members[pending[members]]
-            home = np.array(np.unravel_index(int(c), dims))
-            around = home + offsets
-            ok = np.all((around >= 0) & (around < dims), axis=1)
-            neighbours = [lookup.get(int(f)) for f in np.ravel_multi_index(around[ok].T, dims)]
-            candidates = np.concatenate(
-                [order[s : s + m] for s, m in (x for x in neighbours if x is not None)]
-            )
-            d2 = np.sum((position[members, None, :] - position[None, candidates, :]) ** 2, -1)
-            if candidates.size <= k:  # too few candidates: widen
-                continue
-            kth = np.sqrt(np.partition(d2, k, axis=1)[:, k])  # index k skips the particle itself
-            done = (kth <= reach * cell) | (reach * cell >= extent.max())
-            result[members[done]] = kth[done]
-            pending[members[done]] = False
-        reach += 1
-    return result
-
-
-def _span(start_count):
-    start, count = start_count
-    return start, start + count
+    if not np.all(np.isfinite(position)):
+        raise ValueError("`kth_neighbour_distance(position=...)` must be finite.")
+    distance, _ = cKDTree(position).query(position, k=[k + 1])  # the 1st is the particle itself
+    return distance[:, 0]
