@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._dust_basis import chebyshev_series, dust_basis
 from ._spectral_grid import SpectralGrid
 from ._stages._protocol import SpectralTerms as ParticleTerms
 from ._units import C_KM_S
@@ -182,8 +183,12 @@ def n_shift_bins(grid: SpectralGrid, velocity_margin: float) -> int:
     return 2 * half + 3
 
 
-def _histogram_entries(c: ParticleTerms, first_shift, n_templates: int, n_shift: int):
-    """Flat histogram indices and values of a chunk: (chunk · 8k,) each."""
+def _histogram_entries(
+    c: ParticleTerms, first_shift, n_templates: int, n_shift: int, dust=None
+):
+    """Flat histogram indices (chunk · 8k,) and values of a chunk: (chunk · 8k,), or
+    (chunk · 8k, R) with `dust` = (table a (K, R), scale C_hi/a_max): each value times
+    the particle's c_r(A_V · scale) ([`rubix_eqx._dust_basis`])."""
     r = c.shift - first_shift
     index = (
         (c.spaxel_index[:, :, None, None] * n_templates + c.template_index[:, None, :, None])
@@ -197,29 +202,43 @@ def _histogram_entries(c: ParticleTerms, first_shift, n_templates: int, n_shift:
         * c.template_weight[:, None, :, None]
         * split[:, None, None, :]
     )
-    return index.reshape(-1), value.reshape(-1)
+    if dust is None:
+        return index.reshape(-1), value.reshape(-1)
+    table, scale = dust
+    assert c.attenuation is not None
+    coefficient = chebyshev_series(c.attenuation[:, 0] * scale, table)  # (chunk, R)
+    value = value[..., None] * coefficient[:, None, None, None, :]
+    return index.reshape(-1), value.reshape(-1, coefficient.shape[1])
 
 
-@ft.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def _deposit(histogram, c: ParticleTerms, first_shift, n_templates: int, n_shift: int):
-    index, value = _histogram_entries(c, first_shift, n_templates, n_shift)
+@ft.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _deposit(histogram, c: ParticleTerms, first_shift, dust, n_templates: int, n_shift: int):
+    index, value = _histogram_entries(c, first_shift, n_templates, n_shift, dust)
     return histogram.at[index].add(value)
 
 
 @_deposit.defjvp
 def _deposit_jvp(n_templates, n_shift, primals, tangents):
-    histogram, c, first_shift = primals
-    d_histogram, d_c, _ = tangents
+    histogram, c, first_shift, dust = primals
+    d_histogram, d_c, _, d_dust = tangents
 
     # Checkpointed, so that reverse mode keeps only the chunk's terms and recomputes the
     # 8k indices per particle instead of storing them for every chunk.
     @jax.checkpoint
-    def tangent(d_histogram, c, d_c):
-        entries = lambda c: _histogram_entries(c, first_shift, n_templates, n_shift)
-        (index, _), (_, d_value) = jax.jvp(entries, (c,), (d_c,))
+    def tangent(d_histogram, c, d_c, dust, d_dust):
+        if dust is None:
+            entries = lambda c: _histogram_entries(c, first_shift, n_templates, n_shift)
+            (index, _), (_, d_value) = jax.jvp(entries, (c,), (d_c,))
+        else:  # the table is a constant; the scale C_hi/a_max follows the curve
+            table = dust[0]
+            entries = lambda c, scale: _histogram_entries(
+                c, first_shift, n_templates, n_shift, (table, scale)
+            )
+            (index, _), (_, d_value) = jax.jvp(entries, (c, dust[1]), (d_c, d_dust[1]))
         return d_histogram.at[index].add(d_value)
 
-    return _deposit(histogram, c, first_shift, n_templates, n_shift), tangent(d_histogram, c, d_c)
+    primal = _deposit(histogram, c, first_shift, dust, n_templates, n_shift)
+    return primal, tangent(d_histogram, c, d_c, dust, d_dust)
 
 
 def histogram_cube(
@@ -229,55 +248,114 @@ def histogram_cube(
     n_spaxels: int,
     systemic_shift: Float[Array, ""],
     n_shift: int,
+    dust: tuple[float, float] | None = None,
 ) -> tuple[Float[Array, "n_spaxels n_work"], dict[str, Array]]:
     """The same sum as `direct_cube` via the (spaxel, template,
     shift) histogram and one matrix product. `systemic_shift` is ln(1+z)/Δ; particle
-    shifts must lie within ±(n_shift - 3)/2 pixels of it (checked by the caller)."""
+    shifts must lie within ±(n_shift - 3)/2 pixels of it (checked by the caller).
+
+    With `dust` = (`rtol`, `a_max`) the terms must carry one dust component: R
+    histograms H_r, particle values × c_r(A_V C_hi/a_max), and the cube Σ_r φ_r(C(λ)/C_hi)
+    ⊙ (H_r @ B) ([`rubix_eqx._dust_basis`]: |error| ≤ `rtol` × the unattenuated cube
+    while every A_λ ≤ `a_max`). The diagnostics then carry `max_dust_attenuation` (the
+    largest A_λ, mag) and `max_negative_curve` (> 0 if A(λ)/A_V < 0 somewhere), which
+    the caller checks."""
     n_templates = grid.templates.shape[0]
+    dtype = grid.templates.dtype
     first_shift = jnp.floor(systemic_shift).astype(jnp.int32) - (n_shift - 1) // 2
+    n_columns = n_spaxels * n_templates * n_shift
 
-    def step(histogram, c: ParticleTerms):
-        return _deposit(histogram, c, first_shift, n_templates, n_shift)
+    if dust is None:
 
-    histogram0 = jnp.zeros(n_spaxels * n_templates * n_shift, grid.templates.dtype)
-    histogram, sums = _scan(step, histogram0, chunks, terms_fn)
+        def step(histogram, c: ParticleTerms):
+            return _deposit(histogram, c, first_shift, None, n_templates, n_shift)
+
+        histogram, sums = _scan(step, jnp.zeros(n_columns, dtype), chunks, terms_fn)
+    else:
+        a, b, _ = dust_basis(*dust)
+        a_max = dust[1]
+        table = jnp.asarray(a, dtype)
+
+        def peak(curve):  # C_hi (differentiated too, so that AD is the derivative of the
+            return jnp.maximum(jnp.max(curve), jnp.finfo(dtype).tiny)  # sum computed)
+
+        def dusty_terms_fn(chunk):
+            terms, sums = terms_fn(chunk)
+            curve = jax.lax.stop_gradient(terms.attenuation_curve[0])
+            a_v = jax.lax.stop_gradient(terms.attenuation[:, 0])
+            extra = {
+                "max_dust_attenuation": jnp.max(jnp.where(chunk[1], a_v, 0)) * jnp.max(curve),
+                "max_negative_curve": -jnp.min(curve),
+            }
+            return terms, sums | extra
+
+        def step(carry, c: ParticleTerms):
+            histogram, _ = carry
+            curve = c.attenuation_curve[0].astype(dtype)
+            scale = peak(curve) / a_max
+            histogram = _deposit(histogram, c, first_shift, (table, scale), n_templates, n_shift)
+            return histogram, curve
+
+        init = (jnp.zeros((n_columns, a.shape[1]), dtype), jnp.zeros(grid.n_work, dtype))
+        (histogram, curve), sums = _scan(step, init, chunks, dusty_terms_fn)
+        phi = chebyshev_series(curve / peak(curve), b)  # (n_work, R)
     starts = grid.read_offset(first_shift + jnp.arange(n_shift))
     shifted = jax.vmap(
         lambda s: jax.lax.dynamic_slice(grid.templates, (0, s + 1), (n_templates, grid.n_work))
     )(starts)  # (n_shift, n_templates, n_work)
     basis = jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_shift, grid.n_work)
-    return histogram.reshape(n_spaxels, n_templates * n_shift) @ basis, sums
+    if dust is None:
+        return histogram.reshape(n_spaxels, n_templates * n_shift) @ basis, sums
+
+    # Σ_r φ_r ⊙ (H_r @ B), one term at a time (memory of one cube).
+    def term(cube, x):
+        h_r, phi_r = x
+        return cube + (h_r.reshape(n_spaxels, n_templates * n_shift) @ basis) * phi_r[None, :], None
+
+    cube0 = jnp.zeros((n_spaxels, grid.n_work), dtype)
+    cube, _ = jax.lax.scan(term, cube0, (histogram.T, phi.T))
+    return cube, sums
 
 
 # Measured on a 2-core x86-64 CPU, float32 (benchmarks/run.py): the direct engine costs
 # ~7.6 ns per particle and lattice bin; the histogram engine ~1 µs per particle plus its
-# matrix product at ~60 GFLOP/s.
+# matrix product at ~60 GFLOP/s. With dust the direct engine also evaluates
+# 10^(−0.4 A_λ) per particle and bin (benchmarks/dust_engines.py: ≈ 1.5× its cost), and
+# the histogram engine deposits R values per entry and runs R matrix products.
 _DIRECT_SECONDS_PER_UPDATE = 7.6e-9
+_DIRECT_DUST_FACTOR = 1.5
 _HISTOGRAM_SECONDS_PER_PARTICLE = 1e-6
 _MATMUL_FLOPS_PER_SECOND = 6e10
 HISTOGRAM_MAX_BYTES = 1.5e9
+DUST_RTOL = 1e-5
+DUST_MAX_ATTENUATION = 10.0  # mag, the largest A_λ the dust expansion covers
 
 
 def choose_engine(
-    n_particles: int, n_spaxels: int, n_templates: int, n_shift: int, n_work: int
-) -> str:
+    n_particles: int, n_spaxels: int, n_templates: int, n_shift: int, n_work: int,
+    rank: int = 0,
+) -> str:  # fmt: skip
     """`"histogram"` where its cost model beats the direct engine's and its histogram
-    and shifted-template basis fit in `HISTOGRAM_MAX_BYTES`; else `"direct"`."""
+    and shifted-template basis fit in `HISTOGRAM_MAX_BYTES`; else `"direct"`. `rank`:
+    0 without dust, else R, the terms of the dust expansion (R histograms, R products)."""
     columns = n_templates * n_shift
-    if 4 * columns * (n_spaxels + n_work) > HISTOGRAM_MAX_BYTES:
+    factor = max(rank, 1)
+    if 4 * columns * (n_spaxels * factor + n_work) > HISTOGRAM_MAX_BYTES:
         return "direct"
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
-    histogram = (
+    if rank:
+        direct *= _DIRECT_DUST_FACTOR
+    histogram = factor * (
         n_particles * _HISTOGRAM_SECONDS_PER_PARTICLE
         + 2 * n_spaxels * columns * n_work / _MATMUL_FLOPS_PER_SECOND
     )
     return "histogram" if histogram < direct else "direct"
 
 
-def _attenuated(chunks: Chunks, terms_fn) -> bool:
-    """Whether the terms carry a per-particle dust attenuation (traced shapes only)."""
+def _dust_components(chunks: Chunks, terms_fn) -> int:
+    """How many dust components the terms carry, 0 without dust (traced shapes only)."""
     terms, _ = jax.eval_shape(lambda: terms_fn(chunks.read(0)))
-    return terms.attenuation is not None
+    return 0 if terms.attenuation is None else terms.attenuation.shape[1]
 
 
 class AbstractEngine(eqx.Module):
@@ -296,9 +374,11 @@ class AbstractEngine(eqx.Module):
 
     @abc.abstractmethod
     def resolve(
-        self, n_particles: int, n_spaxels: int, grid: SpectralGrid, speed_bound: float
-    ) -> "AbstractEngine":
-        """The concrete engine that runs for these sizes (itself, unless it chooses)."""
+        self, n_particles: int, n_spaxels: int, grid: SpectralGrid, speed_bound: float,
+        n_dust: int = 0,
+    ) -> "AbstractEngine":  # fmt: skip
+        """The concrete engine that runs for these sizes and `n_dust` dust components
+        (itself, unless it chooses)."""
 
     @abc.abstractmethod
     def __call__(self, particles, fill, terms_fn: TermsFn, grid: SpectralGrid,
@@ -320,7 +400,7 @@ class DirectEngine(AbstractEngine):
     name: ClassVar[str] = "direct"
     chunk_size: int | None = eqx.field(static=True, default=None)
 
-    def resolve(self, n_particles, n_spaxels, grid, speed_bound):
+    def resolve(self, n_particles, n_spaxels, grid, speed_bound, n_dust=0):
         return self
 
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
@@ -335,52 +415,98 @@ class DirectEngine(AbstractEngine):
 class HistogramEngine(AbstractEngine):
     """The (spaxel, template, shift) histogram and one matrix product
     (`histogram_cube`), in chunks of `chunk_size` particles (default 4096). The
-    velocity axis covers |v_los| ≤ `speed_bound`; a faster particle is an error."""
+    velocity axis covers |v_los| ≤ `speed_bound`; a faster particle is an error.
+
+    With one dust component (one dust stage) it deposits R histograms, one per term of
+    a low-rank expansion of the transmission ([`rubix_eqx._dust_basis`]), accurate to
+    `dust_rtol` × the unattenuated cube in every bin while every particle's A_λ (at any
+    lattice bin) is ≤ `dust_max_attenuation` mag (checked: an error otherwise). Several
+    dust components (e.g. a screen and birth clouds) are refused: use the direct or
+    auto engine."""
 
     name: ClassVar[str] = "histogram"
     chunk_size: int | None = eqx.field(static=True, default=None)
+    dust_rtol: float = eqx.field(static=True, default=DUST_RTOL)
+    dust_max_attenuation: float = eqx.field(static=True, default=DUST_MAX_ATTENUATION)
 
-    def resolve(self, n_particles, n_spaxels, grid, speed_bound):
+    def __check_init__(self):
+        dust_basis(self.dust_rtol, self.dust_max_attenuation)  # named errors
+
+    def resolve(self, n_particles, n_spaxels, grid, speed_bound, n_dust=0):
         return self
+
+    @property
+    def dust_rank(self) -> int:
+        """R, the histograms (and matrix products) a dust component costs."""
+        return dust_basis(self.dust_rtol, self.dust_max_attenuation)[0].shape[1]
 
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
         chunks = chunked(particles, self.chunk_size or 4096, fill)
-        if _attenuated(chunks, terms_fn):
+        n_dust = _dust_components(chunks, terms_fn)
+        if n_dust > 1:
             raise ValueError(
-                "HistogramEngine cannot apply per-particle dust attenuation (its histogram "
-                "keeps no per-particle spectra): use engine='direct' or 'auto'."
+                f"HistogramEngine carries one dust component; these terms have {n_dust} "
+                "(several dust stages, e.g. a screen and birth clouds): use "
+                "engine='direct' or 'auto'."
             )
+        dust = (self.dust_rtol, self.dust_max_attenuation) if n_dust else None
         n_shift = n_shift_bins(grid, speed_bound)
-        work, sums = histogram_cube(chunks, terms_fn, grid, n_spaxels, systemic_shift, n_shift)
+        work, sums = histogram_cube(
+            chunks, terms_fn, grid, n_spaxels, systemic_shift, n_shift, dust
+        )
         work = eqx.error_if(
             work,
             sums["max_speed"] > speed_bound,
             "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
             "raise the margin, or use engine='direct'.",
         )
+        if dust is not None:
+            work = eqx.error_if(
+                work,
+                sums["max_dust_attenuation"] > self.dust_max_attenuation * (1 + 1e-6),
+                f"A particle's dust attenuation A_λ exceeds HistogramEngine("
+                f"dust_max_attenuation={self.dust_max_attenuation:g}) mag at some lattice "
+                "wavelength: raise it, or use engine='direct'.",
+            )
+            work = eqx.error_if(
+                work,
+                sums["max_negative_curve"] > 0,
+                "HistogramEngine's dust expansion needs A(λ)/A_V >= 0 on the lattice: "
+                "use engine='direct'.",
+            )
         return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
 
 
 class AutoEngine(AbstractEngine):
     """The faster of [`rubix_eqx.DirectEngine`][] and [`rubix_eqx.HistogramEngine`][]
-    for the sizes, by the cost model `choose_engine` (measured on CPU)."""
+    for the sizes, by the cost model `choose_engine` (measured on CPU). With one dust
+    component the histogram engine's cost counts its R dust terms; with several the
+    direct engine runs."""
 
     name: ClassVar[str] = "auto"
     chunk_size: int | None = eqx.field(static=True, default=None)
+    dust_rtol: float = eqx.field(static=True, default=DUST_RTOL)
+    dust_max_attenuation: float = eqx.field(static=True, default=DUST_MAX_ATTENUATION)
 
-    def resolve(self, n_particles, n_spaxels, grid, speed_bound):
+    def __check_init__(self):
+        dust_basis(self.dust_rtol, self.dust_max_attenuation)  # named errors
+
+    def resolve(self, n_particles, n_spaxels, grid, speed_bound, n_dust=0):
+        if n_dust > 1:
+            return DirectEngine(self.chunk_size)
+        rank = dust_basis(self.dust_rtol, self.dust_max_attenuation)[0].shape[1] if n_dust else 0
         name = choose_engine(
             n_particles, n_spaxels, grid.templates.shape[0],
-            n_shift_bins(grid, speed_bound), grid.n_work,
+            n_shift_bins(grid, speed_bound), grid.n_work, rank,
         )  # fmt: skip
-        return (HistogramEngine if name == "histogram" else DirectEngine)(self.chunk_size)
+        if name == "direct":
+            return DirectEngine(self.chunk_size)
+        return HistogramEngine(self.chunk_size, self.dust_rtol, self.dust_max_attenuation)
 
     def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
         n = jax.tree.leaves(particles)[0].shape[0]
-        engine = self.resolve(n, n_spaxels, grid, speed_bound)
-        dusty = _attenuated(chunked(particles, 16, fill), terms_fn)
-        if isinstance(engine, HistogramEngine) and dusty:
-            engine = DirectEngine(self.chunk_size)  # dust needs per-particle spectra
+        n_dust = _dust_components(chunked(particles, 16, fill), terms_fn)
+        engine = self.resolve(n, n_spaxels, grid, speed_bound, n_dust)
         return engine(particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound)
 
 
