@@ -183,9 +183,7 @@ def n_shift_bins(grid: SpectralGrid, velocity_margin: float) -> int:
     return 2 * half + 3
 
 
-def _histogram_entries(
-    c: ParticleTerms, first_shift, n_templates: int, n_shift: int, dust=None
-):
+def _histogram_entries(c: ParticleTerms, first_shift, n_templates: int, n_shift: int, dust=None):
     """Flat histogram indices (chunk · 8k,) and values of a chunk: (chunk · 8k,), or
     (chunk · 8k, R) with `dust` = (table a (K, R), scale C_hi/a_max): each value times
     the particle's c_r(A_V · scale) ([`rubix_eqx._dust_basis`])."""
