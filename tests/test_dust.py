@@ -206,8 +206,11 @@ def test_dust_bad_inputs_are_named(gas_screen, screened):
         rx.GasScreen.build(pipe.grid, dust_to_metal=2.0)
     with pytest.raises(ValueError, match=r"the stages \[.*'GasScreen'.*\] need `gas=...`"):
         pipe(stars, observation())
-    histogram = eqx.tree_at(lambda p: p.engine, screened, rx.HistogramEngine())
-    with pytest.raises(ValueError, match="HistogramEngine cannot apply per-particle dust"):
+    # one dust component runs on the histogram engine (tests/test_lowrank_dust.py); two
+    # (a screen and birth clouds) are refused by name
+    two = screened.with_stage(rx.BirthCloud.build(screened.grid))
+    histogram = eqx.tree_at(lambda p: p.engine, two, rx.HistogramEngine())
+    with pytest.raises(ValueError, match="HistogramEngine carries one dust component"):
         histogram(random_galaxy(0, 20), observation())
     with pytest.raises(ValueError, match=r"`Pipeline\(dust=...\)` must be 'gas'"):
         rx.Pipeline(pipe.telescope, tiny_ssp(), dust="screen")
