@@ -125,13 +125,13 @@ def main():
             print(f"  {name:>16}: run {t[name]:8.3f} s  ({t[name] / t['direct_dust']:.3f}× "
                   f"direct+dust)  first {r['compile_and_first_s'][name]:6.1f} s")  # fmt: skip
         print(f"  max |hist − direct| / unattenuated: {r['max_error_over_unattenuated']:.2e} "
-              f"(bound {r['dust_rtol']:g}; float32)  peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dust_engines.json").write_text(json.dumps({
-        "date": datetime.date.today().isoformat(), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "rows": rows,
-    }, indent=2))  # fmt: skip
+              f"(bound {r['dust_rtol']:g}; float32)  RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+        out = Path(args.out)  # written after every N, so that a long run keeps its rows
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "dust_engines.json").write_text(json.dumps({
+            "date": datetime.date.today().isoformat(), "machine": platform.platform(),
+            "cpus": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows,
+        }, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -446,7 +446,9 @@ class HistogramEngine(AbstractEngine):
         """R, the histograms (and matrix products) a dust component costs."""
         return dust_basis(self.dust_rtol, self.dust_max_attenuation)[0].shape[1]
 
-    def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
+    def sums(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
+        """The lattice cube and all diagnostic sums (with the `max_` keys), unchecked;
+        with dust, also whether every A_λ lies in the expansion's range."""
         chunks = chunked(particles, self.chunk_size or 4096, fill)
         n_dust = _dust_components(chunks, terms_fn)
         if n_dust > 1:
@@ -466,19 +468,25 @@ class HistogramEngine(AbstractEngine):
             "A particle's line-of-sight speed exceeds Pipeline(velocity_margin=...): "
             "raise the margin, or use engine='direct'.",
         )
+        in_range = None
         if dust is not None:
+            in_range = (sums["max_dust_attenuation"] <= self.dust_max_attenuation * (1 + 1e-6)) & (
+                sums["max_negative_curve"] <= 0
+            )
+        return work, sums, in_range
+
+    def __call__(self, particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound):
+        work, sums, in_range = self.sums(
+            particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound
+        )
+        if in_range is not None:
             work = eqx.error_if(
                 work,
-                sums["max_dust_attenuation"] > self.dust_max_attenuation * (1 + 1e-6),
+                ~in_range,
                 f"A particle's dust attenuation A_λ exceeds HistogramEngine("
                 f"dust_max_attenuation={self.dust_max_attenuation:g}) mag at some lattice "
-                "wavelength: raise it, or use engine='direct'.",
-            )
-            work = eqx.error_if(
-                work,
-                sums["max_negative_curve"] > 0,
-                "HistogramEngine's dust expansion needs A(λ)/A_V >= 0 on the lattice: "
-                "use engine='direct'.",
+                "wavelength (or the curve A(λ)/A_V < 0 somewhere): raise it, or use "
+                "engine='direct' or 'auto'.",
             )
         return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
 
@@ -486,8 +494,9 @@ class HistogramEngine(AbstractEngine):
 class AutoEngine(AbstractEngine):
     """The faster of [`rubix_eqx.DirectEngine`][] and [`rubix_eqx.HistogramEngine`][]
     for the sizes, by the cost model `choose_engine` (measured on CPU). With one dust
-    component the histogram engine's cost counts its R dust terms; with several the
-    direct engine runs."""
+    component the histogram engine's cost counts its R dust terms, and if some A_λ
+    exceeds its `dust_max_attenuation` the direct engine reruns the sum (`lax.cond`:
+    exact, never an error; both are compiled); with several the direct engine runs."""
 
     name: ClassVar[str] = "auto"
     chunk_size: int | None = eqx.field(static=True, default=None)
@@ -513,7 +522,14 @@ class AutoEngine(AbstractEngine):
         n = jax.tree.leaves(particles)[0].shape[0]
         n_dust = _dust_components(chunked(particles, 16, fill), terms_fn)
         engine = self.resolve(n, n_spaxels, grid, speed_bound, n_dust)
-        return engine(particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound)
+        args = (particles, fill, terms_fn, grid, n_spaxels, systemic_shift, speed_bound)
+        if not (n_dust and isinstance(engine, HistogramEngine)):
+            return engine(*args)
+        # Dust beyond the expansion's range: the direct engine sums again, exactly (both
+        # branches are compiled; only the one taken runs).
+        work, sums, in_range = engine.sums(*args)
+        work = jax.lax.cond(in_range, lambda: work, lambda: DirectEngine(self.chunk_size)(*args)[0])
+        return work, {k: v for k, v in sums.items() if not k.startswith("max_")}
 
 
 ENGINES = {"auto": AutoEngine, "direct": DirectEngine, "histogram": HistogramEngine}

@@ -192,3 +192,26 @@ def test_auto_engine_counts_the_dust_rank(base):
     assert auto.engine_for(10**6) == "histogram" and auto.engine_for(10) == "direct"
     two = auto.with_stage(rx.BirthCloud.build(base.grid))
     assert two.engine_for(10**6) == "direct"
+
+
+def test_auto_engine_falls_back_to_direct_beyond_the_table():
+    """With 3000 lattice bins and 2000 particles the auto engine picks the histogram for
+    one dust component; A_λ within the table: within the bound of the direct engine;
+    beyond it (A_V = 9, A_λ ≈ 12 mag): the direct engine's cube, exactly (no error)."""
+    tel = telescope(4800.0, 7800.0, n=4, step=1.0)
+    base = rx.Pipeline(tel, tiny_ssp(), lsf=False, psf=False, aperture=False,
+                       dtype=jnp.float64, engine="direct")  # fmt: skip
+    direct = base.with_stage(rx.UniformScreen.build(base.grid, a_v=1.0))
+    auto = with_engine(direct, rx.AutoEngine())
+    galaxy = random_galaxy(5, 2000, size_kpc=0.5)
+    assert auto.engine_for(2000, SPEED) == "histogram"
+    for a_v, tol in ((1.0, DUST_RTOL), (9.0, 1e-12)):
+        stage = eqx.tree_at(lambda s: s.a_v_screen, direct.stage(rx.UniformScreen),
+                            jnp.asarray(a_v))  # fmt: skip
+        exact = cube(replace_stage(direct, rx.UniformScreen, stage), galaxy)
+        approx = cube(replace_stage(auto, rx.UniformScreen, stage), galaxy)
+        clear = cube(replace_stage(direct, rx.UniformScreen, eqx.tree_at(
+            lambda s: s.a_v_screen, stage, jnp.asarray(0.0))), galaxy)  # fmt: skip
+        ratio = np.max(np.abs(approx - exact) / np.maximum(clear, 1e-300))
+        print(f"\nauto, A_V = {a_v}: max |Δ| / unattenuated = {ratio:.2e}")
+        assert np.all(np.abs(approx - exact) <= tol * clear + 1e-12 * np.max(clear))
