@@ -8,7 +8,8 @@ disk of N star particles and a synthetic gas disk of N/5 elements, z = 0.05, inc
 60°, LSF on, PSF off, float32. Variants:
 
 - `core`: stars only, the auto engine (what a user gets without gas);
-- `core_direct`: stars only, the direct engine (the engine dust needs);
+- `core_direct`: stars only, the direct engine (the dust variants run on it too, for
+  comparability; `benchmarks/dust_engines.py` times dust on the histogram engine);
 - `lines`: stars + the gas's emission lines (all 13 lines);
 - `dust`: stars behind `rx.GasScreen` (the gas metal column), no lines;
 - `lines_dust`: both;
