@@ -1,11 +1,21 @@
 """A smooth single-population spectrum model for fitting: one SSP (bilinear in log age,
 log Z) with a Gaussian line-of-sight velocity distribution applied analytically in
 Fourier space on the ln λ lattice (as pPXF does, Cappellari 2017), then the pipeline's
-own cube stages (LSF, rebinning, any stage added) as they act on one spectrum."""
+own cube stages (LSF, rebinning, any stage added) as they act on one spectrum.
+
+The LOSVD is Gauss–Hermite (van der Marel & Franx 1993):
+L(v) = exp(−y²/2)/(σ√2π) [1 + h3 H3(y) + h4 H4(y)], y = (v − V)/σ, with the normalised
+Hermite polynomials H3(y) = (2√2 y³ − 3√2 y)/√6 and H4(y) = (4y⁴ − 12y² + 3)/√24
+(H_n = physicists' Hermite / √(2ⁿ n!)). Since exp(−y²/2) H_n(y) is an eigenfunction of the
+Fourier transform with eigenvalue (−i)ⁿ (for ∫ e^{−iωy} ... dy), the transform of L on the
+lattice is exp(−iωs − ω²σ²/2) [1 + i h3 H3(ωσ) + h4 H4(ωσ)] (s, σ in lattice bins,
+ω = 2πν): the h3 term is imaginary and odd in ω, the h4 term real and even. With
+h3 = h4 = 0 it is the Gaussian's transform."""
 
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
@@ -18,14 +28,29 @@ from .._units import C_KM_S, dimming_constant
 from ..ssp import cubic_weights, ssp_weights, SSPGrid
 
 
+def losvd_transform(nu, shift, sigma, h3=0.0, h4=0.0):
+    """The Fourier transform of the Gauss–Hermite LOSVD at frequencies `nu` (cycles per
+    lattice bin; numpy's rfft convention e^{−2πiνk}), centre `shift` and dispersion
+    `sigma` in lattice bins (see the module docstring)."""
+    w = 2 * jnp.pi * nu * sigma
+    gauss = jnp.exp(-2j * jnp.pi * nu * shift - 0.5 * w**2)
+    w2 = w * w
+    herm3 = (2 * w2 - 3) * w * (math.sqrt(2.0) / math.sqrt(6.0))
+    herm4 = (4 * w2 * w2 - 12 * w2 + 3) / math.sqrt(24.0)
+    return gauss * (1 + 1j * h3 * herm3 + h4 * herm4)
+
+
 class SpectrumModel(eqx.Module):
-    """`model(log_age, log_z, velocity, dispersion)` → flux per M☉ formed (in the
+    """`model(log_age, log_z, velocity, dispersion, h3=0, h4=0)` → flux per M☉ formed (in the
     cube's `flux_unit` erg s⁻¹ cm⁻² Å⁻¹) on the telescope grid, for a population at the
     observation's redshift and distance.
 
     Arguments of the call: `log_age` = log10(age / Gyr), `log_z` = log10 Z, `velocity`
     (km/s, line of sight, relative to the systemic redshift), `dispersion` (km/s,
-    Gaussian σ of the LOSVD). Ages and Z are clipped to the grid (as in the pipeline).
+    σ of the LOSVD), `h3`, `h4` (its Gauss–Hermite moments, as pPXF's; 0: Gaussian). Ages
+    and Z are clipped to the grid (as in the pipeline). `model.templates(velocity,
+    dispersion, h3, h4)` gives every template of the grid through the same LOSVD and
+    stages, `(n_age·n_Z, n_wave)` in the grid's (age, Z) row-major order.
 
     After the LOSVD, the model applies the pipeline's cube stages as each acts on one
     spectrum (`stage.for_spectrum()`, [`rubix_eqx.AbstractCubeStage`][]): the LSF
@@ -96,28 +121,27 @@ class SpectrumModel(eqx.Module):
         self.scale = jnp.asarray(dimming_constant(pipeline.flux_unit) / d_l**2, dtype)
         self.fraction = jnp.asarray(s_sys - j_sys, dtype)
 
-    def lattice(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_work"]:
-        """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
-        grid = self.pipeline.grid
-        dtype = grid.templates.dtype
+    def _mixed_ft(self, log_age, log_z):
         age, metallicity = jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,))
         if self.interpolation == "cubic":
             weights, _ = cubic_weights(self.ssp, age, metallicity)
-            mixed = weights[0].astype(self.template_ft.dtype) @ self.template_ft
-        else:
-            w = ssp_weights(self.ssp, age, metallicity)
-            mixed = jnp.einsum(
-                "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
-            )
+            return weights[0].astype(self.template_ft.dtype) @ self.template_ft
+        w = ssp_weights(self.ssp, age, metallicity)
+        return jnp.einsum(
+            "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
+        )
+
+    def _broaden(self, mixed, velocity, dispersion, h3, h4) -> Float[Array, " n_work"]:
+        grid = self.pipeline.grid
+        dtype = grid.templates.dtype
         nu = jnp.arange(self.template_ft.shape[1], dtype=dtype) / self.length
         shift = self.fraction + jnp.arctanh(velocity / C_KM_S) / grid.log_step
         sigma = dispersion / C_KM_S / grid.log_step
-        losvd = jnp.exp(-2j * jnp.pi * nu * shift - 2 * (jnp.pi * nu) ** 2 * sigma**2)
+        losvd = losvd_transform(nu, shift, sigma, h3, h4)
         spectrum = jnp.fft.irfft(mixed * losvd, n=self.length)
         return spectrum[self.pad : self.pad + grid.n_work].astype(dtype)
 
-    def __call__(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_wave"]:
-        work = self.lattice(log_age, log_z, velocity, dispersion)
+    def _observe(self, work) -> Float[Array, " n_wave"]:
         scene = Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
         cube = CubeState(
             flux=work[None, :],
@@ -130,6 +154,24 @@ class SpectrumModel(eqx.Module):
         for stage in self.stages:
             cube = stage(cube, scene)
         return cube.flux[0, 0] * self.scale
+
+    def lattice(
+        self, log_age, log_z, velocity, dispersion, h3=0.0, h4=0.0
+    ) -> Float[Array, " n_work"]:
+        """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
+        return self._broaden(self._mixed_ft(log_age, log_z), velocity, dispersion, h3, h4)
+
+    def __call__(
+        self, log_age, log_z, velocity, dispersion, h3=0.0, h4=0.0
+    ) -> Float[Array, " n_wave"]:
+        return self._observe(self.lattice(log_age, log_z, velocity, dispersion, h3, h4))
+
+    def templates(self, velocity, dispersion, h3=0.0, h4=0.0) -> Float[Array, "n_template n_wave"]:
+        """Every template of the grid (rows in (age, Z) row-major order, as
+        `SSPGrid.flux.reshape(-1, n_wave)`) through the LOSVD and the stages, per M☉
+        formed."""
+        one = lambda ft: self._observe(self._broaden(ft, velocity, dispersion, h3, h4))
+        return jax.vmap(one)(self.template_ft)
 
 
 def spectrum_stages(pipeline: Pipeline, lsf_fwhm=None) -> tuple[AbstractCubeStage, ...]:
