@@ -46,8 +46,8 @@ def observed_truth_maps(
     - `telescope`: the [`rubix_eqx.Telescope`][]; without a PSF (and no `psf`) the
       maps are returned unchanged.
     - `psf`: the PSF stage to use (e.g. `pipeline.stage(rx.PSFConvolution)`, so that
-      the maps see exactly the cube's kernel); default `PSFConvolution.build(telescope)`. It must not be
-      wavelength dependent (the maps are integrated over the band).
+      the maps see exactly the cube's kernel); default `PSFConvolution.build(telescope)`.
+      It must not be wavelength dependent (the maps are integrated over the band).
 
     **Returns:** [`rubix_eqx.Maps`][] with the same `weighting`.
     """

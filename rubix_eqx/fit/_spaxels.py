@@ -138,6 +138,18 @@ def fit_spaxels(
         raise ValueError(
             f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."
         )
+    model, flux, var, snr, active = prepare(cube, ssp, telescope, observation, pipeline, min_snr)
+    n_x, n_y, _ = cube.flux.shape
+    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
+    result = _solve(
+        model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps, moments
+    )
+    return result(snr, (n_x, n_y))
+
+
+def prepare(cube, ssp, telescope, observation, pipeline, min_snr):
+    """The model, the spectra and variances (n_spaxel, n_wave), median S/N and the fitted
+    spaxels, as `fit_spaxels` sets them up."""
     variance = np.asarray(cube.variance)
     if not np.all(variance[np.asarray(cube.mask)] > 0):
         raise ValueError(
@@ -164,11 +176,7 @@ def fit_spaxels(
     )
     snr = jnp.median(flux / jnp.sqrt(var), axis=1)
     active = (snr >= min_snr) & cube.mask.reshape(-1)
-    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
-    result = _solve(
-        model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps, moments
-    )
-    return result(snr, (n_x, n_y))
+    return model, flux, var, snr, active
 
 
 def check_moments(moments, where: str) -> None:

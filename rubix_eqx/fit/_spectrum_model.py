@@ -18,7 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, Complex, Float, Int
 
 from .._observation import Observation
 from .._pipeline import Pipeline
@@ -70,6 +70,8 @@ class SpectrumModel(eqx.Module):
     redshift: Float[Array, ""]
     scale: Float[Array, ""]  # dimming: flux_unit erg/s/cm² per (L☉ per M☉)
     fraction: Float[Array, ""]  # fractional part of the systemic shift, pixels
+    response: Float[Array, "n_wave n_band"] | None  # the stages as a banded matrix
+    response_start: Int[Array, " n_wave"] | None  # lattice bin of response[:, 0]
     pad: int = eqx.field(static=True)
     length: int = eqx.field(static=True)
     interpolation: str = eqx.field(static=True)
@@ -120,6 +122,9 @@ class SpectrumModel(eqx.Module):
         d_l = float(observation.luminosity_distance())
         self.scale = jnp.asarray(dimming_constant(pipeline.flux_unit) / d_l**2, dtype)
         self.fraction = jnp.asarray(s_sys - j_sys, dtype)
+        self.response, self.response_start = stage_response(
+            self.stages, self._scene(), grid.n_work, dtype
+        )
 
     def _mixed_ft(self, log_age, log_z):
         age, metallicity = jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,))
@@ -141,19 +146,14 @@ class SpectrumModel(eqx.Module):
         spectrum = jnp.fft.irfft(mixed * losvd, n=self.length)
         return spectrum[self.pad : self.pad + grid.n_work].astype(dtype)
 
+    def _scene(self) -> Scene:
+        return Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
+
     def _observe(self, work) -> Float[Array, " n_wave"]:
-        scene = Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
-        cube = CubeState(
-            flux=work[None, :],
-            variance=jnp.zeros((), work.dtype),
-            mask=jnp.ones((1, 1), bool),
-            lsf_fwhm=None,
-            diagnostics={},
-            on_lattice=True,
-        )
-        for stage in self.stages:
-            cube = stage(cube, scene)
-        return cube.flux[0, 0] * self.scale
+        if self.response is None:
+            return apply_stages(self.stages, self._scene(), work) * self.scale
+        window = self.response_start[:, None] + jnp.arange(self.response.shape[1])[None, :]
+        return jnp.sum(self.response * work[window], axis=1) * self.scale
 
     def lattice(
         self, log_age, log_z, velocity, dispersion, h3=0.0, h4=0.0
@@ -172,6 +172,61 @@ class SpectrumModel(eqx.Module):
         formed."""
         one = lambda ft: self._observe(self._broaden(ft, velocity, dispersion, h3, h4))
         return jax.vmap(one)(self.template_ft)
+
+
+def apply_stages(stages, scene, work) -> Float[Array, " n_wave"]:
+    """`stages` acting on one lattice spectrum `work` → the spectrum on the pixels."""
+    cube = CubeState(
+        flux=work[None, :],
+        variance=jnp.zeros((), work.dtype),
+        mask=jnp.ones((1, 1), bool),
+        lsf_fwhm=None,
+        diagnostics={},
+        on_lattice=True,
+    )
+    for stage in stages:
+        cube = stage(cube, scene)
+    return cube.flux[0, 0]
+
+
+@eqx.filter_jit
+def _unit_responses(stages, scene, n_work, dtype):
+    one = lambda i: apply_stages(stages, scene, jax.nn.one_hot(i, n_work, dtype=dtype))
+    return jax.lax.map(one, jnp.arange(n_work), batch_size=256)
+
+
+@eqx.filter_jit
+def _banded_apply(response, start, work):
+    window = start[:, None] + jnp.arange(response.shape[1])[None, :]
+    return jnp.sum(response * work[window], axis=1)
+
+
+def stage_response(stages, scene, n_work: int, dtype):
+    """The stages as a banded matrix (`response[j, k]` = pixel j's weight of lattice bin
+    `start[j] + k`), from their response to every unit spectrum, when they are linear (as
+    the LSF and the rebinning are; checked on a random spectrum): the model then applies
+    one small gather-and-sum instead of the stages, so a solver that traces the model many
+    times compiles quickly. `(None, None)` for stages that are not linear."""
+    columns = np.asarray(
+        _unit_responses(stages, scene, n_work, dtype), np.float64
+    )  # (n_work, n_wave)
+    nonzero = columns != 0
+    if not nonzero.any(axis=0).all() or not np.all(np.isfinite(columns)):
+        return None, None
+    lo = np.argmax(nonzero, axis=0)
+    hi = n_work - 1 - np.argmax(nonzero[::-1], axis=0)
+    width = int(np.max(hi - lo + 1))
+    start = np.clip(lo, 0, n_work - width)
+    index = start[:, None] + np.arange(width)
+    response = jnp.asarray(np.take_along_axis(columns.T, index, axis=1), dtype)
+    start = jnp.asarray(start, jnp.int32)
+    probe = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, n_work), dtype)
+    direct = np.asarray(apply_stages(stages, scene, probe), np.float64)
+    banded = np.asarray(_banded_apply(response, start, probe), np.float64)
+    tol = 1e-9 if dtype == jnp.float64 else 1e-4
+    if not np.allclose(banded, direct, rtol=tol, atol=tol * np.max(np.abs(direct))):
+        return None, None
+    return response, start
 
 
 def spectrum_stages(pipeline: Pipeline, lsf_fwhm=None) -> tuple[AbstractCubeStage, ...]:
