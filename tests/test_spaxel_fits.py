@@ -166,3 +166,108 @@ def test_gauss_hermite_recovery(gh_fit):
     assert np.all(np.abs(ds) < 0.03)
     assert np.all(np.abs(dh3) < 0.02) and np.all(np.abs(dh4) < 0.02)
     assert np.all(np.asarray(fit.h3_err) > 0) and np.all(np.asarray(fit.h4_err) > 0)
+
+
+YOUNG, OLD, SOLAR = 1, 5, 2  # grid indices: 1 Gyr, 10 Gyr, Z = 0.019
+FRACTIONS = [0.2, 0.4, 0.6, 0.8]  # light of the 1 Gyr population over the pixels
+
+
+@pytest.fixture(scope="module")
+def two_populations(ssp):
+    """2×2 spaxels: 1 Gyr + 10 Gyr (Z = 0.019) at young light fractions 0.2–0.8, one
+    Gaussian LOSVD (σ = 120 km/s), by the exact reference."""
+    wave = np.asarray(telescope(1, 1).wavelength, np.float64)
+    parts = [
+        reference_spectrum(ssp, np.asarray(ssp.flux[i, SOLAR], np.float64), wave, 30.0, 120.0)
+        for i in (YOUNG, OLD)
+    ]
+    parts = [p / p.mean() for p in parts]  # unit mean flux: light fractions are amplitudes
+    return np.stack([f * parts[0] + (1 - f) * parts[1] for f in FRACTIONS]).reshape(2, 2, -1)
+
+
+def young_fraction(fit):
+    light = np.asarray(fit.light_weights)  # (n_x, n_y, n_age, n_Z)
+    return light[:, :, AGES < 4.0].sum(axis=(2, 3)).reshape(-1)
+
+
+@pytest.fixture(scope="module")
+def mixture_fit(ssp, two_populations, tmp_path_factory):
+    cube = noisy_cube(tmp_path_factory.mktemp("mix") / "DATACUBE_FINAL.fits", two_populations, 2)
+    obs = rx.Observation(redshift=Z_OBS)
+    with count_compilations() as count:
+        t0 = time.perf_counter()
+        fit = jax.block_until_ready(rx.fit.fit_mixture(cube, ssp, telescope(2, 2), obs, moments=4))
+        seconds = time.perf_counter() - t0
+    print(f"fit_mixture(moments=4), 2×2: {seconds:.2f} s, {count()} compilations")
+    return cube, obs, fit
+
+
+def test_mixture_recovers_two_populations(mixture_fit):
+    """Light fraction of the young population within 0.05, light-weighted mean log age
+    within 0.05 dex (and [M/H] of the mixture near solar)."""
+    _, _, fit = mixture_fit
+    assert np.asarray(fit.converged).all()
+    frac = young_fraction(fit)
+    truth_age = np.array([f * 9.0 + (1 - f) * 10.0 for f in FRACTIONS])
+    d_age = np.asarray(fit.log_age).reshape(-1) - truth_age
+    d_mh = np.asarray(fit.metallicity).reshape(-1)
+    print("young fraction", frac.round(4), "Δlog age", d_age.round(4), "[M/H]", d_mh.round(4))
+    print("NNLS iterations", np.asarray(fit.iterations).reshape(-1), "χ²",
+          np.asarray(fit.chi2).reshape(-1).round(3))  # fmt: skip
+    assert np.all(np.abs(frac - np.array(FRACTIONS)) < 0.05)
+    assert np.all(np.abs(d_age) < 0.05)
+    assert np.all(np.abs(d_mh) < 0.1)
+    np.testing.assert_allclose(np.asarray(fit.light_weights).sum(axis=(2, 3)), 1.0, rtol=1e-10)
+    assert np.all(np.asarray(fit.weights) >= 0)
+    # mass-weighted: the old population has 10^0.8·(10)^... more mass per light here
+    assert np.all(np.asarray(fit.log_age_mass) > np.asarray(fit.log_age))
+    assert np.all(np.abs(np.asarray(fit.chi2) - 1) < 0.2)
+
+
+def test_fits_compile_once_per_shape(ssp, gh_spectra, two_populations, gh_fit, mixture_fit,
+                                     tmp_path):  # fmt: skip
+    """A second call on a same-shaped cube (other data) compiles nothing, for
+    `fit_spaxels(moments=4)` and for `fit_mixture`."""
+    obs = rx.Observation(redshift=Z_OBS)
+    for name, spectra, call in (
+        ("fit_spaxels", gh_spectra, lambda c: rx.fit.fit_spaxels(c, ssp, telescope(2, 2), obs, moments=4)),
+        ("fit_mixture", two_populations, lambda c: rx.fit.fit_mixture(c, ssp, telescope(2, 2), obs, moments=4)),
+    ):  # fmt: skip
+        cube = noisy_cube(tmp_path / f"{name}.fits", spectra, 11)
+        with count_compilations() as count:
+            t0 = time.perf_counter()
+            jax.block_until_ready(call(cube))
+            seconds = time.perf_counter() - t0
+        print(f"{name} again: {seconds:.2f} s, {count()} compilations")
+        assert count() == 0
+
+
+def test_nnls_matches_scipy():
+    """The Lawson–Hanson solve against scipy.optimize.nnls on random problems with
+    active constraints."""
+    from scipy.optimize import nnls as scipy_nnls
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 80, 12))
+    d = 0.3 * rng.normal(size=(6, 80)) + a @ rng.normal(size=12)  # some weights < 0
+    gram = np.einsum("bmi,bmj->bij", a, a)
+    rhs = np.einsum("bmi,bm->bi", a, d)
+    w, it, ok = jax.vmap(lambda g, c: rx.fit.nnls(g, c, 36))(jnp.asarray(gram), jnp.asarray(rhs))
+    assert np.asarray(ok).all()
+    for k in range(6):
+        expected, _ = scipy_nnls(a[k], d[k])
+        assert (expected == 0).any()
+        np.testing.assert_allclose(np.asarray(w[k]), expected, atol=1e-9)
+    print("iterations", np.asarray(it))
+
+
+def test_bad_moments_and_regul(ssp, gh_fit):
+    cube, obs, _ = gh_fit
+    with pytest.raises(ValueError, match=r"moments=.*got 3"):
+        rx.fit.fit_spaxels(cube, ssp, telescope(2, 2), obs, moments=3)
+    with pytest.raises(ValueError, match=r"fit_mixture\(moments=.*got 6"):
+        rx.fit.fit_mixture(cube, ssp, telescope(2, 2), obs, moments=6)
+    with pytest.raises(ValueError, match=r"regul=.*got -1"):
+        rx.fit.fit_mixture(cube, ssp, telescope(2, 2), obs, regul=-1.0)
+    with pytest.raises(ValueError, match="regul"):
+        rx.fit.fit_mixture(cube, ssp, telescope(2, 2), obs, regul=float("nan"))
