@@ -236,10 +236,11 @@ def test_fits_compile_once_per_shape(ssp, gh_spectra, two_populations, gh_fit, m
     """A second call on a same-shaped cube (other data) compiles nothing, for
     `fit_spaxels(moments=4)` and for `fit_mixture`."""
     obs = rx.Observation(redshift=Z_OBS)
+    tel = telescope(2, 2)
     for name, spectra, call in (
-        ("fit_spaxels", gh_spectra, lambda c: rx.fit.fit_spaxels(c, ssp, telescope(2, 2), obs, moments=4)),
-        ("fit_mixture", two_populations, lambda c: rx.fit.fit_mixture(c, ssp, telescope(2, 2), obs, moments=4)),
-    ):  # fmt: skip
+        ("fit_spaxels", gh_spectra, lambda c: rx.fit.fit_spaxels(c, ssp, tel, obs, moments=4)),
+        ("fit_mixture", two_populations, lambda c: rx.fit.fit_mixture(c, ssp, tel, obs, moments=4)),
+    ):
         cube = noisy_cube(tmp_path / f"{name}.fits", spectra, 11)
         with count_compilations() as count:
             t0 = time.perf_counter()
