@@ -195,6 +195,9 @@ def _unit_responses(stages, scene, n_work, dtype):
     return jax.lax.map(one, jnp.arange(n_work), batch_size=256)
 
 
+_apply_stages_jit = eqx.filter_jit(apply_stages)
+
+
 @eqx.filter_jit
 def _banded_apply(response, start, work):
     window = start[:, None] + jnp.arange(response.shape[1])[None, :]
@@ -221,7 +224,7 @@ def stage_response(stages, scene, n_work: int, dtype):
     response = jnp.asarray(np.take_along_axis(columns.T, index, axis=1), dtype)
     start = jnp.asarray(start, jnp.int32)
     probe = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, n_work), dtype)
-    direct = np.asarray(apply_stages(stages, scene, probe), np.float64)
+    direct = np.asarray(_apply_stages_jit(stages, scene, probe), np.float64)
     banded = np.asarray(_banded_apply(response, start, probe), np.float64)
     tol = 1e-9 if dtype == jnp.float64 else 1e-4
     if not np.allclose(banded, direct, rtol=tol, atol=tol * np.max(np.abs(direct))):
