@@ -40,7 +40,9 @@ class MixtureFit(eqx.Module):
     **Attributes:**
 
     - `kinematics`: the [`rubix_eqx.fit.SpaxelFit`][] (one SSP, Gaussian or Gauss–Hermite
-      LOSVD) whose V, σ (h3, h4) the mixture is fitted at.
+      LOSVD) whose V, σ (h3, h4) the mixture is fitted at; with `iterate`, its maps hold
+      the LOSVD re-fitted at the mixture (the errors and the SSP maps stay those of the
+      single-SSP fit).
     - `weights`: mass formed (M☉) in each SSP of the grid, `(n_x, n_y, n_age, n_Z)`.
     - `light_weights`: each SSP's fraction of the model's mean flux over the fitted
       pixels; sums to 1 in fitted spaxels.
@@ -164,6 +166,42 @@ def _weights(model, flux, var, vel, disp, h3, h4, active, diff, regul, max_itera
     return jax.vmap(one)(flux, var, vel, disp, h3, h4, active)
 
 
+@eqx.filter_jit
+def _refine(model, flux, var, mass, vel, disp, h3, h4, active, moments, steps):
+    """V, σ (h3, h4) and an amplitude re-fitted with each spaxel's mixture as the template:
+    `steps` damped Gauss–Newton steps from the single-SSP LOSVD (a step is kept only if
+    it lowers χ²)."""
+    n_free = 3 if moments == 2 else 5  # amplitude, V/100, ln σ, (h3, h4)
+
+    def one(d, v, w, vel, disp, h3, h4, act):
+        v = jnp.where(act, v, 1.0)
+        mixed = w.astype(model.template_ft.dtype) @ model.template_ft
+        full = jnp.stack([jnp.ones_like(vel), vel / 100, jnp.log(disp), h3, h4])
+
+        def residual(p):
+            q = jnp.concatenate([p, full[n_free:]])
+            spectrum = model._observe(model._broaden(mixed, q[1] * 100, jnp.exp(q[2]), q[3], q[4]))
+            return jnp.where(act, (q[0] * spectrum - d) / jnp.sqrt(v), 0)
+
+        def step(_, state):
+            p, damping = state
+            r = residual(p)
+            jac = jax.jacfwd(residual)(p)
+            jtj = jac.T @ jac
+            dp = -jnp.linalg.solve(jtj + damping * jnp.diag(jnp.diag(jtj)), jac.T @ r)
+            dp = jnp.where(jnp.all(jnp.isfinite(dp)), dp, 0)
+            better = jnp.sum(residual(p + dp) ** 2) < jnp.sum(r**2)
+            return jnp.where(better, p + dp, p), jnp.where(better, damping / 3, damping * 10)
+
+        p, _ = jax.lax.fori_loop(0, steps, step, (full[:n_free], jnp.asarray(1e-3, vel.dtype)))
+        q = jnp.concatenate([p, full[n_free:]])
+        ok = act & jnp.all(jnp.isfinite(q))
+        q = jnp.where(ok, q, full)
+        return q[1] * 100, jnp.exp(q[2]), q[3], q[4]
+
+    return jax.vmap(one)(flux, var, mass, vel, disp, h3, h4, active)
+
+
 def fit_mixture(
     cube: Cube,
     ssp: SSPGrid,
@@ -173,6 +211,7 @@ def fit_mixture(
     pipeline: Pipeline | None = None,
     moments: int = 2,
     regul: float = 0.0,
+    iterate: bool = True,
     min_snr: float = 3.0,
     solver: str = "levenberg_marquardt",
     dispersion_start: float = 80.0,
@@ -192,8 +231,12 @@ def fit_mixture(
     least squares is solved exactly (Lawson–Hanson active set, a `lax.while_loop`), all
     spaxels in one jitted, vmapped call.
 
+    With `iterate` (default), the LOSVD is then re-fitted once with each spaxel's mixture
+    as its template (a few damped Gauss–Newton steps; the single SSP's template mismatch
+    biases σ by ~2 % on a 1 + 10 Gyr mixture) and the weights solved again at it.
+
     **Arguments:** as [`rubix_eqx.fit.fit_spaxels`][], plus `regul` (≥ 0; 0: no
-    regularisation).
+    regularisation) and `iterate`.
 
     **Returns:** a [`rubix_eqx.fit.MixtureFit`][]: weights per spaxel
     `(n_x, n_y, n_age, n_Z)`, light- and mass-weighted mean log age and [M/H] maps.
@@ -220,11 +263,21 @@ def fit_mixture(
     diff = jnp.asarray(second_differences(n_age, n_z), dtype)
     fitted = active & (kin.status.reshape(-1) != 3)
     flat = lambda x: x.reshape(-1).astype(dtype)
+    losvd = tuple(flat(getattr(kin.maps, k)) for k in ("velocity", "dispersion", "h3", "h4"))
+    regul = jnp.asarray(regul, dtype)
     mass, light, chi2, it, kkt = _weights(
-        model, flux, var, flat(kin.maps.velocity), flat(kin.maps.dispersion),
-        flat(kin.maps.h3), flat(kin.maps.h4), fitted, diff, jnp.asarray(regul, dtype),
-        3 * n_age * n_z,
-    )  # fmt: skip
+        model, flux, var, *losvd, fitted, diff, regul, 3 * n_age * n_z
+    )
+    if iterate:
+        losvd = _refine(model, flux, var, mass, *losvd, fitted, moments, 8)
+        mass, light, chi2, it, kkt = _weights(
+            model, flux, var, *losvd, fitted, diff, regul, 3 * n_age * n_z
+        )
+        kin = eqx.tree_at(
+            lambda k: (k.maps.velocity, k.maps.dispersion, k.maps.h3, k.maps.h4),
+            kin,
+            tuple(x.reshape(n_x, n_y) for x in losvd),
+        )
     log_age = jnp.repeat(jnp.log10(ssp.age.astype(dtype)) + 9, n_z)
     mh = jnp.tile(jnp.log10(ssp.metallicity.astype(dtype) / SOLAR_METALLICITY), n_age)
     total = jnp.sum(mass, axis=1)
