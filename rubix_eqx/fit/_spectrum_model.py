@@ -190,46 +190,45 @@ def apply_stages(stages, scene, work) -> Float[Array, " n_wave"]:
 
 
 @eqx.filter_jit
-def _unit_responses(stages, scene, n_work, dtype):
-    one = lambda i: apply_stages(stages, scene, jax.nn.one_hot(i, n_work, dtype=dtype))
-    return jax.lax.map(one, jnp.arange(n_work), batch_size=256)
+def _responses(stages, scene, offset, n_work, probe, block: int):
+    """The stages' response to unit spectra at lattice bins offset … offset + block − 1
+    (rows past n_work get `probe`): one compilation for every block."""
+
+    def one(i):
+        unit = jax.nn.one_hot(i, n_work, dtype=probe.dtype)
+        return apply_stages(stages, scene, jnp.where(i < n_work, unit, probe))
+
+    return jax.vmap(one)(offset + jnp.arange(block))
 
 
-_apply_stages_jit = eqx.filter_jit(apply_stages)
-
-
-@eqx.filter_jit
-def _banded_apply(response, start, work):
-    window = start[:, None] + jnp.arange(response.shape[1])[None, :]
-    return jnp.sum(response * work[window], axis=1)
-
-
-def stage_response(stages, scene, n_work: int, dtype):
+def stage_response(stages, scene, n_work: int, dtype, block: int = 256):
     """The stages as a banded matrix (`response[j, k]` = pixel j's weight of lattice bin
-    `start[j] + k`), from their response to every unit spectrum, when they are linear (as
-    the LSF and the rebinning are; checked on a random spectrum): the model then applies
-    one small gather-and-sum instead of the stages, so a solver that traces the model many
-    times compiles quickly. `(None, None)` for stages that are not linear."""
-    columns = np.asarray(
-        _unit_responses(stages, scene, n_work, dtype), np.float64
-    )  # (n_work, n_wave)
+    `start[j] + k`), from their response to every unit spectrum (vmapped in blocks), when
+    they are linear (as the LSF and the rebinning are; checked on a random spectrum): the
+    model then applies one small gather-and-sum instead of the stages, so a solver that
+    traces the model many times compiles quickly. `(None, None)` for stages that are not
+    linear."""
+    probe = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, n_work), dtype)
+    blocks = [
+        np.asarray(_responses(stages, scene, jnp.asarray(offset), n_work, probe, block), np.float64)
+        for offset in range(0, n_work + 1, block)  # the last block holds ≥ 1 probe row
+    ]
+    rows = np.concatenate(blocks)
+    columns, direct = rows[:n_work], rows[n_work]  # (n_work, n_wave), (n_wave,)
     nonzero = columns != 0
-    if not nonzero.any(axis=0).all() or not np.all(np.isfinite(columns)):
+    if not nonzero.any(axis=0).all() or not np.all(np.isfinite(rows)):
         return None, None
     lo = np.argmax(nonzero, axis=0)
     hi = n_work - 1 - np.argmax(nonzero[::-1], axis=0)
     width = int(np.max(hi - lo + 1))
     start = np.clip(lo, 0, n_work - width)
     index = start[:, None] + np.arange(width)
-    response = jnp.asarray(np.take_along_axis(columns.T, index, axis=1), dtype)
-    start = jnp.asarray(start, jnp.int32)
-    probe = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, n_work), dtype)
-    direct = np.asarray(_apply_stages_jit(stages, scene, probe), np.float64)
-    banded = np.asarray(_banded_apply(response, start, probe), np.float64)
+    response = np.take_along_axis(columns.T, index, axis=1)
+    banded = np.sum(response * np.asarray(probe, np.float64)[index], axis=1)
     tol = 1e-9 if dtype == jnp.float64 else 1e-4
     if not np.allclose(banded, direct, rtol=tol, atol=tol * np.max(np.abs(direct))):
         return None, None
-    return response, start
+    return jnp.asarray(response, dtype), jnp.asarray(start, jnp.int32)
 
 
 def spectrum_stages(pipeline: Pipeline, lsf_fwhm=None) -> tuple[AbstractCubeStage, ...]:
