@@ -248,6 +248,20 @@ def test_fits_compile_once_per_shape(ssp, gh_spectra, two_populations, gh_fit, m
             seconds = time.perf_counter() - t0
         print(f"{name} again: {seconds:.2f} s, {count()} compilations")
         assert count() == 0
+    # regularisation is an argument of the same compiled solve, and smooths the weights
+    with count_compilations() as count:
+        smooth = rx.fit.fit_mixture(cube, ssp, tel, obs, moments=4, regul=30.0)
+    assert count() == 0
+    plain = rx.fit.fit_mixture(cube, ssp, tel, obs, moments=4)
+    diff = rx.fit.second_differences(AGES.size, METALS.size)
+
+    def rough(fit):  # ‖D w‖ of the mass fractions per spaxel
+        w = np.asarray(fit.weights).reshape(4, -1)
+        return np.linalg.norm((w / w.sum(axis=1, keepdims=True)) @ diff.T, axis=1)
+
+    print("roughness ‖D w‖ regul=0:", rough(plain).round(3), "regul=30:", rough(smooth).round(3))
+    assert np.all(rough(smooth) < rough(plain))
+    assert np.all(np.abs(np.asarray(smooth.log_age) - np.asarray(plain.log_age)) < 0.2)
 
 
 def test_nnls_matches_scipy():

@@ -49,7 +49,8 @@ class MixtureFit(eqx.Module):
     - `log_age`, `metallicity`: light-weighted mean log10(age/yr) and [M/H]
       (= log10 Z/0.019) over the grid's nodes.
     - `log_age_mass`, `metallicity_mass`: the same, weighted by mass formed.
-    - `chi2`: reduced χ² of the mixture (without the regularisation term).
+    - `chi2`: χ² of the mixture (without the regularisation term) per pixel, less the
+      number of non-zero weights.
     - `iterations`: active-set iterations of the non-negative solve.
     - `converged`: kinematic fit converged and the weights satisfy the optimality
       (KKT) conditions.
@@ -155,7 +156,8 @@ def _weights(model, flux, var, vel, disp, h3, h4, active, diff, regul, max_itera
         rhs = (an * wv[None, :]) @ dn
         w, it, kkt = nnls(gram, rhs, max_iterations)
         fit = w @ an
-        chi2 = jnp.sum(jnp.where(good, (fit - dn) ** 2 * wv, 0)) / (jnp.sum(good) - 1)
+        dof = jnp.maximum(jnp.sum(good) - jnp.sum(w > 0), 1)
+        chi2 = jnp.sum(jnp.where(good, (fit - dn) ** 2 * wv, 0)) / dof
         light = w * jnp.sum(jnp.where(good[None, :], an, 0), axis=1)
         light = light / jnp.where(jnp.sum(light) > 0, jnp.sum(light), 1)
         mass = w * norm_d / norm_a
@@ -248,8 +250,8 @@ def fit_mixture(
         )
     try:
         regul = float(regul)
-    except TypeError:
-        raise ValueError(f"`fit_mixture(regul=...)` must be a number ≥ 0; got {regul!r}.")
+    except (TypeError, ValueError):
+        raise ValueError(f"`fit_mixture(regul=...)` must be a number ≥ 0; got {regul!r}.") from None
     if not (math.isfinite(regul) and regul >= 0):
         raise ValueError(f"`fit_mixture(regul=...)` must be finite and ≥ 0; got {regul!r}.")
     model, flux, var, snr, active = prepare(cube, ssp, telescope, observation, pipeline, min_snr)
