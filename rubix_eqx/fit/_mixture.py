@@ -243,7 +243,7 @@ def fit_mixture(
     **Returns:** a [`rubix_eqx.fit.MixtureFit`][]: weights per spaxel
     `(n_x, n_y, n_age, n_Z)`, light- and mass-weighted mean log age and [M/H] maps.
     """
-    check_moments(moments, "fit_mixture")
+    moments = check_moments(moments, "fit_mixture")
     if solver not in SOLVERS:
         raise ValueError(
             f"`fit_mixture(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."

@@ -133,7 +133,7 @@ def fit_spaxels(
 
     **Returns:** a [`rubix_eqx.fit.SpaxelFit`][]; never NaN (failures are flagged).
     """
-    check_moments(moments, "fit_spaxels")
+    moments = check_moments(moments, "fit_spaxels")
     if solver not in SOLVERS:
         raise ValueError(
             f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."
@@ -179,11 +179,12 @@ def prepare(cube, ssp, telescope, observation, pipeline, min_snr):
     return model, flux, var, snr, active
 
 
-def check_moments(moments, where: str) -> None:
+def check_moments(moments, where: str) -> int:
     if isinstance(moments, bool) or moments not in (2, 4):
         raise ValueError(
             f"`{where}(moments=...)` must be 2 (V, σ) or 4 (V, σ, h3, h4); got {moments!r}."
         )
+    return int(moments)  # a Python int: static under jit
 
 
 def telescope_for_cube(cube: Cube, telescope: Telescope) -> Telescope:
