@@ -13,6 +13,12 @@ from ._line_mask import (
     emission_line_mask as emission_line_mask,
     mask_emission_lines as mask_emission_lines,
 )
+from ._mixture import (
+    fit_mixture as fit_mixture,
+    MixtureFit as MixtureFit,
+    nnls as nnls,
+    second_differences as second_differences,
+)
 from ._output import plot_maps as plot_maps, write_maps_fits as write_maps_fits
 from ._particles import (
     fit_galaxy as fit_galaxy,

@@ -38,10 +38,11 @@ class SpaxelFit(eqx.Module):
 
     - `maps`: a [`rubix_eqx.Maps`][] (`weighting="fit"`): `log_age` (log10 age/yr),
       `metallicity` ([M/H]), `velocity`, `dispersion` (km/s), `flux` (fitted initial
-      stellar mass in the spaxel, M☉), `h3 = h4 = 0` (Gaussian LOSVD), `mask`
-      (fitted and converged).
-    - `log_age_err`, `metallicity_err` (dex), `velocity_err`, `dispersion_err` (km/s):
-      1σ from (JᵀJ)⁻¹ of the variance-weighted residuals at the solution.
+      stellar mass in the spaxel, M☉), `h3`, `h4` (Gauss–Hermite moments with
+      `moments=4`; 0 with `moments=2`, a Gaussian LOSVD), `mask` (fitted and converged).
+    - `log_age_err`, `metallicity_err` (dex), `velocity_err`, `dispersion_err` (km/s),
+      `h3_err`, `h4_err` (0 with `moments=2`): 1σ from (JᵀJ)⁻¹ of the variance-weighted
+      residuals at the solution.
     - `converged`: solver converged with finite values.
     - `status`: 0 converged, 1 masked (S/N below `min_snr`), 2 not converged,
       3 non-finite (values reset to the starting point); see `rubix_eqx.fit.STATUS`.
@@ -53,6 +54,8 @@ class SpaxelFit(eqx.Module):
     metallicity_err: Float[Array, "n_x n_y"]
     velocity_err: Float[Array, "n_x n_y"]
     dispersion_err: Float[Array, "n_x n_y"]
+    h3_err: Float[Array, "n_x n_y"]
+    h4_err: Float[Array, "n_x n_y"]
     converged: Bool[Array, "n_x n_y"]
     status: Int[Array, "n_x n_y"]
     chi2: Float[Array, "n_x n_y"]
@@ -93,6 +96,7 @@ def fit_spaxels(
     *,
     pipeline: Pipeline | None = None,
     solver: str = "levenberg_marquardt",
+    moments: int = 2,
     min_snr: float = 3.0,
     dispersion_start: float = 80.0,
     velocity_grid: tuple[float, float, float] = (-600.0, 600.0, 40.0),
@@ -100,7 +104,8 @@ def fit_spaxels(
     atol: float = 1e-6,
     max_steps: int = 200,
 ) -> SpaxelFit:
-    """Fit every spaxel of `cube` with one SSP: log age, [M/H], V, σ and a mass.
+    """Fit every spaxel of `cube` with one SSP: log age, [M/H], V, σ (and h3, h4 with
+    `moments=4`) and a mass.
 
     The model is [`rubix_eqx.fit.SpectrumModel`][]: the pipeline's own templates, LSF
     and rebinning, with a Gaussian LOSVD. Residuals are weighted by `cube.variance`
@@ -120,16 +125,31 @@ def fit_spaxels(
       `lsf_fwhm` if it has one, else the telescope's declared LSF resampled onto the
       cube's pixels — see [`rubix_eqx.fit.telescope_for_cube`][]).
     - `solver`: `"levenberg_marquardt"`, `"gauss_newton"` or `"dogleg"`.
+    - `moments`: 2 (V, σ: a Gaussian LOSVD) or 4 (also h3, h4: Gauss–Hermite, as pPXF's
+      `moments=4`; they start at 0 and are unbounded).
     - `min_snr`: spaxels with a lower median S/N are masked (status 1).
     - `dispersion_start`: km/s; `velocity_grid`: (start, stop, step) km/s of the search.
     - `rtol`, `atol`, `max_steps`: solver controls.
 
     **Returns:** a [`rubix_eqx.fit.SpaxelFit`][]; never NaN (failures are flagged).
     """
+    moments = check_moments(moments, "fit_spaxels")
     if solver not in SOLVERS:
         raise ValueError(
             f"`fit_spaxels(solver=...)` must be one of {sorted(SOLVERS)}; got {solver!r}."
         )
+    model, flux, var, snr, active = prepare(cube, ssp, telescope, observation, pipeline, min_snr)
+    n_x, n_y, _ = cube.flux.shape
+    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
+    result = _solve(
+        model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps, moments
+    )
+    return result(snr, (n_x, n_y))
+
+
+def prepare(cube, ssp, telescope, observation, pipeline, min_snr):
+    """The model, the spectra and variances (n_spaxel, n_wave), median S/N and the fitted
+    spaxels, as `fit_spaxels` sets them up."""
     variance = np.asarray(cube.variance)
     if not np.all(variance[np.asarray(cube.mask)] > 0):
         raise ValueError(
@@ -156,9 +176,15 @@ def fit_spaxels(
     )
     snr = jnp.median(flux / jnp.sqrt(var), axis=1)
     active = (snr >= min_snr) & cube.mask.reshape(-1)
-    start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
-    result = _solve(model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps)
-    return result(snr, (n_x, n_y))
+    return model, flux, var, snr, active
+
+
+def check_moments(moments, where: str) -> int:
+    if isinstance(moments, bool) or moments not in (2, 4):
+        raise ValueError(
+            f"`{where}(moments=...)` must be 2 (V, σ) or 4 (V, σ, h3, h4); got {moments!r}."
+        )
+    return int(moments)  # a Python int: static under jit
 
 
 def telescope_for_cube(cube: Cube, telescope: Telescope) -> Telescope:
@@ -226,25 +252,31 @@ def _search(model, flux, var, la, lz, velocities, disp):
 
 
 def _physical(p, a_ref, bounds):
+    """Solver parameters → (log age, log Z, V, σ, mass, h3, h4); h3 = h4 = 0 when `p` has
+    5 entries (a Gaussian LOSVD)."""
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
+    h3, h4 = (p[5], p[6]) if p.shape[0] == 7 else (jnp.zeros_like(p[0]),) * 2
     return (
         _from_unit(p[0], la_lo, la_hi),
         _from_unit(p[1], lz_lo, lz_hi),
         p[2] * _VELOCITY_SCALE,
         jnp.exp(p[3]),
         p[4] * a_ref,
+        h3,
+        h4,
     )
 
 
 def _residual_physical(model, theta, args):
     d, v = args
-    la, lz, vel, disp, amp = theta
-    return (amp * model(la, lz, vel, disp) - d) / jnp.sqrt(v)
+    la, lz, vel, disp, amp, h3, h4 = theta
+    return (amp * model(la, lz, vel, disp, h3, h4) - d) / jnp.sqrt(v)
 
 
 @eqx.filter_jit
-def _run(model, flux, var, start, active, bounds, solver, max_steps):
+def _run(model, flux, var, start, active, bounds, solver, max_steps, moments):
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
+    n_free = 5 if moments == 2 else 7
 
     def one(d, v, la, lz, vel, disp, amp, act):
         # Masked spaxels fit their own starting model: they converge at once.
@@ -252,42 +284,45 @@ def _run(model, flux, var, start, active, bounds, solver, max_steps):
         # infinite variance (zero, or masked: `mask_emission_lines`) = zero weight, as in
         # the search; a masked spaxel gets unit weights
         v = jnp.where(act, v, 1.0)
+        zero = jnp.zeros_like(la)
         p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
-                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la)])  # fmt: skip
+                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la),
+                        zero, zero][:n_free])  # fmt: skip
         fn = lambda p, args: _residual_physical(model, _physical(p, amp, bounds), args)
         sol = optx.least_squares(fn, solver, p0, args=(d, v), max_steps=max_steps, throw=False)
         theta = _physical(sol.value, amp, bounds)
         finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
         ok = sol.result == optx.RESULTS.successful
         theta = jax.tree.map(
-            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp)
+            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp, zero, zero)
         )
-        jac = jax.jacfwd(lambda t: _residual_physical(model, t, (d, v)))(theta)
-        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, 5)
+        free = lambda t: _residual_physical(model, t + theta[n_free:], (d, v))
+        jac = jax.jacfwd(free)(theta[:n_free])
+        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, n_free)
+        err = jnp.concatenate([err, jnp.zeros(7 - n_free, err.dtype)])
         r = _residual_physical(model, theta, (d, v))
-        chi2 = jnp.sum(r**2) / (r.shape[0] - 5)
+        chi2 = jnp.sum(r**2) / (r.shape[0] - n_free)
         status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
         return theta, err, status, chi2
 
     return jax.vmap(one)(flux, var, *start, active)
 
 
-def _solve(model, ssp, flux, var, start, active, solver, max_steps):
+def _solve(model, ssp, flux, var, start, active, solver, max_steps, moments=2):
     theta, err, status, chi2 = _run(
-        model, flux, var, start, active, _bounds(ssp), solver, max_steps
+        model, flux, var, start, active, _bounds(ssp), solver, max_steps, moments
     )
-    la, lz, vel, disp, amp = theta
+    la, lz, vel, disp, amp, h3, h4 = theta
 
     def result(snr, shape):
         converged = status == 0
-        zero = jnp.zeros_like(la)
         maps = Maps(
             log_age=(la + 9).reshape(shape),
             metallicity=(lz - np.log10(SOLAR_METALLICITY)).reshape(shape),
             velocity=vel.reshape(shape),
             dispersion=disp.reshape(shape),
-            h3=zero.reshape(shape),
-            h4=zero.reshape(shape),
+            h3=h3.reshape(shape),
+            h4=h4.reshape(shape),
             flux=amp.reshape(shape),
             mask=converged.reshape(shape),
             weighting="fit",
@@ -298,6 +333,8 @@ def _solve(model, ssp, flux, var, start, active, solver, max_steps):
             metallicity_err=err[:, 1].reshape(shape),
             velocity_err=err[:, 2].reshape(shape),
             dispersion_err=err[:, 3].reshape(shape),
+            h3_err=err[:, 5].reshape(shape),
+            h4_err=err[:, 6].reshape(shape),
             converged=converged.reshape(shape),
             status=status.astype(jnp.int32).reshape(shape),
             chi2=jnp.where(jnp.isfinite(chi2), chi2, 0).reshape(shape),

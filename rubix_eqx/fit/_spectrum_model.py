@@ -1,14 +1,24 @@
 """A smooth single-population spectrum model for fitting: one SSP (bilinear in log age,
 log Z) with a Gaussian line-of-sight velocity distribution applied analytically in
 Fourier space on the ln λ lattice (as pPXF does, Cappellari 2017), then the pipeline's
-own cube stages (LSF, rebinning, any stage added) as they act on one spectrum."""
+own cube stages (LSF, rebinning, any stage added) as they act on one spectrum.
+
+The LOSVD is Gauss–Hermite (van der Marel & Franx 1993):
+L(v) = exp(−y²/2)/(σ√2π) [1 + h3 H3(y) + h4 H4(y)], y = (v − V)/σ, with the normalised
+Hermite polynomials H3(y) = (2√2 y³ − 3√2 y)/√6 and H4(y) = (4y⁴ − 12y² + 3)/√24
+(H_n = physicists' Hermite / √(2ⁿ n!)). Since exp(−y²/2) H_n(y) is an eigenfunction of the
+Fourier transform with eigenvalue (−i)ⁿ (for ∫ e^{−iωy} ... dy), the transform of L on the
+lattice is exp(−iωs − ω²σ²/2) [1 + i h3 H3(ωσ) + h4 H4(ωσ)] (s, σ in lattice bins,
+ω = 2πν): the h3 term is imaginary and odd in ω, the h4 term real and even. With
+h3 = h4 = 0 it is the Gaussian's transform."""
 
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, Complex, Float, Int
 
 from .._observation import Observation
 from .._pipeline import Pipeline
@@ -18,14 +28,29 @@ from .._units import C_KM_S, dimming_constant
 from ..ssp import cubic_weights, ssp_weights, SSPGrid
 
 
+def losvd_transform(nu, shift, sigma, h3=0.0, h4=0.0):
+    """The Fourier transform of the Gauss–Hermite LOSVD at frequencies `nu` (cycles per
+    lattice bin; numpy's rfft convention e^{−2πiνk}), centre `shift` and dispersion
+    `sigma` in lattice bins (see the module docstring)."""
+    w = 2 * jnp.pi * nu * sigma
+    gauss = jnp.exp(-2j * jnp.pi * nu * shift - 0.5 * w**2)
+    w2 = w * w
+    herm3 = (2 * w2 - 3) * w * (math.sqrt(2.0) / math.sqrt(6.0))
+    herm4 = (4 * w2 * w2 - 12 * w2 + 3) / math.sqrt(24.0)
+    return gauss * (1 + 1j * h3 * herm3 + h4 * herm4)
+
+
 class SpectrumModel(eqx.Module):
-    """`model(log_age, log_z, velocity, dispersion)` → flux per M☉ formed (in the
+    """`model(log_age, log_z, velocity, dispersion, h3=0, h4=0)` → flux per M☉ formed (in the
     cube's `flux_unit` erg s⁻¹ cm⁻² Å⁻¹) on the telescope grid, for a population at the
     observation's redshift and distance.
 
     Arguments of the call: `log_age` = log10(age / Gyr), `log_z` = log10 Z, `velocity`
     (km/s, line of sight, relative to the systemic redshift), `dispersion` (km/s,
-    Gaussian σ of the LOSVD). Ages and Z are clipped to the grid (as in the pipeline).
+    σ of the LOSVD), `h3`, `h4` (its Gauss–Hermite moments, as pPXF's; 0: Gaussian). Ages
+    and Z are clipped to the grid (as in the pipeline). `model.templates(velocity,
+    dispersion, h3, h4)` gives every template of the grid through the same LOSVD and
+    stages, `(n_age·n_Z, n_wave)` in the grid's (age, Z) row-major order.
 
     After the LOSVD, the model applies the pipeline's cube stages as each acts on one
     spectrum (`stage.for_spectrum()`, [`rubix_eqx.AbstractCubeStage`][]): the LSF
@@ -45,6 +70,8 @@ class SpectrumModel(eqx.Module):
     redshift: Float[Array, ""]
     scale: Float[Array, ""]  # dimming: flux_unit erg/s/cm² per (L☉ per M☉)
     fraction: Float[Array, ""]  # fractional part of the systemic shift, pixels
+    response: Float[Array, "n_wave n_band"] | None  # the stages as a banded matrix
+    response_start: Int[Array, " n_wave"] | None  # lattice bin of response[:, 0]
     pad: int = eqx.field(static=True)
     length: int = eqx.field(static=True)
     interpolation: str = eqx.field(static=True)
@@ -95,41 +122,113 @@ class SpectrumModel(eqx.Module):
         d_l = float(observation.luminosity_distance())
         self.scale = jnp.asarray(dimming_constant(pipeline.flux_unit) / d_l**2, dtype)
         self.fraction = jnp.asarray(s_sys - j_sys, dtype)
+        self.response, self.response_start = stage_response(
+            self.stages, self._scene(), grid.n_work, dtype
+        )
 
-    def lattice(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_work"]:
-        """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
-        grid = self.pipeline.grid
-        dtype = grid.templates.dtype
+    def _mixed_ft(self, log_age, log_z):
         age, metallicity = jnp.reshape(10.0**log_age, (1,)), jnp.reshape(10.0**log_z, (1,))
         if self.interpolation == "cubic":
             weights, _ = cubic_weights(self.ssp, age, metallicity)
-            mixed = weights[0].astype(self.template_ft.dtype) @ self.template_ft
-        else:
-            w = ssp_weights(self.ssp, age, metallicity)
-            mixed = jnp.einsum(
-                "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
-            )
+            return weights[0].astype(self.template_ft.dtype) @ self.template_ft
+        w = ssp_weights(self.ssp, age, metallicity)
+        return jnp.einsum(
+            "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
+        )
+
+    def _broaden(self, mixed, velocity, dispersion, h3, h4) -> Float[Array, " n_work"]:
+        grid = self.pipeline.grid
+        dtype = grid.templates.dtype
         nu = jnp.arange(self.template_ft.shape[1], dtype=dtype) / self.length
         shift = self.fraction + jnp.arctanh(velocity / C_KM_S) / grid.log_step
         sigma = dispersion / C_KM_S / grid.log_step
-        losvd = jnp.exp(-2j * jnp.pi * nu * shift - 2 * (jnp.pi * nu) ** 2 * sigma**2)
+        losvd = losvd_transform(nu, shift, sigma, h3, h4)
         spectrum = jnp.fft.irfft(mixed * losvd, n=self.length)
         return spectrum[self.pad : self.pad + grid.n_work].astype(dtype)
 
-    def __call__(self, log_age, log_z, velocity, dispersion) -> Float[Array, " n_wave"]:
-        work = self.lattice(log_age, log_z, velocity, dispersion)
-        scene = Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
-        cube = CubeState(
-            flux=work[None, :],
-            variance=jnp.zeros((), work.dtype),
-            mask=jnp.ones((1, 1), bool),
-            lsf_fwhm=None,
-            diagnostics={},
-            on_lattice=True,
-        )
-        for stage in self.stages:
-            cube = stage(cube, scene)
-        return cube.flux[0, 0] * self.scale
+    def _scene(self) -> Scene:
+        return Scene(self.observation, self.pipeline.telescope, None, self.pipeline.flux_unit)
+
+    def _observe(self, work) -> Float[Array, " n_wave"]:
+        if self.response is None:
+            return apply_stages(self.stages, self._scene(), work) * self.scale
+        window = self.response_start[:, None] + jnp.arange(self.response.shape[1])[None, :]
+        return jnp.sum(self.response * work[window], axis=1) * self.scale
+
+    def lattice(
+        self, log_age, log_z, velocity, dispersion, h3=0.0, h4=0.0
+    ) -> Float[Array, " n_work"]:
+        """The broadened, shifted spectrum on the observed lattice (before the LSF)."""
+        return self._broaden(self._mixed_ft(log_age, log_z), velocity, dispersion, h3, h4)
+
+    def __call__(
+        self, log_age, log_z, velocity, dispersion, h3=0.0, h4=0.0
+    ) -> Float[Array, " n_wave"]:
+        return self._observe(self.lattice(log_age, log_z, velocity, dispersion, h3, h4))
+
+    def templates(self, velocity, dispersion, h3=0.0, h4=0.0) -> Float[Array, "n_template n_wave"]:
+        """Every template of the grid (rows in (age, Z) row-major order, as
+        `SSPGrid.flux.reshape(-1, n_wave)`) through the LOSVD and the stages, per M☉
+        formed."""
+        one = lambda ft: self._observe(self._broaden(ft, velocity, dispersion, h3, h4))
+        return jax.vmap(one)(self.template_ft)
+
+
+def apply_stages(stages, scene, work) -> Float[Array, " n_wave"]:
+    """`stages` acting on one lattice spectrum `work` → the spectrum on the pixels."""
+    cube = CubeState(
+        flux=work[None, :],
+        variance=jnp.zeros((), work.dtype),
+        mask=jnp.ones((1, 1), bool),
+        lsf_fwhm=None,
+        diagnostics={},
+        on_lattice=True,
+    )
+    for stage in stages:
+        cube = stage(cube, scene)
+    return cube.flux[0, 0]
+
+
+@eqx.filter_jit
+def _responses(stages, scene, offset, n_work, probe, block: int):
+    """The stages' response to unit spectra at lattice bins offset … offset + block − 1
+    (rows past n_work get `probe`): one compilation for every block."""
+
+    def one(i):
+        unit = jax.nn.one_hot(i, n_work, dtype=probe.dtype)
+        return apply_stages(stages, scene, jnp.where(i < n_work, unit, probe))
+
+    return jax.vmap(one)(offset + jnp.arange(block))
+
+
+def stage_response(stages, scene, n_work: int, dtype, block: int = 256):
+    """The stages as a banded matrix (`response[j, k]` = pixel j's weight of lattice bin
+    `start[j] + k`), from their response to every unit spectrum (vmapped in blocks), when
+    they are linear (as the LSF and the rebinning are; checked on a random spectrum): the
+    model then applies one small gather-and-sum instead of the stages, so a solver that
+    traces the model many times compiles quickly. `(None, None)` for stages that are not
+    linear."""
+    probe = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, n_work), dtype)
+    blocks = [
+        np.asarray(_responses(stages, scene, jnp.asarray(offset), n_work, probe, block), np.float64)
+        for offset in range(0, n_work + 1, block)  # the last block holds ≥ 1 probe row
+    ]
+    rows = np.concatenate(blocks)
+    columns, direct = rows[:n_work], rows[n_work]  # (n_work, n_wave), (n_wave,)
+    nonzero = columns != 0
+    if not nonzero.any(axis=0).all() or not np.all(np.isfinite(rows)):
+        return None, None
+    lo = np.argmax(nonzero, axis=0)
+    hi = n_work - 1 - np.argmax(nonzero[::-1], axis=0)
+    width = int(np.max(hi - lo + 1))
+    start = np.clip(lo, 0, n_work - width)
+    index = start[:, None] + np.arange(width)
+    response = np.take_along_axis(columns.T, index, axis=1)
+    banded = np.sum(response * np.asarray(probe, np.float64)[index], axis=1)
+    tol = 1e-9 if dtype == jnp.float64 else 1e-4
+    if not np.allclose(banded, direct, rtol=tol, atol=tol * np.max(np.abs(direct))):
+        return None, None
+    return jnp.asarray(response, dtype), jnp.asarray(start, jnp.int32)
 
 
 def spectrum_stages(pipeline: Pipeline, lsf_fwhm=None) -> tuple[AbstractCubeStage, ...]:
