@@ -711,19 +711,11 @@ def _survey(args) -> int:
     return result.exit_code
 
 
-def _infer_prior(name: str, spec) -> object:
-    from .fit import Normal, PriorRangeError, Uniform
+def _infer_prior(name: str, spec: tuple) -> object:
+    from .fit import Normal, Uniform
 
-    if isinstance(spec, (list, tuple)) and len(spec) == 2:
-        return Uniform(float(spec[0]), float(spec[1]))
-    if isinstance(spec, dict) and set(spec) == {"uniform"}:
-        return Uniform(*map(float, spec["uniform"]))
-    if isinstance(spec, dict) and set(spec) == {"normal"}:
-        return Normal(*map(float, spec["normal"]))
-    raise PriorRangeError(
-        f"inference.priors.{name}: must be [low, high], {{uniform: [low, high]}} or "
-        f"{{normal: [mean, sigma]}}; got {spec!r}."
-    )
+    kind, a, b = spec
+    return Uniform(a, b) if kind == "uniform" else Normal(a, b)
 
 
 def infer_run(
@@ -763,14 +755,12 @@ def infer_run(
     from .io import read_cube
 
     t0 = time.perf_counter()
-    raw = yaml.safe_load(Path(config_path).read_text()) or {}
-    inference = raw.pop("inference", None) or {}
-    spec = rc.check_config(raw)
+    spec = rc.check_config(yaml.safe_load(Path(config_path).read_text()) or {})
     if spec.galaxy["source"] != "synthetic":
         raise ValueError(
             f"galaxy.source: `infer` fits the synthetic-disk model; got {spec.galaxy['source']!r}."
         )
-    priors_spec = dict(inference.get("priors") or {})
+    priors_spec = spec.inference["priors"]
     names = free or list(priors_spec) or list(PARAMETERS)
     priors = {n: _infer_prior(n, priors_spec[n]) if n in priors_spec else PARAMETERS[n][2]
               for n in names}  # fmt: skip
@@ -791,6 +781,12 @@ def infer_run(
     lap = laplace(post)
     progress(f"MAP converged={bool(lap.converged)} in {int(lap.steps)} steps, "
              f"chi2/N = {float(lap.chi2) / float(lap.n_data):.3f}")  # fmt: skip
+    for name, prior, value in zip(model.names, model.priors, np.asarray(lap.mean)):
+        lo, hi = prior.support
+        if np.isfinite(lo) and np.isfinite(hi) and min(value - lo, hi - value) < 0.01 * (hi - lo):
+            progress(f"warning: the MAP of {name} = {value:.4g} lies at its prior bound "
+                     f"[{lo:g}, {hi:g}]: widen the prior (inference.priors.{name}); the "
+                     "sampler mixes poorly against a bound")  # fmt: skip
     res = nuts(post, jax.random.key(seed), start=lap, num_chains=num_chains,
                num_warmup=num_warmup, num_samples=num_samples, progress=progress)  # fmt: skip
     truth = {k: float(v) for k, v in model.defaults().items()}

@@ -416,3 +416,47 @@ def test_info(capsys):
 
     assert main(["info"]) == 0
     assert "rubix_eqx" in capsys.readouterr().out
+
+
+def test_infer_writes_posterior_of_a_cube_made_by_run(tmp_path, capsys):
+    """`rubix-eqx run` makes a small noisy cube; `rubix-eqx infer` on the same config and
+    that FITS file writes the table, JSON, corner plot and samples; the priors come from
+    the config's `inference:` section and the truth lies within 3σ of the posterior mean."""
+    import h5py
+    from rubix_eqx.cli import main
+
+    ssp_path = tmp_path / "tiny_ssp.h5"
+    tiny_ssp(metal_slope=0.3).to_hdf5(ssp_path)
+    config = yaml.safe_load(DEFAULT.read_text())
+    config["galaxy"].update(n_stars=1000, total_mass=1.0e10, metallicity_centre=-0.2)
+    config["telescope"].update(n_x=4, n_y=4, spaxel_size=1.2,
+                               wavelength={"start": 4800.0, "stop": 5400.0})  # fmt: skip
+    config["ssp"] = str(ssp_path)
+    config["pipeline"].update(psf=False, noise={"snr": 30.0})
+    config["output"].update(cube_hdf5=None, quicklook=None)
+    config["inference"] = {"priors": {"log_mass": [9.0, 11.0], "metallicity": [-0.6, 0.1]}}
+    path = tmp_path / "disk.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    out = tmp_path / "post"
+    argv = ["infer", str(path), str(tmp_path / "run" / "cube.fits"), "--out", str(out),
+            "--chains", "2", "--warmup", "20", "--samples", "30", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "MAP converged=True" in captured.err and "wrote" in captured.out
+    assert "prior bound" not in captured.err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "corner.png", "posterior.json", "posterior.txt", "samples.h5",
+    ]  # fmt: skip
+    summary = json.loads((out / "posterior.json").read_text())
+    assert summary["names"] == ["log_mass", "metallicity"]
+    rows = {row["parameter"]: row for row in summary["parameters"]}
+    print(rows)
+    assert rows["log_mass"]["truth"] == pytest.approx(10.0, abs=1e-9)  # the config's mass
+    for row in rows.values():  # two parameters: each within 3σ (fails by chance 0.5 %)
+        assert abs(row["mean"] - row["truth"]) < 3 * row["sigma"], row
+        assert row["rhat"] < 1.2 and row["sigma"] > 0, row
+    assert "log_mass" in (out / "posterior.txt").read_text()
+    assert png_size(out / "corner.png")[0] > 0
+    with h5py.File(out / "samples.h5") as f:
+        assert f["samples/log_mass"].shape == (2, 30) and "laplace" in f

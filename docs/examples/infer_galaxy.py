@@ -11,6 +11,7 @@ and small telescope (tests/cases.py) keep it to minutes on a laptop; swap in
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,10 +33,17 @@ PRIORS = {
     "metallicity": Uniform(-0.65, 0.15),
     "metallicity_gradient": Uniform(-0.3, 0.3),
     "log_mass": Uniform(9.0, 11.0),
+    "log_age_width": Uniform(0.01, 0.5),
+    "v_flat": Uniform(0.0, 400.0),
+    "dispersion": Uniform(5.0, 200.0),
+    "inclination": Uniform(5.0, 85.0),
+    "position_angle": Uniform(-180.0, 180.0),
 }
 # the prior region drawn for the truths (inside the priors, away from the bounds)
 DRAW = {"log_age": (0.3, 0.9), "log_age_gradient": (-0.15, 0.0), "metallicity": (-0.4, 0.0),
-        "metallicity_gradient": (-0.15, 0.0), "log_mass": (9.7, 10.3)}  # fmt: skip
+        "metallicity_gradient": (-0.15, 0.0), "log_mass": (9.7, 10.3),
+        "log_age_width": (0.05, 0.2), "v_flat": (120.0, 250.0), "dispersion": (40.0, 90.0),
+        "inclination": (35.0, 65.0), "position_angle": (-60.0, 60.0)}  # fmt: skip
 
 
 def main():
@@ -43,6 +51,11 @@ def main():
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--realisations", type=int, default=20)
     ap.add_argument("--nuts", action="store_true")
+    ap.add_argument("--free", nargs="+", default=list(PRIORS)[:5], choices=list(PRIORS),
+                    help="the free parameters (default: the five population and mass ones)")
+    ap.add_argument("--init", choices=("centre", "truth"), default="centre",
+                    help="start the MAP at the prior centres (default) or at the truth")
+    ap.add_argument("--json", help="write the coverage table to this JSON file")
     args = ap.parse_args()
     ssp, tel = tiny_ssp(metal_slope=0.3), tiny_telescope(n=6, step=4.0, lsf_fwhm=8.0)
     key = jax.random.key(0)
@@ -52,20 +65,24 @@ def main():
     obs = observation(inclination=50.0)
     pipe = rx.Pipeline(tel, ssp, noise=rx.Noise(snr=30.0), dtype=jnp.float64)
     rng = np.random.default_rng(1)
-    names = tuple(PRIORS)
-    hit68, hit95, rho = [], [], []
+    names = tuple(args.free)
+    priors = {n: PRIORS[n] for n in names}
+    hit68, hit95, rho, chi2 = [], [], [], []
     for d in range(args.draws):
         truth = {n: rng.uniform(*DRAW[n]) for n in names}
-        model = rx.fit.galaxy_model(draws, structure, obs, PRIORS)
+        model = rx.fit.galaxy_model(draws, structure, obs, priors)
         theta = model.vector(truth)
         gal, o = model.galaxy_and_observation(theta)
         for r in range(args.realisations):
             cube = pipe(gal, o, key=jax.random.key(1000 * d + r))
             post = rx.fit.posterior(cube, pipe, model)
-            lap = rx.fit.laplace(post)
+            lap = rx.fit.laplace(post, init=truth if args.init == "truth" else None)
             z = np.abs(np.asarray(lap.mean) - np.asarray(theta)) / np.asarray(lap.errors)
             hit68.append(z < 0.9945), hit95.append(z < 1.96)
-            rho.append(float(lap.correlation[0, 2]))
+            chi2.append(float(lap.chi2) / float(lap.n_data))
+            if "log_age" in names and "metallicity" in names:
+                i, j = names.index("log_age"), names.index("metallicity")
+                rho.append(float(lap.correlation[i, j]))
             if args.nuts and d == 0 and r == 0:
                 res = rx.fit.nuts(post, jax.random.key(5), start=lap, num_chains=2,
                                   num_warmup=200, num_samples=300, progress=print)  # fmt: skip
@@ -78,7 +95,15 @@ def main():
     for n, a, b in zip(names, c68, c95):
         print(f"{n:>22} {a:6.2f} {b:6.2f}")
     print(f"{'pooled':>22} {np.mean(hit68):6.2f} {np.mean(hit95):6.2f}")
-    print(f"age-metallicity correlation (Laplace): {np.mean(rho):.3f} ± {np.std(rho):.3f}")
+    print(f"chi2/N at the MAP: median {np.median(chi2):.3f}, max {np.max(chi2):.3f} "
+          "(>> 1: a local optimum)")
+    if rho:
+        print(f"age-metallicity correlation (Laplace): {np.mean(rho):.3f} ± {np.std(rho):.3f}")
+    if args.json:
+        table = {n: {"68": float(a), "95": float(b)} for n, a, b in zip(names, c68, c95)}
+        table["pooled"] = {"68": float(np.mean(hit68)), "95": float(np.mean(hit95))}
+        Path(args.json).write_text(json.dumps({"draws": args.draws, "realisations":
+                                               args.realisations, "coverage": table}, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from ._telescope import preset_file
 from ._yaml import deep_merge, load_yaml_text, read_yaml
 
 
-TOP_KEYS = ("seed", "galaxy", "gas", "observation", "telescope", "ssp", "pipeline", "output")
+TOP_KEYS = (
+    "seed", "galaxy", "gas", "observation", "telescope", "ssp", "pipeline", "output", "inference",
+)  # fmt: skip
 SYNTHETIC_GAS_KEYS = (
     "source", "n_gas", "total_mass", "scale_length", "scale_height", "v_flat", "r_turn",
     "dispersion", "total_sfr", "sf_radius", "metallicity_centre", "metallicity_gradient",
@@ -82,6 +84,8 @@ class RunSpec(NamedTuple):
     - `ssp`: a grid name (`"miles"`) or an HDF5 path.
     - `pipeline`: keyword arguments of [`rubix_eqx.Pipeline`][] (besides telescope, ssp).
     - `output`: `directory` and file names (`None` = not written).
+    - `inference`: `{"priors": {name: ("uniform", low, high) | ("normal", mean, sigma)}}`
+      for `rubix-eqx infer` (ignored by `run`; empty when absent).
     """
 
     seed: int
@@ -92,6 +96,7 @@ class RunSpec(NamedTuple):
     ssp: str
     pipeline: dict
     output: dict
+    inference: dict = {"priors": {}}
 
 
 def _parse_value(raw: str, item: str):
@@ -617,6 +622,34 @@ def check_output(spec: Any) -> dict:
     return out
 
 
+def check_inference(spec: Any) -> dict:
+    """The `inference:` section: `priors: {name: [low, high] | {uniform: [low, high]} |
+    {normal: [mean, sigma]}}` over the parameters of `rubix_eqx.fit.PARAMETERS`."""
+    from ..fit import PARAMETERS
+
+    path = "inference"
+    spec = check_keys({} if spec is None else spec, ("priors",), path)
+    priors = spec.get("priors") or {}
+    if not isinstance(priors, Mapping):
+        raise ConfigError(f"{path}.priors: must be a mapping of parameter: prior, got {priors!r}.")
+    out = {}
+    for name, prior in priors.items():
+        key = join(f"{path}.priors", str(name))
+        if name not in PARAMETERS:
+            raise ConfigError(f"{key}: unknown parameter; the model has {sorted(PARAMETERS)}.")
+        kind, values = "uniform", prior
+        if isinstance(prior, Mapping) and len(prior) == 1 and set(prior) <= {"uniform", "normal"}:
+            (kind, values), = prior.items()
+        if not (isinstance(values, (list, tuple)) and len(values) == 2):
+            raise ConfigError(
+                f"{key}: must be [low, high], {{uniform: [low, high]}} or "
+                f"{{normal: [mean, sigma]}}, got {prior!r}."
+            )
+        a, b = (number(v, key) for v in values)
+        out[name] = (kind, a, b)
+    return {"priors": out}
+
+
 def check_config(config: Mapping) -> RunSpec:
     """Check every section of a run config (as read by `load_config`) without
     loading SSP grids, galaxies or compiling anything. Raises `ConfigError` naming the
@@ -631,6 +664,7 @@ def check_config(config: Mapping) -> RunSpec:
         ssp=check_ssp(config.get("ssp")),
         pipeline=check_pipeline(config.get("pipeline"), gas=config.get("gas") is not None),
         output=check_output(config.get("output")),
+        inference=check_inference(config.get("inference")),
     )
     spec = spec._replace(galaxy=with_smoothing_spec(spec.galaxy, spec.pipeline))
     check_noise_for(spec.telescope, spec.pipeline)

@@ -182,7 +182,8 @@ def _normal_quantile(p: float) -> float:
 def _map_solve(post: Posterior, u0, rtol, atol, max_steps: int, curvature: str):
     def fn(u, args):
         theta, _ = post.model.to_physical(u)
-        return jnp.concatenate([post.residuals(theta), post.prior_residuals(theta)])
+        r = jnp.concatenate([post.residuals(theta), post.prior_residuals(theta)])
+        return r.astype(u.dtype)
 
     sol = optx.least_squares(
         fn, optx.LevenbergMarquardt(rtol=rtol, atol=atol), u0, max_steps=max_steps, throw=False
@@ -240,7 +241,9 @@ def laplace(
         )
     model = post.model
     theta0 = model.prior_centre() if init is None else model.vector(init)
-    theta0 = theta0.astype(post.data.dtype)
+    # the solve runs in the default float precision (float64 when x64 is on, whatever the
+    # cube's dtype): optimistix wants one dtype throughout
+    theta0 = theta0.astype(jnp.promote_types(post.data.dtype, jnp.result_type(float)))
     u0 = model.to_unconstrained(theta0)
     theta, cov, chi2, n_data, ok, steps = _map_solve(
         post, u0, rtol, atol, max_steps, curvature
