@@ -65,6 +65,23 @@ def test_uniform_screen_dims_by_ten_to_the_minus_0p4_a_lambda(screened):
     assert err < 1e-5
 
 
+def test_histogram_engine_screen_matches_dust_extinction(screened):
+    """The histogram engine's low-rank dust: cube(A_V) / cube(0) within `dust_rtol` (its
+    stated bound, absolute in transmission) of 10^(−0.4 A_V · CCM89(λ/(1+z))) from
+    `dust_extinction`, at every bright pixel."""
+    galaxy = random_galaxy(0, 200, size_kpc=1.0)
+    histogram = eqx.tree_at(lambda p: p.engine, screened, rx.HistogramEngine())
+    clear = np.asarray(with_a_v(histogram, 0.0)(galaxy, observation()).flux)
+    dusty = np.asarray(histogram(galaxy, observation()).flux)
+    wave = np.asarray(screened.telescope.wavelength)
+    want = 10 ** (-0.4 * A_V * dep.CCM89(Rv=3.1)(wave / (1 + Z) * u.AA))
+    bright = clear > 1e-3 * clear.max()
+    ratio = np.where(bright, dusty / np.where(bright, clear, 1), 0)
+    err = np.max(np.abs(ratio - want)[bright])
+    print(f"\nhistogram engine screen: max transmission error {err:.2e}")
+    assert err <= 1e-5
+
+
 @pytest.mark.parametrize("curve, r_v", [("ccm89", 2.5), ("f99", 3.1), ("calzetti00", 4.05)])
 def test_stage_curves_match_the_packages(screened, curve, r_v):
     """The curve the stage puts on the lattice, against dust_extinction / extinction at
