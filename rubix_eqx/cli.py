@@ -711,7 +711,8 @@ def _survey(args) -> int:
     return result.exit_code
 
 
-def _infer_prior(name: str, spec: tuple) -> object:
+def _infer_prior(spec: tuple) -> object:
+    """A checked `inference.priors` entry (kind, a, b) → the prior."""
     from .fit import Normal, Uniform
 
     kind, a, b = spec
@@ -762,7 +763,7 @@ def infer_run(
         )
     priors_spec = spec.inference["priors"]
     names = free or list(priors_spec) or list(PARAMETERS)
-    priors = {n: _infer_prior(n, priors_spec[n]) if n in priors_spec else PARAMETERS[n][2]
+    priors = {n: _infer_prior(priors_spec[n]) if n in priors_spec else PARAMETERS[n][2]
               for n in names}  # fmt: skip
     progress(f"loading SSP grid {spec.ssp!r} and building the pipeline")
     ssp = rc.build_ssp(spec.ssp)
