@@ -34,10 +34,12 @@ from ._posterior import (
     laplace as laplace,
     LaplacePosterior as LaplacePosterior,
     nuts as nuts,
+    PoorFitWarning as PoorFitWarning,
     NUTSPosterior as NUTSPosterior,
     Posterior as Posterior,
     posterior as posterior,
     posterior_summary as posterior_summary,
+    screen_starts as screen_starts,
     write_samples_hdf5 as write_samples_hdf5,
 )
 from ._spaxels import (

@@ -26,7 +26,8 @@ class AbstractPrior(eqx.Module):
 
     `forward(u) -> (x, log|dx/du|)` maps an unconstrained `u` ∈ ℝ to the parameter;
     `inverse(x)` maps back; `log_prob(x)` is the log density (normalised).
-    `support` is the closed interval of values the prior allows.
+    `support` is the closed interval of values the prior allows; `quantile(q)` the value
+    below which a fraction q ∈ (0, 1) of the prior lies (NumPy, for start screens).
     """
 
     @abc.abstractmethod
@@ -37,6 +38,9 @@ class AbstractPrior(eqx.Module):
 
     @abc.abstractmethod
     def inverse(self, x): ...
+
+    @abc.abstractmethod
+    def quantile(self, q: np.ndarray) -> np.ndarray: ...
 
     @property
     @abc.abstractmethod
@@ -74,6 +78,9 @@ class Uniform(AbstractPrior):
         t = jnp.clip((x - self.low) / (self.high - self.low), 1e-9, 1 - 1e-9)
         return jnp.log(t) - jnp.log1p(-t)
 
+    def quantile(self, q):
+        return self.low + (self.high - self.low) * np.asarray(q, np.float64)
+
     @property
     def support(self):
         return (float(self.low), float(self.high))
@@ -105,6 +112,11 @@ class Normal(AbstractPrior):
 
     def inverse(self, x):
         return jnp.asarray(x)
+
+    def quantile(self, q):
+        from scipy.special import ndtri
+
+        return self.mean + self.sigma * ndtri(np.asarray(q, np.float64))
 
     @property
     def support(self):
@@ -141,6 +153,13 @@ PARAMETERS: dict[str, tuple[str, tuple[float, float], AbstractPrior, str]] = {
 }  # fmt: skip
 
 _GEOMETRY = ("inclination", "position_angle")
+# Parameter blocks that the MAP's global start re-screens one at a time
+# ([`rubix_eqx.fit.laplace`][]): stellar populations and mass / kinematics and geometry.
+BLOCKS = (
+    ("log_age", "log_age_width", "log_age_gradient", "metallicity", "metallicity_gradient",
+     "log_mass"),
+    ("v_flat", "dispersion", "inclination", "position_angle"),
+)  # fmt: skip
 
 
 def _default_value(name: str, structure: Truth, observation: Observation):
@@ -217,6 +236,11 @@ class GalaxyModel(eqx.Module):
 
     def log_prior(self, theta):
         return sum(p.log_prob(theta[i]) for i, p in enumerate(self.priors))
+
+    def blocks(self) -> tuple[tuple[int, ...], ...]:
+        """Indices of the free parameters in each of `BLOCKS` (empty blocks dropped)."""
+        out = (tuple(i for i, n in enumerate(self.names) if n in block) for block in BLOCKS)
+        return tuple(b for b in out if b)
 
     def prior_centre(self):
         return jnp.asarray([p.centre for p in self.priors])

@@ -8,6 +8,7 @@ stage. Two front ends share it: MAP (optimistix) + Laplace approximation, and NU
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -155,6 +156,11 @@ class LaplacePosterior(eqx.Module):
         return jnp.sqrt(jnp.clip(jnp.diag(self.covariance), 0, None))
 
     @property
+    def reduced_chi2(self) -> float:
+        """χ²/ν at the MAP, ν = voxels − parameters (≈ 1 ± √(2/ν) for a good fit)."""
+        return float(self.chi2) / max(int(self.n_data) - self.mean.size, 1)
+
+    @property
     def correlation(self) -> Float[Array, "p p"]:
         e = self.errors
         return self.covariance / (e[:, None] * e[None, :])
@@ -178,17 +184,30 @@ def _normal_quantile(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
-@eqx.filter_jit
-def _map_solve(post: Posterior, u0, rtol, atol, max_steps: int, curvature: str):
-    def fn(u, args):
-        theta, _ = post.model.to_physical(u)
-        r = jnp.concatenate([post.residuals(theta), post.prior_residuals(theta)])
-        return r.astype(u.dtype)
+def _whitened(u, post: Posterior):
+    theta, _ = post.model.to_physical(u)
+    return jnp.concatenate([post.residuals(theta), post.prior_residuals(theta)]).astype(u.dtype)
 
+
+@eqx.filter_jit
+def _lm_steps(post: Posterior, u0, rtol, atol, max_steps: int):
+    """Up to `max_steps` Levenberg–Marquardt steps from `u0` → (u, −2 log posterior up
+    to a constant, Cauchy-converged?, steps)."""
     sol = optx.least_squares(
-        fn, optx.LevenbergMarquardt(rtol=rtol, atol=atol), u0, max_steps=max_steps, throw=False
+        lambda u, args: _whitened(u, post), optx.LevenbergMarquardt(rtol=rtol, atol=atol), u0,
+        max_steps=max_steps, throw=False,
+    )  # fmt: skip
+    return (
+        sol.value,
+        jnp.sum(_whitened(sol.value, post) ** 2),
+        sol.result == optx.RESULTS.successful,
+        sol.stats["num_steps"],
     )
-    theta, _ = post.model.to_physical(sol.value)
+
+
+@eqx.filter_jit
+def _curvature(post: Posterior, theta, curvature: str):
+    """(covariance, χ², voxels used) at θ."""
 
     def full(t):
         return jnp.concatenate([post.residuals(t), post.prior_residuals(t)])
@@ -202,23 +221,93 @@ def _map_solve(post: Posterior, u0, rtol, atol, max_steps: int, curvature: str):
     cov = jnp.linalg.inv(precision / (scale[:, None] * scale[None, :]))
     cov = cov / (scale[:, None] * scale[None, :])
     r = post.residuals(theta)
-    return (
-        theta,
-        0.5 * (cov + cov.T),
-        jnp.sum(r**2),
-        jnp.sum(post.weight > 0),
-        sol.result == optx.RESULTS.successful,
-        sol.stats["num_steps"],
-    )
+    return 0.5 * (cov + cov.T), jnp.sum(r**2), jnp.sum(post.weight > 0)
+
+
+# LM runs in blocks of this many steps, and stops when a block lowers χ² by less than
+# `dchi2` (the model is piecewise smooth — linear interpolation in the templates and the
+# spatial deposit — so steps stay accepted long after χ² has settled, and the per-voxel
+# Cauchy criterion of optimistix can take hundreds of them to trigger).
+_LM_BLOCK = 20
+
+
+def _map_solve(post: Posterior, u0, rtol, atol, max_steps: int, dchi2: float):
+    """LM from `u0` → (u, −2 log posterior, converged?, steps)."""
+    u, previous, steps = u0, math.inf, 0
+    while True:
+        u, objective, cauchy, n = _lm_steps(post, u, rtol, atol, _LM_BLOCK)
+        steps += int(n)
+        settled = previous - float(objective) < dchi2
+        if bool(cauchy) or settled or steps >= max_steps:
+            return u, float(objective), bool(cauchy) or settled, steps
+        previous = float(objective)
+
+
+class PoorFitWarning(UserWarning):
+    """χ² at the MAP far above its expectation: a local optimum, or a model that does not
+    describe the data; the Laplace intervals are then too narrow."""
+
+
+def screen_starts(
+    post: Posterior, n: int, seed: int = 0, *, around=None, vary: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Starting points for the MAP: `n` scrambled-Halton draws from the prior (each
+    parameter at its prior quantile) and the prior centre, scored by −2 log posterior
+    with the mass profiled out.
+
+    With `around` (a θ) and `vary` (parameter indices) only those parameters are drawn
+    (and the centre of their priors is the extra point); the others keep `around`'s
+    values. The model cube is linear in the total mass 10^log_mass (every stage is linear
+    in the particle masses once the noise is dropped), so when `log_mass` is free each
+    point takes its best mass analytically, s = Σ w²md / Σ w²m², kept inside the mass
+    prior. Returns (θ (n + 1, p) sorted best first, their scores (n + 1,)).
+    """
+    from scipy.stats import qmc
+
+    model = post.model
+    vary = tuple(range(model.n_parameters)) if vary is None else tuple(vary)
+    base = np.asarray(model.prior_centre() if around is None else around, np.float64)
+    points = np.repeat(base[None], n + 1, axis=0)
+    centre = np.asarray(model.prior_centre(), np.float64)
+    q = qmc.Halton(d=len(vary), scramble=True, seed=seed).random(n)
+    for k, i in enumerate(vary):
+        points[0, i] = centre[i]
+        points[1:, i] = model.priors[i].quantile(q[:, k])
+    dtype = jnp.promote_types(post.data.dtype, jnp.result_type(float))
+    mass = model.names.index("log_mass") if "log_mass" in model.names else -1
+    theta, score = _screen(post, jnp.asarray(points, dtype), mass)
+    order = np.argsort(np.where(np.isfinite(score), score, np.inf), kind="stable")
+    return np.asarray(theta)[order], np.asarray(score)[order]
+
+
+@eqx.filter_jit
+def _screen(post: Posterior, points, mass: int):
+    d = post.data * post.weight
+
+    def one(theta):
+        m = post.model_flux(theta) * post.weight
+        if mass >= 0:
+            lo, hi = post.model.priors[mass].support
+            s = jnp.sum(m * d) / jnp.maximum(jnp.sum(m * m), jnp.finfo(m.dtype).tiny)
+            log_m = jnp.clip(theta[mass] + jnp.log10(jnp.maximum(s, 1e-30)), lo, hi)
+            m = m * 10.0 ** (log_m - theta[mass])
+            theta = theta.at[mass].set(log_m)
+        return theta, jnp.sum((m - d) ** 2) + jnp.sum(post.prior_residuals(theta) ** 2)
+
+    return jax.lax.map(one, points, batch_size=8)
 
 
 def laplace(
     post: Posterior,
     init: dict | None = None,
     *,
+    screen: int = 63,
+    starts: int = 3,
+    seed: int = 0,
     curvature: str = "gauss_newton",
     rtol: float = 1e-7,
     atol: float = 1e-7,
+    dchi2: float = 0.01,
     max_steps: int = 200,
 ) -> LaplacePosterior:
     """MAP by Levenberg–Marquardt (optimistix) in the unconstrained coordinates, then a
@@ -227,31 +316,77 @@ def laplace(
     **Arguments:**
 
     - `post`: a [`rubix_eqx.fit.Posterior`][].
-    - `init`: starting values `{name: value}` (default: the centre of each prior).
+    - `init`: starting values `{name: value}`: one solve from there. Default: a global
+      start, [`rubix_eqx.fit.screen_starts`][] scores the prior centre and `screen`
+      draws from the prior (mass profiled out), LM runs from the best `starts` of them
+      and the best optimum is kept (`screen=0, starts=1`: from the prior centre only).
+      LM alone finds the nearest optimum, and the posterior of the geometry and
+      kinematics is multimodal: from a position angle 60° off, LM drives `v_flat` to 0,
+      where the position angle no longer matters.
+    - `seed`: of the screen's scrambled Halton sequence.
+    - `rtol`, `atol`: optimistix's Cauchy termination; `dchi2`: LM also stops once 20
+      steps lower −2 log p by less than this; `max_steps`: per start. `converged` is
+      True when either criterion was met.
     - `curvature`: `"gauss_newton"` (JᵀJ of the whitened residuals, plus the Gaussian
       priors' precision; default) or `"hessian"` (the exact Hessian of −log p by JAX).
 
-    With uniform priors the MAP is the maximum-likelihood point inside the bounds; a
-    MAP on a bound makes the Gaussian a poor description there (check `errors` against
-    the prior width).
+    Warns ([`rubix_eqx.fit.PoorFitWarning`][]) when χ²/ν at the MAP lies more than 5σ
+    above 1 (ν = voxels − parameters): then the intervals are not to be trusted. With
+    uniform priors the MAP is the maximum-likelihood point inside the bounds; a MAP on
+    a bound makes the Gaussian a poor description there (check `errors` against the
+    prior width).
     """
     if curvature not in ("gauss_newton", "hessian"):
         raise ValueError(
             f"`laplace(curvature=...)` must be 'gauss_newton' or 'hessian'; got {curvature!r}."
         )
+    if screen < 0 or starts < 1 or starts > screen + 1:
+        raise ValueError(
+            f"`laplace(screen={screen}, starts={starts})` needs screen ≥ 0 and "
+            "1 ≤ starts ≤ screen + 1."
+        )
     model = post.model
-    theta0 = model.prior_centre() if init is None else model.vector(init)
     # the solve runs in the default float precision (float64 when x64 is on, whatever the
     # cube's dtype): optimistix wants one dtype throughout
-    theta0 = theta0.astype(jnp.promote_types(post.data.dtype, jnp.result_type(float)))
-    u0 = model.to_unconstrained(theta0)
-    theta, cov, chi2, n_data, ok, steps = _map_solve(
-        post, u0, rtol, atol, max_steps, curvature
-    )
-    return LaplacePosterior(
+    dtype = jnp.promote_types(post.data.dtype, jnp.result_type(float))
+    if init is not None:
+        candidates = [model.vector(init)]
+    elif screen == 0:
+        candidates = [model.prior_centre()]
+    else:
+        candidates = list(screen_starts(post, screen, seed)[0][:starts])
+
+    def solve(theta0):
+        u0 = model.to_unconstrained(jnp.asarray(theta0, dtype))
+        u, objective, ok, steps = _map_solve(post, u0, rtol, atol, max_steps, dchi2)
+        return objective, (u, ok, steps)
+
+    best = min((solve(t) for t in candidates), key=lambda x: x[0])
+    if init is None and screen > 0 and len(model.blocks()) > 1:
+        # second round: one block at a time re-drawn around the optimum (e.g. the
+        # populations once the geometry is right), LM from the best of each block
+        for i, block in enumerate(model.blocks()):
+            around = model.to_physical(best[1][0])[0]
+            points, _ = screen_starts(post, screen, seed + 1 + i, around=around, vary=block)
+            best = min([best, *(solve(t) for t in points[:starts])], key=lambda x: x[0])
+    u, ok, steps = best[1]
+    theta = model.to_physical(u)[0]
+    cov, chi2, n_data = _curvature(post, theta, curvature)
+    lap = LaplacePosterior(
         names=model.names, mean=theta, covariance=cov, chi2=chi2, n_data=n_data,
-        converged=ok, steps=steps,
+        converged=jnp.asarray(ok), steps=jnp.asarray(steps),
     )  # fmt: skip
+    nu = max(int(n_data) - model.n_parameters, 1)
+    if float(chi2) / nu > 1 + 5 * math.sqrt(2 / nu):
+        warnings.warn(
+            f"χ²/ν = {float(chi2) / nu:.3f} at the MAP (ν = {nu}; expected 1 ± "
+            f"{math.sqrt(2 / nu):.3f}): a local optimum or a model that does not describe "
+            "the data, so the Laplace intervals are too narrow. Try more `screen` points "
+            "and `starts`, or an `init` near the answer.",
+            PoorFitWarning,
+            stacklevel=2,
+        )
+    return lap
 
 
 # --- NUTS (blackjax) ------------------------------------------------------------------------
