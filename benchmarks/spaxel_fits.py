@@ -4,8 +4,9 @@ against pPXF 8.2.6 on the same spectra, in the same run.
     python benchmarks/spaxel_fits.py [--n-side 8] [--n-ppxf 16] [--repeats 2] [--out DIR]
 
 Setup: MUSE-WFM spaxels (0.2″) on 4750–5800 Å (841 pixels of 1.25 Å; the MUSE LSF, or
-E-MILES' own where MUSE is sharper, as the cube records it in `lsf_fwhm`), E-MILES (25 ages × 6 Z = 150 templates), a synthetic disk of 10⁴ stars at z = 0.05,
-inclination 60°, constant S/N 50 per pixel, float64 (x64, as the tests). A first cube
+E-MILES' own where MUSE is sharper, as the cube records it in `lsf_fwhm`), E-MILES (25
+ages × 6 Z = 150 templates), a synthetic disk of 10⁴ stars at z = 0.05, inclination 60°,
+constant S/N 50 per pixel, float64 (x64, as the tests). A first cube
 compiles our fits; a second noise realisation of the same shape is timed (median of
 `--repeats` calls): spectra per second after compilation, batch = all n_side² spaxels in
 one call (as the CLI's `--batch-size`).

@@ -638,6 +638,21 @@ def _fit(args) -> int:
         for name, _ in MAPS
     }
     chi2 = float(np.median(np.asarray(fit.chi2)[ok])) if ok.any() else None
+    voronoi, bins_line = None, "none (every spaxel fitted)"
+    if bins is not None:
+        bin_snr = np.asarray(bins.snr)
+        voronoi = {
+            "n_bins": bins.n_bins,
+            "target_sn": args.target_sn,
+            "bin_sn_median": float(np.median(bin_snr)),
+            "bin_sn_min": float(np.min(bin_snr)),
+            "bin_sn_max": float(np.max(bin_snr)),
+            "spaxels_not_binned": int(np.sum(np.asarray(bins.bin_index) < 0)),
+        }
+        bins_line = (
+            f"{bins.n_bins} Voronoi bins to S/N {args.target_sn:g} per pixel (median bin "
+            f"S/N {np.median(bin_snr):.3g})"
+        )
     summary = {
         "rubix_eqx_version": __version__,
         "input": str(path.resolve()),
@@ -647,14 +662,7 @@ def _fit(args) -> int:
         "wavelength_range_angstrom": [float(wave[0]), float(wave[-1])],
         "medium": cube.medium,
         "n_spaxels": int(status.size),
-        "voronoi": None if bins is None else {
-            "n_bins": bins.n_bins,
-            "target_sn": args.target_sn,
-            "bin_sn_median": float(np.median(np.asarray(bins.snr))),
-            "bin_sn_min": float(np.min(np.asarray(bins.snr))),
-            "bin_sn_max": float(np.max(np.asarray(bins.snr))),
-            "spaxels_not_binned": int(np.sum(np.asarray(bins.bin_index) < 0)),
-        },
+        "voronoi": voronoi,
         "status_counts": counts,
         "median_reduced_chi2": chi2,
         "median_errors": medians,
@@ -677,9 +685,7 @@ def _fit(args) -> int:
         f"  redshift    z = {obs_info['redshift']:g}{distance} (from the {obs_info['source']})",
         f"  LSF         {lsf_source}; SSP {ssp.name}; solver {args.solver}, "
         f"min S/N {args.min_snr:g}, moments {args.moments}",
-        "  bins        " + ("none (every spaxel fitted)" if bins is None else
-                            f"{bins.n_bins} Voronoi bins to S/N {args.target_sn:g} per pixel "
-                            f"(median bin S/N {np.median(np.asarray(bins.snr)):.3g})"),
+        f"  bins        {bins_line}",
         "  status      " + ", ".join(f"{v} {k}" for k, v in counts.items()),
         f"  median      reduced chi2 {fmt(chi2)}; 1-sigma errors: log age "
         f"{fmt(medians['log_age'], ' dex')}, [M/H] {fmt(medians['metallicity'], ' dex')}, "
