@@ -21,6 +21,10 @@ from ._engine import (
     HistogramEngine as HistogramEngine,
 )
 from ._gas_maps import gas_truth_maps as gas_truth_maps, GasMaps as GasMaps
+from ._gauss_hermite_truth import (
+    gauss_hermite_truth_maps as gauss_hermite_truth_maps,
+    losvd_histograms as losvd_histograms,
+)
 from ._maps import Maps as Maps, truth_maps as truth_maps
 from ._observation import Observation as Observation
 from ._observed_maps import observed_truth_maps as observed_truth_maps

@@ -109,24 +109,15 @@ def _report(maps: Maps) -> None:
     )  # fmt: skip
 
 
-@eqx.filter_jit
-def _truth_maps(
-    galaxy: Galaxy,
-    observation: Observation,
-    telescope: Telescope,
-    ssp: SSPGrid,
-    weighting: str,
-    deposit: AbstractDeposit | str,
-    flux_unit: float,
-) -> Maps:
+def particle_weights(galaxy, observation, telescope, ssp, weighting, deposit, flux_unit):
+    """The particles' spaxel indices and spatial weights `(n, k)`, their light (or mass)
+    weights `(n,)` and line-of-sight velocities (km/s), as `truth_maps` deposits them."""
     deposit = DEPOSITS[deposit]() if isinstance(deposit, str) else deposit
     scene = Scene(observation, telescope, None, flux_unit)
     particles = deposit(Orient()(Particles(galaxy), scene), scene)
-    position, v_los = particles.position, particles.v_los
-    index, spatial = particles.spaxel_index, particles.spaxel_weight
-    dtype = position.dtype
-    sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
+    dtype = particles.position.dtype
     if weighting == "light":
+        sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
         z = observation.redshift.astype(dtype)
         wave = telescope.wavelength.astype(dtype)
         first, last = wave[0] - (wave[1] - wave[0]) / 2, wave[-1] + (wave[-1] - wave[-2]) / 2
@@ -140,6 +131,23 @@ def _truth_maps(
         )
     else:
         weight = galaxy.mass
+    return particles.spaxel_index, particles.spaxel_weight, weight, particles.v_los
+
+
+@eqx.filter_jit
+def _truth_maps(
+    galaxy: Galaxy,
+    observation: Observation,
+    telescope: Telescope,
+    ssp: SSPGrid,
+    weighting: str,
+    deposit: AbstractDeposit | str,
+    flux_unit: float,
+) -> Maps:
+    index, spatial, weight, v_los = particle_weights(
+        galaxy, observation, telescope, ssp, weighting, deposit, flux_unit
+    )
+    sw = ssp_weights(ssp, galaxy.age, galaxy.metallicity)
     n_spaxels = telescope.n_x * telescope.n_y
     w = (spatial * weight[:, None]).reshape(-1)
     flat = index.reshape(-1)

@@ -281,7 +281,7 @@ def _convert(args) -> int:
 
 FIT_SOLVERS = ("levenberg_marquardt", "gauss_newton", "dogleg")  # = rubix_eqx.fit SOLVERS
 FIT_DEFAULTS = {"out": "fit", "ssp": "miles", "min_snr": 3.0, "solver": FIT_SOLVERS[0],
-                "batch_size": 64}  # fmt: skip
+                "batch_size": 64, "moments": 2}  # fmt: skip
 HDF5_FORMAT = "rubix_eqx.cube"
 
 
@@ -527,6 +527,8 @@ def _fit(args) -> int:
         raise ConfigError(f"--min-snr: must be finite and >= 0, got {args.min_snr:g}.")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: must be >= 1 spaxel, got {args.batch_size}.")
+    if args.target_sn is not None and not (np.isfinite(args.target_sn) and args.target_sn > 0):
+        raise ConfigError(f"--target-sn: must be finite and > 0, got {args.target_sn:g}.")
     if args.redshift is not None and not (np.isfinite(args.redshift) and args.redshift >= 0):
         raise ConfigError(f"--redshift: must be finite and >= 0, got {args.redshift:g}.")
     if args.distance is not None and not (np.isfinite(args.distance) and args.distance > 0):
@@ -547,15 +549,31 @@ def _fit(args) -> int:
         ssp = build_ssp(ssp_name)
     n_x, n_y, n_wave = cube.shape
     wave = np.asarray(cube.wavelength, np.float64)
+    bins, fitted = None, cube
+    if args.target_sn is not None:
+        from .fit import bin_spectra, BinningError, voronoi_bins
+
+        with progress.stage(f"Voronoi binning to S/N {args.target_sn:g} per pixel", "bin"):
+            try:
+                bins = voronoi_bins(cube, args.target_sn)
+            except BinningError as e:
+                raise ConfigError(f"--target-sn: {e}") from None
+            fitted = bin_spectra(cube, bins)
+    n_fit = fitted.shape[0] * fitted.shape[1]
+    what = f"{n_x}x{n_y} spaxels" if bins is None else f"{n_fit} Voronoi bins of {n_x}x{n_y}"
     with progress.stage(
-        f"fitting {n_x}x{n_y} spaxels x {n_wave} wavelengths in batches of "
-        f"{min(args.batch_size, n_x * n_y)} (incl. compilation)",
+        f"fitting {what} x {n_wave} wavelengths in batches of "
+        f"{min(args.batch_size, n_fit)} (incl. compilation)",
         "fit",
     ):
         fit, first_seconds, rest_seconds = fit_in_batches(
-            cube, ssp, telescope, observation, batch_size=args.batch_size,
-            solver=args.solver, min_snr=args.min_snr,
+            fitted, ssp, telescope, observation, batch_size=args.batch_size,
+            solver=args.solver, min_snr=args.min_snr, moments=args.moments,
         )  # fmt: skip
+    if bins is not None:
+        from .fit import unbin
+
+        fit = unbin(fit, bins)
 
     options = {
         "redshift": obs_info["redshift"],
@@ -568,10 +586,12 @@ def _fit(args) -> int:
         "min_snr": args.min_snr,
         "solver": args.solver,
         "batch_size": args.batch_size,
+        "moments": args.moments,
+        "target_sn": args.target_sn,
     }
     command = ["rubix-eqx", "fit", str(path), "--out", str(out)]
     for option in ("redshift", "distance", "telescope", "lsf_fwhm", "ssp", "min_snr", "solver",
-                   "batch_size"):  # fmt: skip
+                   "batch_size", "moments", "target_sn"):  # fmt: skip
         value = getattr(args, option)
         if value is not None:
             command += [f"--{option.replace('_', '-')}", str(value)]
@@ -589,14 +609,24 @@ def _fit(args) -> int:
         "MINSNR": (args.min_snr, "spaxels of lower median S/N not fitted"),
         "SOLVER": (args.solver, "least-squares solver (optimistix)"),
         "BATCH": (args.batch_size, "spaxels per solve"),
+        "MOMENTS": (args.moments, "LOSVD moments: 2 (V, sigma) or 4 (+ h3, h4)"),
+        "TARGETSN": (
+            "none" if args.target_sn is None else args.target_sn,
+            "Voronoi target S/N per pixel (none: unbinned)",
+        ),
     }
+    if bins is not None:
+        header["NBINS"] = (bins.n_bins, "Voronoi bins")
     if obs_info["distance"] is not None:
         header["DISTANCE"] = (obs_info["distance"], "[Mpc] distance given instead of cosmology")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"maps_fits": out / "maps.fits", "maps_png": out / "maps.png",
              "summary": out / "fit_summary.json"}  # fmt: skip
     with progress.stage(f"writing {paths['maps_fits']} and {paths['maps_png']}", "write"):
-        write_maps_fits(fit, paths["maps_fits"], header, cube=cube)
+        write_maps_fits(
+            fit, paths["maps_fits"], header, cube=cube,
+            bin_index=None if bins is None else bins.bin_index,
+        )  # fmt: skip
         title = f"{path.name}: {telescope.name}, z = {obs_info['redshift']:g}"
         plot_maps(fit, paths["maps_png"], title=title)
 
@@ -608,6 +638,21 @@ def _fit(args) -> int:
         for name, _ in MAPS
     }
     chi2 = float(np.median(np.asarray(fit.chi2)[ok])) if ok.any() else None
+    voronoi, bins_line = None, "none (every spaxel fitted)"
+    if bins is not None:
+        bin_snr = np.asarray(bins.snr)
+        voronoi = {
+            "n_bins": bins.n_bins,
+            "target_sn": args.target_sn,
+            "bin_sn_median": float(np.median(bin_snr)),
+            "bin_sn_min": float(np.min(bin_snr)),
+            "bin_sn_max": float(np.max(bin_snr)),
+            "spaxels_not_binned": int(np.sum(np.asarray(bins.bin_index) < 0)),
+        }
+        bins_line = (
+            f"{bins.n_bins} Voronoi bins to S/N {args.target_sn:g} per pixel (median bin "
+            f"S/N {np.median(bin_snr):.3g})"
+        )
     summary = {
         "rubix_eqx_version": __version__,
         "input": str(path.resolve()),
@@ -617,6 +662,7 @@ def _fit(args) -> int:
         "wavelength_range_angstrom": [float(wave[0]), float(wave[-1])],
         "medium": cube.medium,
         "n_spaxels": int(status.size),
+        "voronoi": voronoi,
         "status_counts": counts,
         "median_reduced_chi2": chi2,
         "median_errors": medians,
@@ -638,7 +684,8 @@ def _fit(args) -> int:
         f"{wave[-1]:.1f} A ({cube.medium}); telescope {telescope.name} ({telescope_source})",
         f"  redshift    z = {obs_info['redshift']:g}{distance} (from the {obs_info['source']})",
         f"  LSF         {lsf_source}; SSP {ssp.name}; solver {args.solver}, "
-        f"min S/N {args.min_snr:g}",
+        f"min S/N {args.min_snr:g}, moments {args.moments}",
+        f"  bins        {bins_line}",
         "  status      " + ", ".join(f"{v} {k}" for k, v in counts.items()),
         f"  median      reduced chi2 {fmt(chi2)}; 1-sigma errors: log age "
         f"{fmt(medians['log_age'], ' dex')}, [M/H] {fmt(medians['metallicity'], ' dex')}, "
@@ -1016,6 +1063,23 @@ def parser() -> argparse.ArgumentParser:
         default=FIT_DEFAULTS["batch_size"],
         help="spaxels per solve; every batch has this size (the last is padded), so the "
         "solve compiles once (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--moments",
+        type=int,
+        choices=(2, 4),
+        default=FIT_DEFAULTS["moments"],
+        help="LOSVD moments: 2 (V, sigma; Gaussian) or 4 (also h3, h4; Gauss-Hermite, as "
+        "pPXF's moments) (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--target-sn",
+        type=float,
+        metavar="SN",
+        help="Voronoi-bin the spaxels (vorbin) to this S/N per pixel (mean flux over RMS "
+        "noise of a bin's summed spectrum, whole cube) and fit one summed spectrum per "
+        "bin; the maps are put back on the spaxel grid and maps.fits gets a BIN image "
+        "(default: no binning)",
     )
     fit.set_defaults(func=_fit)
 

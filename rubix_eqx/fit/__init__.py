@@ -49,3 +49,12 @@ from ._spaxels import (
     telescope_for_cube as telescope_for_cube,
 )
 from ._spectrum_model import SpectrumModel as SpectrumModel
+from ._voronoi import (
+    bin_spectra as bin_spectra,
+    BinningError as BinningError,
+    fit_voronoi as fit_voronoi,
+    unbin as unbin,
+    voronoi_bins as voronoi_bins,
+    VoronoiBins as VoronoiBins,
+    VoronoiFit as VoronoiFit,
+)

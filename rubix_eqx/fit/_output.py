@@ -19,12 +19,18 @@ MAPS = (
 
 
 def write_maps_fits(
-    fit: SpaxelFit, path: str | Path, header: dict | None = None, *, cube: Cube | None = None
+    fit: SpaxelFit,
+    path: str | Path,
+    header: dict | None = None,
+    *,
+    cube: Cube | None = None,
+    bin_index=None,
 ) -> None:
     """Write the maps of a spaxel fit as FITS: one image extension per map and error
-    (`LOG_AGE`, `LOG_AGE_ERR`, `METALLICITY`, ..., axes as the cube: NAXIS1 = x), plus
-    `MASS`, `STATUS` (see `rubix_eqx.fit.STATUS`, also listed in the primary header as
-    `STATUS0`...), `CHI2` and `SNR`.
+    (`LOG_AGE`, `LOG_AGE_ERR`, `METALLICITY`, ..., `H3`, `H4` and their errors — 0 for a
+    Gaussian LOSVD; axes as the cube: NAXIS1 = x), plus `MASS`, `STATUS` (see
+    `rubix_eqx.fit.STATUS`, also listed in the primary header as `STATUS0`...), `CHI2`,
+    `SNR` and, with `bin_index`, `BIN`.
 
     **Arguments:**
 
@@ -35,6 +41,8 @@ def write_maps_fits(
     - `cube`: the fitted [`rubix_eqx.Cube`][]: every image then carries its celestial WCS,
       as our cube files do (RA---TAN/DEC--TAN, `CD1_1 = −spaxel/3600`,
       `CD2_2 = +spaxel/3600`, CRPIX at the field centre, CRVAL = the cube's RA/Dec).
+    - `bin_index`: the Voronoi bin of each spaxel (`rubix_eqx.fit.VoronoiBins.bin_index`,
+      −1 not binned), written as the `BIN` image.
     """
     from astropy.io import fits
 
@@ -70,10 +78,15 @@ def write_maps_fits(
     for name, unit in MAPS:
         image(name.upper(), getattr(fit.maps, name), unit)
         image(f"{name.upper()}_ERR", getattr(fit, f"{name}_err"), unit)
+    for name in ("h3", "h4"):
+        image(name.upper(), getattr(fit.maps, name), "")
+        image(f"{name.upper()}_ERR", getattr(fit, f"{name}_err"), "")
     image("MASS", fit.maps.flux, "Msun (initial)")
     add(fits.ImageHDU(np.asarray(fit.status, np.int16).T, name="STATUS"), None)
     image("CHI2", fit.chi2, "")
     image("SNR", fit.snr, "")
+    if bin_index is not None:
+        add(fits.ImageHDU(np.asarray(bin_index, np.int32).T, name="BIN"), None)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
 

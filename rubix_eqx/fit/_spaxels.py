@@ -236,8 +236,13 @@ def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):
 
 @eqx.filter_jit
 def _search(model, flux, var, la, lz, velocities, disp):
+    # every candidate (nodes and cell centres) is a fixed mix of the grid's templates: one
+    # LOSVD and stage pass per template and velocity, then a matrix product
+    mixing = model.mixing_weights(la, lz)  # (n_candidate, n_template)
+
     def at_velocity(v):
-        models = jax.vmap(lambda a, z: model(a, z, v, disp))(la, lz)  # (n_template, n_wave)
+        nodes = model.templates(v, disp)  # (n_template, n_wave)
+        models = mixing.astype(nodes.dtype) @ nodes  # (n_candidate, n_wave)
         dm = (flux / var) @ models.T  # (n_spaxel, n_template)
         mm = (1 / var) @ (models**2).T
         return dm**2 / jnp.where(mm > 0, mm, 1), dm / jnp.where(mm > 0, mm, 1)

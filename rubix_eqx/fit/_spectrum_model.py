@@ -136,6 +136,19 @@ class SpectrumModel(eqx.Module):
             "k,kf->f", w.weight[0].astype(self.template_ft.dtype), self.template_ft[w.index[0]]
         )
 
+    def mixing_weights(self, log_age, log_z) -> Float[Array, "n n_template"]:
+        """The weights of every template (flat (age, Z) order) in the model's
+        interpolation at `log_age` = log10(age/Gyr), `log_z` = log10 Z, shape (n,): the
+        model at (log_age, log_z) is `mixing_weights @ templates(...)` (the LOSVD and the
+        stages are linear)."""
+        age, metallicity = 10.0**log_age, 10.0**log_z
+        if self.interpolation == "cubic":
+            return cubic_weights(self.ssp, age, metallicity)[0]
+        w = ssp_weights(self.ssp, age, metallicity)
+        n = age.shape[0]
+        dense = jnp.zeros((n, self.template_ft.shape[0]), w.weight.dtype)
+        return dense.at[jnp.arange(n)[:, None], w.index].add(w.weight)
+
     def _broaden(self, mixed, velocity, dispersion, h3, h4) -> Float[Array, " n_work"]:
         grid = self.pipeline.grid
         dtype = grid.templates.dtype
