@@ -430,49 +430,100 @@ def tile_product(
     tiles = histogram.reshape(-1, width)
     occupied = jnp.any(jax.lax.stop_gradient(tiles) != 0, axis=1)
     count = jnp.sum(occupied, dtype=jnp.int32)
+    # The cheaper of the two by the cost model (both exact; only the branch taken runs):
+    # beyond `most` occupied tiles the dense product is cheaper, so the list stops there.
+    dense_seconds = 2 * n_spaxels * n_templates * n_padded * n_work / _MATMUL_FLOPS_PER_SECOND
+    tile_seconds = (n_work + width) * _TILE_SECONDS_PER_BIN
+    most = capacity if product == "tiles" else min(capacity, int(dense_seconds / tile_seconds))
     step = block * group
-    n_groups = -(-capacity // step)
+    n_groups = max(1, -(-most // step))
     (ids,) = jnp.nonzero(occupied, size=n_groups * step, fill_value=0)
+    # The tile values are gathered once, outside the loop, so that reverse mode scatters
+    # their cotangent into H once (not a dense H-sized cotangent per block).
+    values = jnp.where((jnp.arange(n_groups * step) < count)[:, None], tiles[ids], 0)
     # Template windows are read from `width` zero bins further left, so that the tile's
     # first read (its last shift, possibly a padded one) never clamps.
     templates = jnp.pad(grid.templates, ((0, 0), (width, 0)))
 
-    @jax.checkpoint
-    def one_block(cube, index):
-        tile_id = ids[index * block + jnp.arange(block)]
-        valid = index * block + jnp.arange(block) < count
-        values = jnp.where(valid[:, None], tiles[tile_id], 0)  # (block, width)
-        pair, j = tile_id // n_tiles, tile_id % n_tiles
-        spaxel, template = pair // n_templates, pair % n_templates
-        last = grid.read_offset(first_shift + j * width + width - 1) + 1 + width
-        rows = _tile_rows(templates, template, last, n_work + width - 1)
-        out = values[:, width - 1 : width] * rows[:, :n_work]
-        for w in range(width - 1):
-            out = out + values[:, w : w + 1] * rows[:, width - 1 - w : width - 1 - w + n_work]
-        return cube.at[spaxel].add(out), None
-
-    def one_group(cube, g):
-        run = lambda cube: jax.lax.scan(one_block, cube, g * group + jnp.arange(group))[0]
-        return jax.lax.cond(g * step < count, run, lambda cube: cube, cube), None
-
-    def sparse(histogram):
-        cube0 = jnp.zeros((n_spaxels, n_work), histogram.dtype)
-        return jax.lax.scan(one_group, cube0, jnp.arange(n_groups))[0]
-
-    def dense(histogram):
+    def shifted_basis(templates, first_shift):  # B: (n_templates · n_padded, n_work)
         starts = grid.read_offset(first_shift + jnp.arange(n_padded)) + 1 + width
         shifted = jax.vmap(
             lambda s: jax.lax.dynamic_slice(templates, (0, s), (n_templates, n_work))
         )(starts)  # (n_padded, n_templates, n_work)
-        basis = jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_padded, n_work)
+        return jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_padded, n_work)
+
+    # Everything traced that the linear call's two functions read comes in `res`.
+    def windows(res, tile_id):  # (block, n_work + width − 1): each tile's template window
+        _, _, templates, first_shift = res
+        pair, j = tile_id // n_tiles, tile_id % n_tiles
+        last = grid.read_offset(first_shift + j * width + width - 1) + 1 + width
+        return _tile_rows(templates, pair % n_templates, last, n_work + width - 1)
+
+    def spaxel_of(tile_id):
+        return tile_id // (n_tiles * n_templates)
+
+    def groups(res, step_fn, init, *xs):
+        """Scan `step_fn` over the blocks of each group, skipping groups beyond the count."""
+        count = res[1]
+
+        def one_group(carry, x):
+            g, *rest = x
+            run = lambda carry: jax.lax.scan(step_fn, carry, tuple(rest))
+            skip = lambda carry: (carry, jax.tree.map(jnp.zeros_like, jax.eval_shape(
+                lambda: jax.lax.scan(step_fn, carry, tuple(rest))[1])))  # fmt: skip
+            return jax.lax.cond(g * step < count, run, skip, carry)
+
+        grouped = [x.reshape((n_groups, group, block) + x.shape[1:]) for x in xs]
+        return jax.lax.scan(one_group, init, (jnp.arange(n_groups), *grouped))
+
+    def apply(res, values):  # linear in `values`: Σ over tiles of values · windows
+        def one_block(cube, x):
+            tile_id, v = x
+            rows = windows(res, tile_id)
+            out = v[:, width - 1 : width] * rows[:, :n_work]
+            for w in range(width - 1):
+                out = out + v[:, w : w + 1] * rows[:, width - 1 - w : width - 1 - w + n_work]
+            return cube.at[spaxel_of(tile_id)].add(out), None
+
+        cube0 = jnp.zeros((n_spaxels, n_work), values.dtype)
+        return groups(res, one_block, cube0, res[0], values)[0]
+
+    def transpose(res, cotangent):  # the values' cotangent: window · cube cotangent
+        def one_block(_, x):
+            (tile_id,) = x
+            rows = windows(res, tile_id)
+            seen = cotangent[spaxel_of(tile_id)]  # (block, n_work)
+            shifted = jnp.stack(
+                [rows[:, width - 1 - w : width - 1 - w + n_work] for w in range(width)], axis=1
+            )  # (block, width, n_work)
+            return None, jnp.einsum("bl,bwl->bw", seen, shifted)
+
+        def by_tiles(cotangent):
+            return groups(res, one_block, None, res[0])[1].reshape(-1, width)
+
+        def by_matrix(cotangent):  # the dense product's transpose, read at the tiles
+            full = cotangent @ shifted_basis(res[2], res[3]).T  # (n_spaxels, n_t · n_padded)
+            return full.reshape(-1, width)[res[0]]
+
+        # XLA's CPU reductions are sequential, so the tiles' transpose costs ~20× their
+        # forward pass: the matrix transpose runs where it is cheaper (cost model).
+        cheaper = res[1] * n_work * _TILE_TRANSPOSE_SECONDS_PER_BIN < dense_seconds
+        return jax.lax.cond(cheaper, by_tiles, by_matrix, cotangent)
+
+    # A linear call with its own transpose: reverse mode runs one more pass like the
+    # forward one (no cube-sized carry of cotangents through the loop).
+    def sparse(histogram):
+        res = (ids, count, templates, first_shift)
+        return jax.custom_derivatives.linear_call(apply, transpose, res, values)
+
+    def dense(histogram):
+        basis = shifted_basis(templates, first_shift)
         return histogram.reshape(n_spaxels, n_templates * n_padded) @ basis
 
-    # The cheaper of the two by the cost model (both exact; only the branch taken runs).
-    dense_seconds = 2 * n_spaxels * n_templates * n_padded * n_work / _MATMUL_FLOPS_PER_SECOND
-    tile_seconds = (n_work + width) * _TILE_SECONDS_PER_BIN
     if product != "auto":
         return (sparse if product == "tiles" else dense)(histogram)
-    return jax.lax.cond(count * tile_seconds < dense_seconds, sparse, dense, histogram)
+    cheaper = (count <= n_groups * step) & (count * tile_seconds < dense_seconds)
+    return jax.lax.cond(cheaper, sparse, dense, histogram)
 
 
 # Measured on a 2-core x86-64 CPU, float32 (benchmarks/run.py): the direct engine costs
@@ -485,6 +536,7 @@ _DIRECT_DUST_FACTOR = 1.5
 _HISTOGRAM_SECONDS_PER_PARTICLE = 1e-6
 _MATMUL_FLOPS_PER_SECOND = 6e10
 _TILE_SECONDS_PER_BIN = 1.5e-9  # one occupied tile: a window read, `width` FMAs, an add
+_TILE_TRANSPOSE_SECONDS_PER_BIN = 3e-8  # its transpose (reverse mode), per tile and bin
 _SPARSE_SECONDS_PER_ENTRY = 1e-9  # zeroing the histogram, its occupancy and nonzero list
 HISTOGRAM_MAX_BYTES = 1.5e9
 SPARSE_MAX_BYTES = 4e9  # the sparse engine's histogram, tile list and dense-branch basis
