@@ -104,3 +104,33 @@ def test_auto_picks_sparse_at_full_fields():
     assert choose_engine(10**7, 1000 * 1000, **muse) == "direct"
     assert choose_engine(10**6, 1600, **muse, rank=7) == "histogram"
     assert choose_engine(10**6, 300 * 300, **muse, rank=7) == "direct"
+
+
+@pytest.mark.parametrize("occupied", [20, 3000])
+def test_tile_product_transposes(ssp, occupied):
+    """Reverse mode of the tile product (a linear call with its own transpose) against
+    the dense product's, with few occupied tiles (the tiles' transpose runs) and many
+    (the matrix transpose runs, by the cost model)."""
+    from rubix_eqx._engine import tile_product
+
+    grid = pipeline(ssp, "direct", n=16).grid
+    shape = (256, grid.templates.shape[0], 35)
+    rng = np.random.default_rng(occupied)
+    h = np.zeros(shape)
+    h.reshape(-1)[rng.choice(h.size, occupied, replace=False)] = rng.random(occupied)
+    h = jnp.asarray(h)
+    first = jnp.floor(jnp.log1p(0.02) / grid.log_step).astype(jnp.int32) - 16
+    cotangent = jnp.asarray(rng.normal(size=(256, grid.n_work)))
+
+    def pullback(product):
+        f = lambda h: tile_product(h, grid, first, 33, 7, h.size // 7, product)
+        out, vjp = jax.vjp(f, h)
+        return np.asarray(out), np.asarray(vjp(cotangent)[0])
+
+    (tiles, d_tiles), (dense, d_dense) = pullback("tiles"), pullback("dense")
+    np.testing.assert_allclose(tiles, dense, rtol=1e-12, atol=1e-12 * np.abs(dense).max())
+    occupied_tiles = np.any(np.asarray(h).reshape(-1, 7) != 0, axis=1)
+    mask = np.repeat(occupied_tiles, 7).reshape(shape)  # tangents live on occupied tiles
+    np.testing.assert_allclose(d_tiles[mask], d_dense[mask], rtol=1e-10,
+                               atol=1e-12 * np.abs(d_dense).max())  # fmt: skip
+    assert np.all(d_tiles[~mask] == 0)
