@@ -134,3 +134,12 @@ def test_tile_product_transposes(ssp, occupied):
     np.testing.assert_allclose(d_tiles[mask], d_dense[mask], rtol=1e-10,
                                atol=1e-12 * np.abs(d_dense).max())  # fmt: skip
     assert np.all(d_tiles[~mask] == 0)
+
+
+def test_sparse_engine_refuses_dust(ssp, galaxy):
+    pipe = pipeline(ssp, "sparse", n=8)
+    pipe = pipe.with_stage(rx.UniformScreen.build(pipe.grid, a_v=1.0))
+    with pytest.raises(ValueError, match="SparseEngine carries no dust"):
+        pipe(galaxy, observation(), speed_bound=SPEED)
+    with pytest.raises(ValueError, match="`product` must be"):
+        rx.SparseEngine(product="fast")
