@@ -19,6 +19,7 @@ from ._engine import (
     AutoEngine as AutoEngine,
     DirectEngine as DirectEngine,
     HistogramEngine as HistogramEngine,
+    SparseEngine as SparseEngine,
 )
 from ._gas_maps import gas_truth_maps as gas_truth_maps, GasMaps as GasMaps
 from ._gauss_hermite_truth import (

@@ -92,9 +92,9 @@ class Pipeline(eqx.Module):
           after); default: the telescope's, from the switches below. To add a stage to
           the defaults: `Pipeline(tel, ssp, stages=rx.telescope_stages(tel, ssp) + (...))`
           or `pipeline.with_stage(stage, after=rx.LSF)`.
-        - `engine`: an engine, or `"direct"`, `"histogram"`, `"auto"` (default: the
-          faster for the sizes, by a cost model measured on CPU; see `rubix_eqx._engine`).
-          All are exact, except the histogram engine's dust (≤ 1e-5 of the
+        - `engine`: an engine, or `"direct"`, `"histogram"`, `"sparse"`, `"auto"` (default:
+          the fastest for the sizes, by a cost model measured on CPU; see
+          `rubix_eqx._engine`). All are exact, except the histogram engine's dust (≤ 1e-5 of the
           unattenuated cube, `HistogramEngine(dust_rtol=...)`).
         - `chunk_size`: particles per scan step of a named engine (default: chosen from
           the sizes).
@@ -155,8 +155,8 @@ class Pipeline(eqx.Module):
         if isinstance(engine, str):
             if engine not in ENGINES:
                 raise ValueError(
-                    f"`Pipeline(engine=...)` must be 'auto', 'direct' or 'histogram'; got "
-                    f"{engine!r} (or pass an engine, e.g. rx.DirectEngine())."
+                    "`Pipeline(engine=...)` must be 'auto', 'direct', 'histogram' or 'sparse'; "
+                    f"got {engine!r} (or pass an engine, e.g. rx.DirectEngine())."
                 )
             engine = ENGINES[engine](chunk_size)
         self.telescope = telescope

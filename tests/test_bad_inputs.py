@@ -494,7 +494,7 @@ CONSTRUCTION = [
         "engine",
         lambda: rx.Pipeline(tiny_telescope(), tiny_ssp(), lsf=False, engine="gpu"),
         ValueError,
-        r"`Pipeline\(engine=\.\.\.\)` must be 'auto', 'direct' or 'histogram'; got 'gpu'",
+        r"`Pipeline\(engine=\.\.\.\)` must be 'auto', 'direct', 'histogram' or 'sparse'; got 'gpu'",
     ),
     (
         "deposit",

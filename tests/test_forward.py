@@ -56,7 +56,7 @@ def galaxy():
     return random_galaxy(1, 1000)
 
 
-@pytest.mark.parametrize("engine", ["direct", "histogram"])
+@pytest.mark.parametrize("engine", ["direct", "histogram", "sparse"])
 @pytest.mark.parametrize("deposit", ["cic", "nearest"])
 def test_matches_numpy_reference(deposit, engine, galaxy, ssp):
     pipeline = rx.Pipeline(

@@ -536,7 +536,8 @@ def estimate_memory(
     - `cube`: the telescope cube, n_spaxel × n_wave × 4 bytes × 10 (flux, variance, PSF
       and noise temporaries, and the float64 host copies made for the files);
     - `templates`: n_templates × n_work × 4 bytes × 3, plus the histogram and shifted
-      basis of the histogram engine when `engine="histogram"`;
+      basis of the histogram engine when `engine="histogram"` (`"sparse"`: its
+      histogram at ≈ 40 shift bins);
     - `chunk`: one direct-engine chunk (`auto_chunk_size` particles) × 4 template
       windows × n_work × 4 bytes × 2.
 
@@ -558,6 +559,11 @@ def estimate_memory(
         from .._engine import HISTOGRAM_MAX_BYTES
 
         terms["templates"] += HISTOGRAM_MAX_BYTES
+    elif engine == "sparse":
+        from .._engine import SPARSE_MAX_BYTES
+
+        # H and its tile list at ≈ 40 padded shift bins (|v_los| ≲ 700 km/s on MUSE)
+        terms["templates"] += min(SPARSE_MAX_BYTES, n_spaxel * n_templates * 40 * 4 * 8 / 7)
     terms["total"] = sum(terms.values())
     return terms
 
