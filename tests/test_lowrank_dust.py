@@ -186,7 +186,7 @@ def test_auto_engine_counts_the_dust_rank(base):
     assert choose_engine(10**6, **muse, rank=rank) == "histogram"
     assert choose_engine(100, **muse, rank=rank) == "direct"
     big = 10**5
-    assert choose_engine(big, **muse) == "sparse"
+    assert choose_engine(big, **muse) == "histogram"
     auto = base.with_stage(spread_screen(base.grid))
     auto = with_engine(auto, rx.AutoEngine())
     assert auto.engine_for(10**6) == "histogram" and auto.engine_for(10) == "direct"
