@@ -776,6 +776,8 @@ def infer_run(
     num_warmup: int = 200,
     num_samples: int = 300,
     seed: int = 0,
+    screen: int = 63,
+    starts: int = 3,
     progress=print,
 ) -> dict:
     """Posterior of the synthetic-disk model of the run config `config_path` given the
@@ -783,7 +785,8 @@ def infer_run(
     section of the config holds `priors: {name: [low, high] | {normal: [mu, sigma]}}`
     (default: `PARAMETERS`' priors for the `free` names, default all ten). Writes
     `posterior.txt` (table), `posterior.json`, `corner.png` and `samples.h5` to `out`.
-    Returns the summary dict."""
+    `screen`, `starts`: the MAP's global start ([`rubix_eqx.fit.laplace`][]). Returns
+    the summary dict."""
     import jax
     import numpy as np
     import yaml
@@ -825,10 +828,11 @@ def infer_run(
     cube = read_cube(cube_path)
     model = galaxy_model(draws, structure, obs, priors)
     post = posterior(cube, pipe, model)
-    progress(f"MAP + Laplace over {len(names)} parameters: {', '.join(names)}")
-    lap = laplace(post)
+    progress(f"MAP + Laplace over {len(names)} parameters: {', '.join(names)} (global start: "
+             f"{screen} prior draws screened, LM from the best {starts})")  # fmt: skip
+    lap = laplace(post, screen=screen, starts=starts)
     progress(f"MAP converged={bool(lap.converged)} in {int(lap.steps)} steps, "
-             f"chi2/N = {float(lap.chi2) / float(lap.n_data):.3f}")  # fmt: skip
+             f"chi2/nu = {lap.reduced_chi2:.3f}")  # fmt: skip
     for name, prior, value in zip(model.names, model.priors, np.asarray(lap.mean)):
         lo, hi = prior.support
         if np.isfinite(lo) and np.isfinite(hi) and min(value - lo, hi - value) < 0.01 * (hi - lo):
@@ -866,12 +870,20 @@ def infer_run(
 
 
 def _infer(args) -> int:
+    from .config import ConfigError
+
+    if args.screen < 0:
+        raise ConfigError(f"--screen: must be >= 0 prior draws, got {args.screen}.")
+    if not 1 <= args.starts <= args.screen + 1:
+        raise ConfigError(
+            f"--starts: must lie in [1, --screen + 1] = [1, {args.screen + 1}], got {args.starts}."
+        )
     progress = Progress()
     free = [n.strip() for n in args.free.split(",")] if args.free else None
     summary = infer_run(
         args.config, args.cube, args.out, free=free, num_chains=args.chains,
         num_warmup=args.warmup, num_samples=args.samples, seed=args.seed,
-        progress=progress._print,
+        screen=args.screen, starts=args.starts, progress=progress._print,
     )  # fmt: skip
     print((Path(args.out) / "posterior.txt").read_text(), end="")
     print(f"wrote {args.out}/posterior.txt, posterior.json, corner.png, samples.h5 "
@@ -1131,6 +1143,12 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--warmup", type=int, default=200, help="warm-up steps (default: 200)")
     infer.add_argument("--samples", type=int, default=300, help="draws per chain (default: 300)")
     infer.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    infer.add_argument("--screen", type=int, default=63, help="MAP global start: prior draws "
+                       "scored, the mass profiled out (0: start at the prior centres) "
+                       "(default: 63)")  # fmt: skip
+    infer.add_argument("--starts", type=int, default=3, help="MAP global start: LM solves "
+                       "from the best screened points, and again per parameter block "
+                       "(default: 3)")  # fmt: skip
     infer.set_defaults(func=_infer)
 
     sub.add_parser(

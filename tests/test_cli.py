@@ -440,7 +440,8 @@ def test_infer_writes_posterior_of_a_cube_made_by_run(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
     out = tmp_path / "post"
     argv = ["infer", str(path), str(tmp_path / "run" / "cube.fits"), "--out", str(out),
-            "--chains", "2", "--warmup", "20", "--samples", "30", "--seed", "3"]  # fmt: skip
+            "--chains", "2", "--warmup", "20", "--samples", "30", "--seed", "3",
+            "--starts", "1"]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "MAP converged=True" in captured.err and "wrote" in captured.out
@@ -460,3 +461,16 @@ def test_infer_writes_posterior_of_a_cube_made_by_run(tmp_path, capsys):
     assert png_size(out / "corner.png")[0] > 0
     with h5py.File(out / "samples.h5") as f:
         assert f["samples/log_mass"].shape == (2, 30) and "laplace" in f
+
+
+def test_infer_rejects_bad_global_start_options(tmp_path, capsys):
+    """--screen < 0 or --starts outside [1, screen + 1] → a named error before any work."""
+    from rubix_eqx.cli import main
+
+    base = ["infer", str(tmp_path / "run.yaml"), str(tmp_path / "cube.fits"), "--out",
+            str(tmp_path / "post")]  # fmt: skip
+    assert main(base + ["--screen", "-1"]) == 1
+    assert "--screen: must be >= 0 prior draws, got -1" in capsys.readouterr().err
+    assert main(base + ["--screen", "3", "--starts", "5"]) == 1
+    assert "--starts: must lie in [1, --screen + 1] = [1, 4], got 5" in capsys.readouterr().err
+    assert not (tmp_path / "post").exists()

@@ -54,7 +54,7 @@ def case():
 @pytest.fixture(scope="module")
 def fitted(case):
     post = case["post"](1)
-    return post, rx.fit.laplace(post)
+    return post, rx.fit.laplace(post, starts=1)  # the defaults: test_global_start_...
 
 
 def _theta(case):
