@@ -1,6 +1,8 @@
 """Posterior inference of a synthetic disk, and a simulation-based-calibration check.
 
-    python docs/examples/infer_galaxy.py [--draws 3] [--realisations 20] [--nuts]
+    python docs/examples/infer_galaxy.py [--draws 3] [--realisations 20] [--nuts] [--free ...]
+    python docs/examples/infer_galaxy.py --only-draw K --fits fitsK.jsonl ...   # one draw
+    python docs/examples/infer_galaxy.py --merge fits0.jsonl fits1.jsonl ...    # pool them
 
 For each of `--draws` parameter vectors drawn from the prior, and each of
 `--realisations` noise realisations (S/N 30), fit MAP + Laplace through the full
