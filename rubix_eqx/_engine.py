@@ -539,6 +539,7 @@ _TILE_SECONDS_PER_BIN = 1.5e-9  # one occupied tile: a window read, `width` FMAs
 _TILE_TRANSPOSE_SECONDS_PER_BIN = 3e-8  # its transpose (reverse mode), per tile and bin
 _SPARSE_SECONDS_PER_ENTRY = 1e-9  # zeroing the histogram, its occupancy and nonzero list
 HISTOGRAM_MAX_BYTES = 1.5e9
+SPARSE_MIN_DENSE_SECONDS = 2.0  # auto runs the sparse engine where H @ B would take longer
 SPARSE_MAX_BYTES = 4e9  # the sparse engine's histogram, tile list and dense-branch basis
 DUST_RTOL = 1e-5
 DUST_MAX_ATTENUATION = 10.0  # mag, the largest A_λ the dust expansion covers
@@ -558,7 +559,9 @@ def choose_engine(
     The sparse engine's product is modelled as the cheaper of the dense product and
     2 occupied tiles per particle (measured on synthetic disks: 0.05–1.4 per particle
     from 40 × 40 to 300 × 300 spaxels, 10⁵–10⁶ particles); it picks the cheaper itself
-    at run time from the actual count. On small fields the dense product is cheap and
+    at run time from the actual count. It is a candidate only where the dense product
+    would take ≥ `SPARSE_MIN_DENSE_SECONDS` (large fields: 150 × 150 MUSE spaxels and up),
+    since its tile product cannot be vmapped. On small fields the dense product is cheap and
     the histogram engine, without the sparse one's bookkeeping, wins (10⁵ particles,
     10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s)."""
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
@@ -570,9 +573,12 @@ def choose_engine(
             costs["histogram"] = n_particles * _HISTOGRAM_SECONDS_PER_PARTICLE + dense
         n_tiles, width = tile_shape(n_shift)
         entries = n_spaxels * n_templates * n_tiles * width
-        if 4 * (entries + entries // width + n_templates * n_tiles * width * n_work) <= (
-            SPARSE_MAX_BYTES
-        ):
+        # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`): its tile product has
+        # no batching rule (`jax.vmap` of a pipeline fails), and on small fields the
+        # histogram engine's dense product is cheap
+        if dense >= SPARSE_MIN_DENSE_SECONDS and 4 * (
+            entries + entries // width + n_templates * n_tiles * width * n_work
+        ) <= SPARSE_MAX_BYTES:
             dense = 2 * entries * n_work / _MATMUL_FLOPS_PER_SECOND
             tiles = min(2 * n_particles, entries // width) * (n_work + width)
             tiles *= _TILE_SECONDS_PER_BIN
