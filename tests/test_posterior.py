@@ -154,6 +154,11 @@ def test_global_start_reaches_the_truth_with_all_ten_parameters_free(case):
 
     points, scores = rx.fit.screen_starts(post, 15)
     assert points.shape == (16, 10) and np.all(np.diff(scores) >= 0)
+    # the profiled mass: every other parameter at the truth, the mass drawn anywhere in
+    # its prior → each point's best mass is the true one (to the noise, ~0.01 dex)
+    mass = model.names.index("log_mass")
+    profiled, _ = rx.fit.screen_starts(post, 15, around=theta, vary=(mass,))
+    assert np.allclose(profiled[:, mass], truth["log_mass"], atol=0.02)
     with pytest.warns(rx.fit.PoorFitWarning, match="local optimum"):
         far = rx.fit.laplace(post, screen=0, starts=1, max_steps=20)
     lap = rx.fit.laplace(post)  # no PoorFitWarning (warnings are errors in this suite)

@@ -184,9 +184,13 @@ def _normal_quantile(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
+def _whitened_theta(theta, post: Posterior):
+    """Whitened data and Gaussian-prior residuals at physical θ."""
+    return jnp.concatenate([post.residuals(theta), post.prior_residuals(theta)])
+
+
 def _whitened(u, post: Posterior):
-    theta, _ = post.model.to_physical(u)
-    return jnp.concatenate([post.residuals(theta), post.prior_residuals(theta)]).astype(u.dtype)
+    return _whitened_theta(post.model.to_physical(u)[0], post).astype(u.dtype)
 
 
 @eqx.filter_jit
@@ -209,9 +213,7 @@ def _lm_steps(post: Posterior, u0, rtol, atol, max_steps: int):
 def _curvature(post: Posterior, theta, curvature: str):
     """(covariance, χ², voxels used) at θ."""
 
-    def full(t):
-        return jnp.concatenate([post.residuals(t), post.prior_residuals(t)])
-
+    full = lambda t: _whitened_theta(t, post)
     if curvature == "gauss_newton":
         jac = jax.jacfwd(full)(theta)
         precision = jac.T @ jac
@@ -362,10 +364,11 @@ def laplace(
         return objective, (u, ok, steps)
 
     best = min((solve(t) for t in candidates), key=lambda x: x[0])
-    if init is None and screen > 0 and len(model.blocks()) > 1:
+    blocks = model.blocks()
+    if init is None and screen > 0 and len(blocks) > 1:
         # second round: one block at a time re-drawn around the optimum (e.g. the
         # populations once the geometry is right), LM from the best of each block
-        for i, block in enumerate(model.blocks()):
+        for i, block in enumerate(blocks):
             around = model.to_physical(best[1][0])[0]
             points, _ = screen_starts(post, screen, seed + 1 + i, around=around, vary=block)
             best = min([best, *(solve(t) for t in points[:starts])], key=lambda x: x[0])
@@ -377,9 +380,9 @@ def laplace(
         converged=jnp.asarray(ok), steps=jnp.asarray(steps),
     )  # fmt: skip
     nu = max(int(n_data) - model.n_parameters, 1)
-    if float(chi2) / nu > 1 + 5 * math.sqrt(2 / nu):
+    if lap.reduced_chi2 > 1 + 5 * math.sqrt(2 / nu):
         warnings.warn(
-            f"χ²/ν = {float(chi2) / nu:.3f} at the MAP (ν = {nu}; expected 1 ± "
+            f"χ²/ν = {lap.reduced_chi2:.3f} at the MAP (ν = {nu}; expected 1 ± "
             f"{math.sqrt(2 / nu):.3f}): a local optimum or a model that does not describe "
             "the data, so the Laplace intervals are too narrow. Try more `screen` points "
             "and `starts`, or an `init` near the answer.",
