@@ -13,6 +13,7 @@ from . import (
     ssp as ssp,
     telescope as telescope,
 )
+from ._compile import compiler_options as compiler_options
 from ._cube import Cube as Cube, Diagnostics as Diagnostics
 from ._engine import (
     AbstractEngine as AbstractEngine,

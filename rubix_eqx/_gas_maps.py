@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from ._compile import jit
 from ._observation import Observation
 from ._stages._dust import AbstractDust
 from ._stages._protocol import AbstractParticleStage, Particles, Scene
@@ -64,7 +65,7 @@ def gas_truth_maps(pipeline, gas, observation: Observation) -> GasMaps:
     return _gas_truth_maps(pipeline, gas.checked(), observation.checked())
 
 
-@eqx.filter_jit
+@jit
 def _gas_truth_maps(pipeline, gas: Gas, observation: Observation) -> GasMaps:
     tel, lines = pipeline.telescope, pipeline.line_stage
     whole = Scene(observation, tel, None, pipeline.flux_unit, gas)

@@ -20,6 +20,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from ._compile import jit
 from ._maps import Maps, particle_weights, truth_maps
 from ._observation import Observation
 from ._observed_maps import EMPTY_RELATIVE, observed_truth_maps
@@ -92,7 +93,7 @@ def fit_gauss_hermite(
     return params.reshape(n_x, n_y, 5), ok.reshape(n_x, n_y)
 
 
-@eqx.filter_jit
+@jit
 def _histograms(galaxy, observation, telescope, ssp, weighting, deposit, flux_unit, edges):
     index, spatial, weight, v_los = particle_weights(
         galaxy, observation, telescope, ssp, weighting, deposit, flux_unit
@@ -108,7 +109,7 @@ def _histograms(galaxy, observation, telescope, ssp, weighting, deposit, flux_un
     return hist.reshape(telescope.n_x, telescope.n_y, n_v)
 
 
-@eqx.filter_jit
+@jit
 def _fit(histogram, velocity, max_steps):
     return fit_gauss_hermite(histogram, velocity, max_steps)
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._checks import concrete
+from ._compile import jit
 from ._observation import Observation
 from ._stages._deposit import AbstractDeposit, DEPOSITS
 from ._stages._orient import Orient
@@ -134,7 +135,7 @@ def particle_weights(galaxy, observation, telescope, ssp, weighting, deposit, fl
     return particles.spaxel_index, particles.spaxel_weight, weight, particles.v_los
 
 
-@eqx.filter_jit
+@jit
 def _truth_maps(
     galaxy: Galaxy,
     observation: Observation,

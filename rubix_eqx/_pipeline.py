@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from ._checks import concrete
+from ._compile import jit
 from ._cube import Cube, Diagnostics
 from ._engine import AbstractEngine, chunked, ENGINES, line_cube
 from ._observation import Observation
@@ -460,7 +461,7 @@ def _line_sums(gas: Gas, pipeline: Pipeline, observation: Observation):
     return line_cube(chunks, terms_fn, n_spaxels, pipeline.grid.n_work, lines.half_window, dtype)
 
 
-@eqx.filter_jit
+@jit
 def _forward(
     pipeline: Pipeline,
     galaxy: Galaxy,

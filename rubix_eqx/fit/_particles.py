@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from .._compile import jit
 from .._cube import Cube
 from .._observation import Observation
 from .._pipeline import Pipeline
@@ -42,7 +43,7 @@ def _errors(residual_fn, theta):
     return standard_errors(jax.jacfwd(residual_fn)(theta))
 
 
-@eqx.filter_jit
+@jit
 def fit_particles(
     cube: Cube,
     pipeline: Pipeline,
@@ -105,7 +106,7 @@ class GalaxyFit(eqx.Module):
     steps: Array
 
 
-@eqx.filter_jit
+@jit
 def fit_galaxy(
     cube: Cube,
     pipeline: Pipeline,

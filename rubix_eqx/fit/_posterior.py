@@ -19,6 +19,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from .._compile import jit
 from .._cube import Cube
 from .._pipeline import Pipeline
 from .._stages._noise import AbstractNoise
@@ -193,7 +194,7 @@ def _whitened(u, post: Posterior):
     return _whitened_theta(post.model.to_physical(u)[0], post).astype(u.dtype)
 
 
-@eqx.filter_jit
+@jit
 def _lm_steps(post: Posterior, u0, rtol, atol, max_steps: int):
     """Up to `max_steps` Levenberg–Marquardt steps from `u0` → (u, −2 log posterior up
     to a constant, Cauchy-converged?, steps)."""
@@ -209,7 +210,7 @@ def _lm_steps(post: Posterior, u0, rtol, atol, max_steps: int):
     )
 
 
-@eqx.filter_jit
+@jit
 def _curvature(post: Posterior, theta, curvature: str):
     """(covariance, χ², voxels used) at θ."""
 
@@ -282,7 +283,7 @@ def screen_starts(
     return np.asarray(theta)[order], np.asarray(score)[order]
 
 
-@eqx.filter_jit
+@jit
 def _screen(post: Posterior, points, mass: int):
     d = post.data * post.weight
 
@@ -451,7 +452,7 @@ def _unconstrained_covariance(model: GalaxyModel, theta, cov):
     return dudtheta @ cov @ dudtheta.T
 
 
-@eqx.filter_jit
+@jit
 def _window_warmup(post: Posterior, u0, keys, inverse_mass, num_steps: int,
                    max_doublings: int, target: float):  # fmt: skip
     import blackjax
@@ -472,7 +473,7 @@ def _window_warmup(post: Posterior, u0, keys, inverse_mass, num_steps: int,
     return jax.vmap(window)(u0, keys)
 
 
-@eqx.filter_jit
+@jit
 def _block(post: Posterior, state, da, inverse_mass, keys, adapt, max_doublings: int,
            target: float):  # fmt: skip
     """NUTS steps for every chain; while `adapt[k]`, step k also updates the dual

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float, Int
 
+from .._compile import jit
 from .._observation import Observation
 from .._pipeline import Pipeline
 from .._stages._lsf import LSF
@@ -202,7 +203,7 @@ def apply_stages(stages, scene, work) -> Float[Array, " n_wave"]:
     return cube.flux[0, 0]
 
 
-@eqx.filter_jit
+@jit
 def _responses(stages, scene, offset, n_work, probe, block: int):
     """The stages' response to unit spectra at lattice bins offset … offset + block − 1
     (rows past n_work get `probe`): one compilation for every block."""
