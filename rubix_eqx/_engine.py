@@ -33,7 +33,9 @@ tests/test_large_field.py):
   field: 0.05 per particle at 40 × 40 and 0.4 at 300 × 300 spaxels for 10⁶ particles
   of the synthetic disk, against 4.5 % and 0.6 % of all tiles. Where the occupied
   tiles would cost more than the dense product, the dense product runs (`lax.cond` on
-  the count). The occupancy is that of the primal H, so tangents on entries of exactly
+  the count). Ordinary JAX (a `jax.custom_jvp` whose tangent is a per-tile Toeplitz
+  matrix product, transposed by JAX for reverse mode), so jit, vmap, grad and jvp all
+  apply. The occupancy is that of the primal H, so tangents on entries of exactly
   zero primal weight (a particle of zero mass) are dropped.
   A low-rank factorisation of the template basis was measured and rejected: the 150
   E-MILES templates on the MUSE lattice, each scaled to its maximum, need all 150
@@ -610,9 +612,11 @@ def choose_engine(
     from 40 × 40 to 300 × 300 spaxels, 10⁵–10⁶ particles); it picks the cheaper itself
     at run time from the actual count. It is a candidate only where the dense product
     would take ≥ `SPARSE_MIN_DENSE_SECONDS` (large fields: 150 × 150 MUSE spaxels and up),
-    since its tile product cannot be vmapped. On small fields the dense product is cheap and
-    the histogram engine, without the sparse one's bookkeeping, wins (10⁵ particles,
-    10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s)."""
+    for speed: on small fields the dense product is cheap and the histogram engine,
+    without the sparse one's bookkeeping (occupancy, tile list, the tangent's cost-model
+    branches; under `jax.vmap` its `lax.cond`s run both branches), wins (10⁵ particles,
+    10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s).
+    The sparse engine itself works under every transformation (jit, vmap, grad, jvp)."""
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
     if not rank:
         costs = {"direct": direct}
@@ -622,9 +626,8 @@ def choose_engine(
             costs["histogram"] = n_particles * _HISTOGRAM_SECONDS_PER_PARTICLE + dense
         n_tiles, width = tile_shape(n_shift)
         entries = n_spaxels * n_templates * n_tiles * width
-        # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`): its tile product has
-        # no batching rule (`jax.vmap` of a pipeline fails), and on small fields the
-        # histogram engine's dense product is cheap
+        # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`), for speed: on small
+        # fields the histogram engine's dense product is cheap
         if dense >= SPARSE_MIN_DENSE_SECONDS and 4 * (
             entries + entries // width + n_templates * n_tiles * width * n_work
         ) <= SPARSE_MAX_BYTES:
