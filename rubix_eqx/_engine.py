@@ -33,7 +33,9 @@ tests/test_large_field.py):
   field: 0.05 per particle at 40 × 40 and 0.4 at 300 × 300 spaxels for 10⁶ particles
   of the synthetic disk, against 4.5 % and 0.6 % of all tiles. Where the occupied
   tiles would cost more than the dense product, the dense product runs (`lax.cond` on
-  the count). The occupancy is that of the primal H, so tangents on entries of exactly
+  the count). Ordinary JAX (a `jax.custom_jvp` whose tangent is a per-tile Toeplitz
+  matrix product, transposed by JAX for reverse mode), so jit, vmap, grad and jvp all
+  apply. The occupancy is that of the primal H, so tangents on entries of exactly
   zero primal weight (a particle of zero mass) are dropped.
   A low-rank factorisation of the template basis was measured and rejected: the 150
   E-MILES templates on the MUSE lattice, each scaled to its maximum, need all 150
@@ -398,6 +400,15 @@ def _tile_rows(templates, template, start, length: int):
     return jax.vmap(read)(template, start)
 
 
+def _toeplitz_panels(rows, width: int, panel: int, n_work: int):
+    """(M, panel + width − 1) overlapping panels rows[:, i·panel : i·panel + panel + width −
+    1] of each tile's window (M = ⌈n_work / panel⌉; `rows` must hold M·panel + width − 1
+    bins)."""
+    n_panels = -(-n_work // panel)
+    index = jnp.arange(n_panels)[:, None] * panel + jnp.arange(panel + width - 1)[None, :]
+    return rows[:, index]
+
+
 def tile_product(
     histogram: Float[Array, "n_spaxels n_templates n_padded"],
     grid: SpectralGrid,
@@ -408,6 +419,7 @@ def tile_product(
     product: str = "auto",
     block: int = 256,
     group: int = 64,
+    panel: int = 16,
 ) -> Float[Array, "n_spaxels n_work"]:
     """H @ B summed over the occupied tiles of H only: exactly the dense product (to
     float round-off), at a cost ∝ the occupied tiles instead of n_spaxels · n_templates ·
@@ -422,108 +434,147 @@ def tile_product(
     skipped (`lax.cond`), so the time follows the occupied tiles, not the capacity. Where
     the occupied tiles would cost more than the dense product (by the cost model), the
     dense product runs instead (`lax.cond`, both exact); `product="tiles"` or `"dense"`
-    forces one. Occupancy is that of the primal H (stop_gradient): tangents on tiles whose primal
-    value is exactly 0 (e.g. of a zero-mass particle) are dropped."""
+    forces one. Occupancy is that of the primal H: tangents on tiles whose primal
+    value is exactly 0 (e.g. of a zero-mass particle) are dropped. Not differentiated
+    with respect to the templates (they are constants of the grid).
+
+    Ordinary JAX throughout (a `jax.custom_jvp`), so jit, vmap, grad, jvp and their
+    compositions all apply. The primal sums `width` shifted windows (fast elementwise
+    FMAs). The tangent, linear in the tangent of H, is the same sum written as a
+    batched matrix product per tile (the window cut into overlapping panels of
+    `panel` + width − 1 bins, times a (panel + width − 1, panel) Toeplitz matrix of the
+    tile's values), so that its transpose, which reverse mode derives, is again a
+    matrix product (≈ 10× the forward per tile on CPU) rather than `width` reductions
+    over n_work (≈ 100×, XLA's CPU reductions are sequential); where even that costs
+    more than the dense product's transpose, the tangent is the dense product (by the
+    cost model, on the primal count). Under `jax.vmap` the `lax.cond`s become selects:
+    every listed group and both products run, ≤ 2× the dense product's cost (the list
+    stops where the dense product is cheaper)."""
     n_spaxels, n_templates, n_padded = histogram.shape
     n_tiles = n_padded // width
     n_work = grid.n_work
-    tiles = histogram.reshape(-1, width)
-    occupied = jnp.any(jax.lax.stop_gradient(tiles) != 0, axis=1)
-    count = jnp.sum(occupied, dtype=jnp.int32)
+    n_panels = -(-n_work // panel)
     # The cheaper of the two by the cost model (both exact; only the branch taken runs):
     # beyond `most` occupied tiles the dense product is cheaper, so the list stops there.
     dense_seconds = 2 * n_spaxels * n_templates * n_padded * n_work / _MATMUL_FLOPS_PER_SECOND
     tile_seconds = (n_work + width) * _TILE_SECONDS_PER_BIN
+    tangent_seconds = (n_work + width) * _TILE_TANGENT_SECONDS_PER_BIN
     most = capacity if product == "tiles" else min(capacity, int(dense_seconds / tile_seconds))
     step = block * group
     n_groups = max(1, -(-most // step))
-    (ids,) = jnp.nonzero(occupied, size=n_groups * step, fill_value=0)
-    # The tile values are gathered once, outside the loop, so that reverse mode scatters
-    # their cotangent into H once (not a dense H-sized cotangent per block).
-    values = jnp.where((jnp.arange(n_groups * step) < count)[:, None], tiles[ids], 0)
+    length = n_groups * step
     # Template windows are read from `width` zero bins further left, so that the tile's
-    # first read (its last shift, possibly a padded one) never clamps.
-    templates = jnp.pad(grid.templates, ((0, 0), (width, 0)))
+    # first read (its last shift, possibly a padded one) never clamps, and the tangent's
+    # panels (up to n_panels · panel + width − 1 bins) run into zeros on the right.
+    pad_right = n_panels * panel - n_work + 1
+    templates = jnp.pad(jax.lax.stop_gradient(grid.templates), ((0, 0), (width, pad_right)))
 
-    def shifted_basis(templates, first_shift):  # B: (n_templates · n_padded, n_work)
-        starts = grid.read_offset(first_shift + jnp.arange(n_padded)) + 1 + width
-        shifted = jax.vmap(
-            lambda s: jax.lax.dynamic_slice(templates, (0, s), (n_templates, n_work))
-        )(starts)  # (n_padded, n_templates, n_work)
-        return jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_padded, n_work)
+    def listing(histogram):
+        """(ids, count): the first `length` occupied tiles (flat ids) and their number."""
+        occupied = jnp.any(histogram.reshape(-1, width) != 0, axis=1)
+        (ids,) = jnp.nonzero(occupied, size=length, fill_value=0)
+        return ids, jnp.sum(occupied, dtype=jnp.int32)
 
-    # Everything traced that the linear call's two functions read comes in `res`.
-    def windows(res, tile_id):  # (block, n_work + width − 1): each tile's template window
-        _, _, templates, first_shift = res
-        pair, j = tile_id // n_tiles, tile_id % n_tiles
-        last = grid.read_offset(first_shift + j * width + width - 1) + 1 + width
-        return _tile_rows(templates, pair % n_templates, last, n_work + width - 1)
+    def values_at(histogram, ids, count):  # (length, width), zero beyond the count
+        valid = (jnp.arange(length) < count)[:, None]
+        return jnp.where(valid, histogram.reshape(-1, width)[ids], 0)
+
+    def window_start(tile_id, first_shift):
+        j = tile_id % n_tiles
+        return grid.read_offset(first_shift + j * width + width - 1) + 1 + width
+
+    def template_of(tile_id):
+        return tile_id // n_tiles % n_templates
 
     def spaxel_of(tile_id):
         return tile_id // (n_tiles * n_templates)
 
-    def groups(res, step_fn, init, *xs):
-        """Scan `step_fn` over the blocks of each group, skipping groups beyond the count."""
-        count = res[1]
+    def groups(block_fn, cube0, count, ids, values):
+        """Scan `block_fn(cube, (ids, values))` over the blocks of each group, skipping
+        groups, and blocks within a group, beyond the count."""
 
-        def one_group(carry, x):
-            g, *rest = x
-            run = lambda carry: jax.lax.scan(step_fn, carry, tuple(rest))
-            skip = lambda carry: (carry, jax.tree.map(jnp.zeros_like, jax.eval_shape(
-                lambda: jax.lax.scan(step_fn, carry, tuple(rest))[1])))  # fmt: skip
-            return jax.lax.cond(g * step < count, run, skip, carry)
+        def one_group(cube, x):
+            g, ids, values = x
 
-        grouped = [x.reshape((n_groups, group, block) + x.shape[1:]) for x in xs]
-        return jax.lax.scan(one_group, init, (jnp.arange(n_groups), *grouped))
+            # Checkpointed: reverse mode re-reads the template windows rather than storing
+            # every block's.
+            @jax.checkpoint
+            def one_block(cube, y):
+                b, ids, values = y
+                run = lambda cube: block_fn(cube, (ids, values))[0]
+                return jax.lax.cond((g * group + b) * block < count, run, lambda c: c, cube), None
 
-    def apply(res, values):  # linear in `values`: Σ over tiles of values · windows
-        def one_block(cube, x):
+            run = lambda cube: jax.lax.scan(one_block, cube, (jnp.arange(group), ids, values))[0]
+            return jax.lax.cond(g * step < count, run, lambda cube: cube, cube), None
+
+        grouped = [x.reshape((n_groups, group, block) + x.shape[1:]) for x in (ids, values)]
+        return jax.lax.scan(one_group, cube0, (jnp.arange(n_groups), *grouped))[0]
+
+    def shifts_block(templates, first_shift):
+        def one_block(cube, x):  # Σ_w v_w · window shifted by width − 1 − w
             tile_id, v = x
-            rows = windows(res, tile_id)
+            rows = _tile_rows(templates, template_of(tile_id), window_start(tile_id, first_shift),
+                              n_work + width - 1)  # fmt: skip
             out = v[:, width - 1 : width] * rows[:, :n_work]
             for w in range(width - 1):
                 out = out + v[:, w : w + 1] * rows[:, width - 1 - w : width - 1 - w + n_work]
             return cube.at[spaxel_of(tile_id)].add(out), None
 
-        cube0 = jnp.zeros((n_spaxels, n_work), values.dtype)
-        return groups(res, one_block, cube0, res[0], values)[0]
+        return one_block
 
-    def transpose(res, cotangent):  # the values' cotangent: window · cube cotangent
-        def one_block(_, x):
-            (tile_id,) = x
-            rows = windows(res, tile_id)
-            seen = cotangent[spaxel_of(tile_id)]  # (block, n_work)
-            shifted = jnp.stack(
-                [rows[:, width - 1 - w : width - 1 - w + n_work] for w in range(width)], axis=1
-            )  # (block, width, n_work)
-            return None, jnp.einsum("bl,bwl->bw", seen, shifted)
+    def panels_block(templates, first_shift):
+        def one_block(cube, x):  # the same sum as a matrix product per tile
+            tile_id, v = x
+            rows = _tile_rows(templates, template_of(tile_id), window_start(tile_id, first_shift),
+                              n_panels * panel + width - 1)  # fmt: skip
+            panels = _toeplitz_panels(rows, width, panel, n_work)  # (b, M, panel + width − 1)
+            toeplitz = (
+                jnp.arange(panel + width - 1)[None, :, None] - jnp.arange(panel)[None, None, :]
+                == jnp.arange(width)[:, None, None]
+            ).astype(v.dtype)  # (width, panel + width − 1, panel): E[c, r + c, r] = 1
+            band = jnp.einsum("bc,cmr->bmr", v[:, ::-1], toeplitz)  # (b, panel + width − 1, panel)
+            out = jnp.einsum("bim,bmr->bir", panels, band).reshape(v.shape[0], -1)[:, :n_work]
+            return cube.at[spaxel_of(tile_id)].add(out), None
 
-        def by_tiles(cotangent):
-            return groups(res, one_block, None, res[0])[1].reshape(-1, width)
+        return one_block
 
-        def by_matrix(cotangent):  # the dense product's transpose, read at the tiles
-            full = cotangent @ shifted_basis(res[2], res[3]).T  # (n_spaxels, n_t · n_padded)
-            return full.reshape(-1, width)[res[0]]
-
-        # XLA's CPU reductions are sequential, so the tiles' transpose costs ~20× their
-        # forward pass: the matrix transpose runs where it is cheaper (cost model).
-        cheaper = res[1] * n_work * _TILE_TRANSPOSE_SECONDS_PER_BIN < dense_seconds
-        return jax.lax.cond(cheaper, by_tiles, by_matrix, cotangent)
-
-    # A linear call with its own transpose: reverse mode runs one more pass like the
-    # forward one (no cube-sized carry of cotangents through the loop).
-    def sparse(histogram):
-        res = (ids, count, templates, first_shift)
-        return jax.custom_derivatives.linear_call(apply, transpose, res, values)
-
-    def dense(histogram):
-        basis = shifted_basis(templates, first_shift)
+    def dense(histogram, first_shift, templates):
+        starts = grid.read_offset(first_shift + jnp.arange(n_padded)) + 1 + width
+        shifted = jax.vmap(
+            lambda s: jax.lax.dynamic_slice(templates, (0, s), (n_templates, n_work))
+        )(starts)  # (n_padded, n_templates, n_work)
+        basis = jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_padded, n_work)
         return histogram.reshape(n_spaxels, n_templates * n_padded) @ basis
 
-    if product != "auto":
-        return (sparse if product == "tiles" else dense)(histogram)
-    cheaper = (count <= n_groups * step) & (count * tile_seconds < dense_seconds)
-    return jax.lax.cond(cheaper, sparse, dense, histogram)
+    def tiles(block_fn, histogram, ids, count):
+        cube0 = jnp.zeros((n_spaxels, n_work), histogram.dtype)
+        return groups(block_fn, cube0, count, ids, values_at(histogram, ids, count))
+
+    def choose(block_fn, seconds, histogram, ids, count, first_shift, templates):
+        by_tiles = lambda h, f, t: tiles(block_fn(t, f), h, ids, count)
+        args = (histogram, first_shift, templates)
+        if product != "auto":
+            return (by_tiles if product == "tiles" else dense)(*args)
+        cheaper = (count <= length) & (count * seconds < dense_seconds)
+        return jax.lax.cond(cheaper, by_tiles, dense, *args)
+
+    # Everything traced comes in as an argument (a custom_jvp closes over no tracers).
+    @jax.custom_jvp
+    def linear(histogram, first_shift, templates):
+        ids, count = listing(histogram)
+        return choose(shifts_block, tile_seconds, histogram, ids, count, first_shift, templates)
+
+    @linear.defjvp
+    def linear_jvp(primals, tangents):
+        histogram, first_shift, templates = primals
+        d_histogram = tangents[0]  # first_shift is an integer, templates a constant
+        ids, count = listing(histogram)
+        primal = choose(shifts_block, tile_seconds, histogram, ids, count, first_shift, templates)
+        tangent = choose(panels_block, tangent_seconds, d_histogram, ids, count, first_shift,
+                         templates)  # fmt: skip
+        return primal, tangent
+
+    return linear(histogram, first_shift, templates)
 
 
 # Measured on a 2-core x86-64 CPU, float32 (benchmarks/run.py): the direct engine costs
@@ -536,7 +587,7 @@ _DIRECT_DUST_FACTOR = 1.5
 _HISTOGRAM_SECONDS_PER_PARTICLE = 1e-6
 _MATMUL_FLOPS_PER_SECOND = 6e10
 _TILE_SECONDS_PER_BIN = 1.5e-9  # one occupied tile: a window read, `width` FMAs, an add
-_TILE_TRANSPOSE_SECONDS_PER_BIN = 3e-8  # its transpose (reverse mode), per tile and bin
+_TILE_TANGENT_SECONDS_PER_BIN = 1.8e-8  # its tangent's transpose (panel product), per tile, bin
 _SPARSE_SECONDS_PER_ENTRY = 1e-9  # zeroing the histogram, its occupancy and nonzero list
 HISTOGRAM_MAX_BYTES = 1.5e9
 SPARSE_MIN_DENSE_SECONDS = 2.0  # auto runs the sparse engine where H @ B would take longer
@@ -561,9 +612,11 @@ def choose_engine(
     from 40 × 40 to 300 × 300 spaxels, 10⁵–10⁶ particles); it picks the cheaper itself
     at run time from the actual count. It is a candidate only where the dense product
     would take ≥ `SPARSE_MIN_DENSE_SECONDS` (large fields: 150 × 150 MUSE spaxels and up),
-    since its tile product cannot be vmapped. On small fields the dense product is cheap and
-    the histogram engine, without the sparse one's bookkeeping, wins (10⁵ particles,
-    10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s)."""
+    for speed: on small fields the dense product is cheap and the histogram engine,
+    without the sparse one's bookkeeping (occupancy, tile list, the tangent's cost-model
+    branches; under `jax.vmap` its `lax.cond`s run both branches), wins (10⁵ particles,
+    10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s).
+    The sparse engine itself works under every transformation (jit, vmap, grad, jvp)."""
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
     if not rank:
         costs = {"direct": direct}
@@ -573,9 +626,8 @@ def choose_engine(
             costs["histogram"] = n_particles * _HISTOGRAM_SECONDS_PER_PARTICLE + dense
         n_tiles, width = tile_shape(n_shift)
         entries = n_spaxels * n_templates * n_tiles * width
-        # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`): its tile product has
-        # no batching rule (`jax.vmap` of a pipeline fails), and on small fields the
-        # histogram engine's dense product is cheap
+        # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`), for speed: on small
+        # fields the histogram engine's dense product is cheap
         if dense >= SPARSE_MIN_DENSE_SECONDS and 4 * (
             entries + entries // width + n_templates * n_tiles * width * n_work
         ) <= SPARSE_MAX_BYTES:
