@@ -30,6 +30,7 @@ from ._spaxels import (
     check_moments,
     prepare,
     SOLVERS,
+    spaxel_solver,
     SpaxelFit,
 )
 
@@ -258,8 +259,9 @@ def fit_mixture(
     n_x, n_y, _ = cube.flux.shape
     start = _starting_points(model, ssp, flux, var, dispersion_start, velocity_grid)
     kin = _solve(
-        model, ssp, flux, var, start, active, SOLVERS[solver](rtol, atol), max_steps, moments
-    )(snr, (n_x, n_y))
+        model, ssp, flux, var, start, active, spaxel_solver(solver, rtol, atol), max_steps,
+        moments,
+    )(snr, (n_x, n_y))  # fmt: skip
     n_age, n_z = ssp.age.shape[0], ssp.metallicity.shape[0]
     dtype = flux.dtype
     diff = jnp.asarray(second_differences(n_age, n_z), dtype)
