@@ -129,8 +129,10 @@ def fit_spaxels(
     (which must be positive: make the cube with a noise stage). Ages and Z are mapped
     to the grid's range by a logistic transform (smooth bounds). Starting points come
     from a coarse search over every template and a velocity grid with the amplitude
-    solved linearly; then all spaxels are solved together (`jax.vmap` of
-    `optimistix.least_squares`) in one jitted call.
+    solved linearly; then all spaxels are solved in one jitted call: with
+    `"levenberg_marquardt"` by a work-queue Levenberg–Marquardt (about n/8 spaxels stepped
+    together; a spaxel that converges frees its slot for the next), with the other
+    solvers by `jax.vmap` of `optimistix.least_squares`.
 
     **Arguments:**
 
