@@ -493,6 +493,15 @@ def _solve(model, ssp, flux, var, start, active, solver, max_steps, moments=2):
             model, flux, var, start, active, _bounds(ssp), solver.rtol, solver.atol,
             max_steps, moments, queue_slots(flux.shape[0]),
         )  # fmt: skip
+        if bool(jnp.any(status == 2)):
+            # not converged in the queue: those spaxels from optimistix's vmapped solve
+            again = _run(
+                model, flux, var, start, active, _bounds(ssp),
+                optx.LevenbergMarquardt(rtol=solver.rtol, atol=solver.atol), max_steps, moments,
+            )  # fmt: skip
+            retry = status == 2
+            pick = lambda a, b: jnp.where(retry.reshape(retry.shape + (1,) * (a.ndim - 1)), b, a)
+            theta, err, status, chi2 = jax.tree.map(pick, (theta, err, status, chi2), again)
     else:
         theta, err, status, chi2 = _run(
             model, flux, var, start, active, _bounds(ssp), solver, max_steps, moments
