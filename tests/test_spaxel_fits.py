@@ -281,6 +281,19 @@ def test_nnls_matches_scipy():
         assert (expected == 0).any()
         np.testing.assert_allclose(np.asarray(w[k]), expected, atol=1e-9)
     print("iterations", np.asarray(it))
+    # warm starts (the solution of a perturbed problem, or a wrong support) reach the same
+    # solution; from a nearby problem's solution in fewer iterations
+    near = d + 0.01 * rng.normal(size=d.shape)
+    w_near = np.stack([scipy_nnls(a[k], near[k])[0] for k in range(6)])
+    wrong = np.where(w_near > 0, 0.0, 1.0)
+    warm = jax.jit(jax.vmap(lambda g, c, w0: rx.fit.nnls(g, c, 36, w0=w0)))
+    for w0 in (w_near, wrong):
+        w_warm, it_warm, ok_warm = warm(jnp.asarray(gram), jnp.asarray(rhs), jnp.asarray(w0))
+        assert np.asarray(ok_warm).all()
+        np.testing.assert_allclose(np.asarray(w_warm), np.asarray(w), atol=1e-9)
+        print("warm-start iterations", np.asarray(it_warm))
+    assert np.all(np.asarray(warm(jnp.asarray(gram), jnp.asarray(rhs), jnp.asarray(w_near))[1])
+                  < np.asarray(it))  # fmt: skip
 
 
 def test_bad_moments_and_regul(ssp, gh_fit):

@@ -166,8 +166,12 @@ class SpectrumModel(eqx.Module):
     def _observe(self, work) -> Float[Array, " n_wave"]:
         if self.response is None:
             return apply_stages(self.stages, self._scene(), work) * self.scale
-        window = self.response_start[:, None] + jnp.arange(self.response.shape[1])[None, :]
-        return jnp.sum(self.response * work[window], axis=1) * self.scale
+        # one gather of n_wave lattice bins per band column: no (n_wave, n_band) window is
+        # materialised (under vmap over templates and spaxels it would be GBs)
+        out = self.response[:, 0] * work[self.response_start]
+        for k in range(1, self.response.shape[1]):
+            out = out + self.response[:, k] * work[self.response_start + k]
+        return out * self.scale
 
     def lattice(
         self, log_age, log_z, velocity, dispersion, h3=0.0, h4=0.0
