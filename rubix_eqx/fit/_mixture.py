@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from .._compile import jit
 from .._cube import Cube
 from .._observation import Observation
 from .._pipeline import Pipeline
@@ -147,7 +148,7 @@ def nnls(gram, rhs, max_iterations: int, rtol=1e-10, w0=None):
     return w / scale, it, kkt
 
 
-@eqx.filter_jit
+@jit
 def _weights(model, flux, var, vel, disp, h3, h4, active, diff, regul, max_iterations, warm):
     """The non-negative weights per spaxel; `warm` (n_spaxel, n_template): masses (M☉)
     to start the active-set solve from (zeros: a cold start)."""
@@ -183,7 +184,7 @@ def _weights(model, flux, var, vel, disp, h3, h4, active, diff, regul, max_itera
     return jax.lax.map(lambda x: one(*x), (flux, var, vel, disp, h3, h4, active, warm))
 
 
-@eqx.filter_jit
+@jit
 def _refine(model, flux, var, mass, vel, disp, h3, h4, active, moments, steps):
     """V, σ (h3, h4) and an amplitude re-fitted with each spaxel's mixture as the template:
     `steps` damped Gauss–Newton steps from the single-SSP LOSVD (a step is kept only if

@@ -7,6 +7,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
+from .._compile import jit
 from .._cube import Cube
 from .._maps import Maps
 from .._observation import Observation
@@ -254,7 +255,7 @@ def _starting_points(model, ssp, flux, var, dispersion, velocity_grid):
 # (closures defined per call would be new functions, recompiled every time).
 
 
-@eqx.filter_jit
+@jit
 def _search(model, flux, var, la, lz, velocities, disp):
     # every candidate (nodes and cell centres) is a fixed mix of the grid's templates: one
     # LOSVD and stage pass per template and velocity, then a matrix product
@@ -298,7 +299,7 @@ def _residual_physical(model, theta, args):
     return (amp * model(la, lz, vel, disp, h3, h4) - d) / jnp.sqrt(v)
 
 
-@eqx.filter_jit
+@jit
 def _run(model, flux, var, start, active, bounds, solver, max_steps, moments):
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
     n_free = 5 if moments == 2 else 7
@@ -368,7 +369,7 @@ def queue_slots(n: int) -> int:
     return int(min(n, max(8, min(256, n // 8))))
 
 
-@eqx.filter_jit
+@jit
 def _run_queue(model, flux, var, start, active, bounds, rtol, atol, max_steps, moments, slots):
     """Levenberg–Marquardt for every spaxel as a work queue: `slots` spaxels are stepped
     together (one vmapped residual-and-Jacobian evaluation per iteration of one
