@@ -301,7 +301,6 @@ def _residual_physical(model, theta, args):
 
 @jit
 def _run(model, flux, var, start, active, bounds, solver, max_steps, moments):
-    (la_lo, la_hi), (lz_lo, lz_hi) = bounds
     n_free = 5 if moments == 2 else 7
 
     def one(d, v, la, lz, vel, disp, amp, act):
@@ -310,26 +309,11 @@ def _run(model, flux, var, start, active, bounds, solver, max_steps, moments):
         # infinite variance (zero, or masked: `mask_emission_lines`) = zero weight, as in
         # the search; a masked spaxel gets unit weights
         v = jnp.where(act, v, 1.0)
-        zero = jnp.zeros_like(la)
-        p0 = jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
-                        vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la),
-                        zero, zero][:n_free])  # fmt: skip
+        p0 = _initial(la, lz, vel, disp, n_free, bounds)
         fn = lambda p, args: _residual_physical(model, _physical(p, amp, bounds), args)
         sol = optx.least_squares(fn, solver, p0, args=(d, v), max_steps=max_steps, throw=False)
-        theta = _physical(sol.value, amp, bounds)
-        finite = jnp.all(jnp.isfinite(jnp.stack(theta)))
         ok = sol.result == optx.RESULTS.successful
-        theta = jax.tree.map(
-            lambda x, x0: jnp.where(finite, x, x0), theta, (la, lz, vel, disp, amp, zero, zero)
-        )
-        free = lambda t: _residual_physical(model, t + theta[n_free:], (d, v))
-        jac = jax.jacfwd(free)(theta[:n_free])
-        err = standard_errors(jnp.stack(jac, axis=1))  # J: (n_wave, n_free)
-        err = jnp.concatenate([err, jnp.zeros(7 - n_free, err.dtype)])
-        r = _residual_physical(model, theta, (d, v))
-        chi2 = jnp.sum(r**2) / (r.shape[0] - n_free)
-        status = jnp.where(~act, 1, jnp.where(~finite, 3, jnp.where(ok, 0, 2)))
-        return theta, err, status, chi2
+        return _finish(model, d, v, sol.value, ok, (la, lz, vel, disp, amp), act, bounds, n_free)
 
     return jax.vmap(one)(flux, var, *start, active)
 
