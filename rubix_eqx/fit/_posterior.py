@@ -157,9 +157,14 @@ class LaplacePosterior(eqx.Module):
         return jnp.sqrt(jnp.clip(jnp.diag(self.covariance), 0, None))
 
     @property
+    def dof(self) -> int:
+        """ν = voxels − parameters (at least 1)."""
+        return max(int(self.n_data) - self.mean.size, 1)
+
+    @property
     def reduced_chi2(self) -> float:
-        """χ²/ν at the MAP, ν = voxels − parameters (≈ 1 ± √(2/ν) for a good fit)."""
-        return float(self.chi2) / max(int(self.n_data) - self.mean.size, 1)
+        """χ²/ν at the MAP (≈ 1 ± √(2/ν) for a good fit)."""
+        return float(self.chi2) / self.dof
 
     @property
     def correlation(self) -> Float[Array, "p p"]:
@@ -380,7 +385,7 @@ def laplace(
         names=model.names, mean=theta, covariance=cov, chi2=chi2, n_data=n_data,
         converged=jnp.asarray(ok), steps=jnp.asarray(steps),
     )  # fmt: skip
-    nu = max(int(n_data) - model.n_parameters, 1)
+    nu = lap.dof
     if lap.reduced_chi2 > 1 + 5 * math.sqrt(2 / nu):
         warnings.warn(
             f"χ²/ν = {lap.reduced_chi2:.3f} at the MAP (ν = {nu}; expected 1 ± "
