@@ -281,7 +281,7 @@ def _convert(args) -> int:
 
 FIT_SOLVERS = ("levenberg_marquardt", "gauss_newton", "dogleg")  # = rubix_eqx.fit SOLVERS
 FIT_DEFAULTS = {"out": "fit", "ssp": "miles", "min_snr": 3.0, "solver": FIT_SOLVERS[0],
-                "batch_size": 64, "moments": 2}  # fmt: skip
+                "batch_size": 64, "moments": 2, "regul": 0.0}  # fmt: skip
 HDF5_FORMAT = "rubix_eqx.cube"
 
 
@@ -435,12 +435,15 @@ def fit_telescope(value: str | None, cube):
     )
 
 
-def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progress=True, **kw):
-    """[`rubix_eqx.fit.fit_spaxels`][] over batches of `batch_size` spaxels, stitched into
-    one `SpaxelFit` of the cube's shape. Every batch has the same shape (the last is padded
-    with masked spaxels), so the solve compiles once; one model (`Pipeline`) serves them
-    all. A tqdm progress bar with the ETA goes to stderr. Also returns the seconds of the
-    first batch (with compilation) and of the rest."""
+def fit_in_batches(
+    cube, ssp, telescope, observation, *, batch_size: int, progress=True, mixture=False, **kw
+):
+    """[`rubix_eqx.fit.fit_spaxels`][] (or, with `mixture`, [`rubix_eqx.fit.fit_mixture`][])
+    over batches of `batch_size` spaxels, stitched into one `SpaxelFit` (`MixtureFit`) of
+    the cube's shape. Every batch has the same shape (the last is padded with masked
+    spaxels), so the solve compiles once; one model (`Pipeline`) serves them all. A tqdm
+    progress bar with the ETA goes to stderr. Also returns the seconds of the first batch
+    (with compilation) and of the rest."""
     import dataclasses
     import math
 
@@ -451,7 +454,7 @@ def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progre
 
     from ._pipeline import Pipeline
     from .config import ConfigError
-    from .fit import fit_spaxels, telescope_for_cube
+    from .fit import fit_mixture, fit_spaxels, telescope_for_cube
 
     n_x, n_y, n_wave = cube.shape
     n = n_x * n_y
@@ -493,7 +496,7 @@ def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progre
         bar.set_postfix_str(f"{n_batches} batches of {size}; the first compiles")
         for i in range(n_batches):
             t0 = time.perf_counter()
-            fit = fit_spaxels(
+            fit = (fit_mixture if mixture else fit_spaxels)(
                 first if i == 0 else batch(i), ssp, telescope, observation,
                 pipeline=pipeline, **kw,
             )  # fmt: skip
@@ -503,9 +506,10 @@ def fit_in_batches(cube, ssp, telescope, observation, *, batch_size: int, progre
                 bar.set_postfix_str(f"{n_batches} batches of {size}")
             bar.update(min(size, n - i * size))
 
-    def stitch(*leaves):
-        flat = np.concatenate([np.asarray(leaf).reshape(-1) for leaf in leaves])
-        return jnp.asarray(flat[:n].reshape(n_x, n_y))
+    def stitch(*leaves):  # each (size, 1, ...): a mixture's weights have (n_age, n_Z) more
+        rest = leaves[0].shape[2:]
+        flat = np.concatenate([np.asarray(leaf).reshape(size, *rest) for leaf in leaves])
+        return jnp.asarray(flat[:n].reshape(n_x, n_y, *rest))
 
     return jax.tree.map(stitch, *fits), seconds[0], sum(seconds[1:])
 
@@ -529,6 +533,10 @@ def _fit(args) -> int:
         raise ConfigError(f"--batch-size: must be >= 1 spaxel, got {args.batch_size}.")
     if args.target_sn is not None and not (np.isfinite(args.target_sn) and args.target_sn > 0):
         raise ConfigError(f"--target-sn: must be finite and > 0, got {args.target_sn:g}.")
+    if not (np.isfinite(args.regul) and args.regul >= 0):
+        raise ConfigError(f"--regul: must be finite and >= 0, got {args.regul:g}.")
+    if args.regul > 0 and not args.mixture:
+        raise ConfigError("--regul: regularises the weights of --mixture; add --mixture.")
     if args.redshift is not None and not (np.isfinite(args.redshift) and args.redshift >= 0):
         raise ConfigError(f"--redshift: must be finite and >= 0, got {args.redshift:g}.")
     if args.distance is not None and not (np.isfinite(args.distance) and args.distance > 0):
@@ -561,19 +569,24 @@ def _fit(args) -> int:
             fitted = bin_spectra(cube, bins)
     n_fit = fitted.shape[0] * fitted.shape[1]
     what = f"{n_x}x{n_y} spaxels" if bins is None else f"{n_fit} Voronoi bins of {n_x}x{n_y}"
+    n_ssp = ssp.age.shape[0] * ssp.metallicity.shape[0]
+    kind = f"mixtures of all {n_ssp} SSPs to " if args.mixture else ""
+    mixture_kw = {"regul": args.regul} if args.mixture else {}
     with progress.stage(
-        f"fitting {what} x {n_wave} wavelengths in batches of "
+        f"fitting {kind}{what} x {n_wave} wavelengths in batches of "
         f"{min(args.batch_size, n_fit)} (incl. compilation)",
         "fit",
     ):
         fit, first_seconds, rest_seconds = fit_in_batches(
             fitted, ssp, telescope, observation, batch_size=args.batch_size,
             solver=args.solver, min_snr=args.min_snr, moments=args.moments,
+            mixture=args.mixture, **mixture_kw,
         )  # fmt: skip
     if bins is not None:
         from .fit import unbin
 
         fit = unbin(fit, bins)
+    mixture, fit = (fit, fit.kinematics) if args.mixture else (None, fit)
 
     options = {
         "redshift": obs_info["redshift"],
@@ -588,6 +601,8 @@ def _fit(args) -> int:
         "batch_size": args.batch_size,
         "moments": args.moments,
         "target_sn": args.target_sn,
+        "mixture": args.mixture,
+        "regul": args.regul if args.mixture else None,
     }
     command = ["rubix-eqx", "fit", str(path), "--out", str(out)]
     for option in ("redshift", "distance", "telescope", "lsf_fwhm", "ssp", "min_snr", "solver",
@@ -595,6 +610,8 @@ def _fit(args) -> int:
         value = getattr(args, option)
         if value is not None:
             command += [f"--{option.replace('_', '-')}", str(value)]
+    if args.mixture:
+        command += ["--mixture", "--regul", str(args.regul)]
     header = {
         "PROGRAM": ("rubix_eqx", "software that made these maps"),
         "PROGVER": (__version__, "its version"),
@@ -614,7 +631,10 @@ def _fit(args) -> int:
             "none" if args.target_sn is None else args.target_sn,
             "Voronoi target S/N per pixel (none: unbinned)",
         ),
+        "MIXTURE": (args.mixture, "weights of all SSPs (else one SSP)"),
     }
+    if args.mixture:
+        header["REGUL"] = (args.regul, "regularisation of the weights (0: none)")
     if bins is not None:
         header["NBINS"] = (bins.n_bins, "Voronoi bins")
     if obs_info["distance"] is not None:
@@ -625,7 +645,7 @@ def _fit(args) -> int:
     with progress.stage(f"writing {paths['maps_fits']} and {paths['maps_png']}", "write"):
         write_maps_fits(
             fit, paths["maps_fits"], header, cube=cube,
-            bin_index=None if bins is None else bins.bin_index,
+            bin_index=None if bins is None else bins.bin_index, mixture=mixture, ssp=ssp,
         )  # fmt: skip
         title = f"{path.name}: {telescope.name}, z = {obs_info['redshift']:g}"
         plot_maps(fit, paths["maps_png"], title=title)
@@ -653,6 +673,19 @@ def _fit(args) -> int:
             f"{bins.n_bins} Voronoi bins to S/N {args.target_sn:g} per pixel (median bin "
             f"S/N {np.median(bin_snr):.3g})"
         )
+    populations = None
+    if mixture is not None:
+        mixed = np.asarray(mixture.converged)
+        median = lambda x: float(np.median(np.asarray(x)[mixed])) if mixed.any() else None  # noqa: E731
+        populations = {
+            "regul": args.regul,
+            "n_converged": int(mixed.sum()),
+            "median_log_age_light": median(mixture.log_age),
+            "median_metallicity_light": median(mixture.metallicity),
+            "median_log_age_mass": median(mixture.log_age_mass),
+            "median_metallicity_mass": median(mixture.metallicity_mass),
+            "median_reduced_chi2": median(mixture.chi2),
+        }
     summary = {
         "rubix_eqx_version": __version__,
         "input": str(path.resolve()),
@@ -663,6 +696,7 @@ def _fit(args) -> int:
         "medium": cube.medium,
         "n_spaxels": int(status.size),
         "voronoi": voronoi,
+        "mixture": populations,
         "status_counts": counts,
         "median_reduced_chi2": chi2,
         "median_errors": medians,
@@ -678,6 +712,14 @@ def _fit(args) -> int:
 
     distance = "" if obs_info["distance"] is None else f", d = {obs_info['distance']:g} Mpc"
     fmt = lambda v, unit="": "n/a" if v is None else f"{v:.3g}{unit}"  # noqa: E731
+    mixture_lines = []
+    if populations is not None:
+        age_l, age_m, mh_l, mh_m = (fmt(populations[f"median_{k}"]) for k in (
+            "log_age_light", "log_age_mass", "metallicity_light", "metallicity_mass"))  # fmt: skip
+        mixture_lines.append(
+            f"  mixture     regul {args.regul:g}; {populations['n_converged']} converged; median "
+            f"log age {age_l} (light), {age_m} (mass); [M/H] {mh_l} (light), {mh_m} (mass)"
+        )
     lines = [
         f"rubix-eqx fit: {path} -> {out}/",
         f"  cube        {n_x}x{n_y} spaxels x {n_wave} wavelengths, {wave[0]:.1f}-"
@@ -686,6 +728,7 @@ def _fit(args) -> int:
         f"  LSF         {lsf_source}; SSP {ssp.name}; solver {args.solver}, "
         f"min S/N {args.min_snr:g}, moments {args.moments}",
         f"  bins        {bins_line}",
+        *mixture_lines,
         "  status      " + ", ".join(f"{v} {k}" for k, v in counts.items()),
         f"  median      reduced chi2 {fmt(chi2)}; 1-sigma errors: log age "
         f"{fmt(medians['log_age'], ' dex')}, [M/H] {fmt(medians['metallicity'], ' dex')}, "
@@ -1092,6 +1135,22 @@ def parser() -> argparse.ArgumentParser:
         "noise of a bin's summed spectrum, whole cube) and fit one summed spectrum per "
         "bin; the maps are put back on the spaxel grid and maps.fits gets a BIN image "
         "(default: no binning)",
+    )
+    fit.add_argument(
+        "--mixture",
+        action="store_true",
+        help="fit each spaxel (bin) with non-negative weights of every SSP of the grid at "
+        "its LOSVD, as pPXF does (rubix_eqx.fit.fit_mixture); maps.fits then also holds "
+        "light- and mass-weighted mean log age and [M/H] maps and the weights per spaxel "
+        "(default: one SSP per spaxel)",
+    )
+    fit.add_argument(
+        "--regul",
+        type=float,
+        metavar="R",
+        default=FIT_DEFAULTS["regul"],
+        help="with --mixture: regularisation of the weights (second differences along log "
+        "age and log Z, pPXF's regul = 1/Delta); 0 for none (default: %(default)g)",
     )
     fit.set_defaults(func=_fit)
 

@@ -219,3 +219,73 @@ def test_cli_fit_target_sn_and_moments(galaxy_cube, tmp_path, capsys):
         assert np.unique(h3[bin_index == k]).size == 1
     assert main(argv[:-4] + ["--target-sn", "-1"]) == 1
     assert "--target-sn" in capsys.readouterr().err
+
+
+def test_cli_fit_mixture(galaxy_cube, tmp_path, capsys):
+    """`rubix-eqx fit --mixture` in batches of 16 (the last padded): maps.fits holds the
+    mean-population maps and the weights per spaxel; any 16 spaxels of it equal
+    `fit_mixture` of those spaxels alone (the cube as the command reads it; same shape: no
+    new compilation), so batches stitch back in order; the LOGAGEj/MHk cards and the axis
+    order agree with the maps (the light-weighted mean of LIGHT_WEIGHTS over the cards is
+    LOG_AGE_LW); bad --regul, or --regul without --mixture, is a named error."""
+    import argparse
+
+    import rubix_eqx as rx
+    from astropy.io import fits
+    from rubix_eqx.cli import fit_lsf, fit_observation, fit_telescope, main
+    from rubix_eqx.config import build_ssp
+
+    ssp, _, obs, cube = galaxy_cube
+    path, ssp_path, out = tmp_path / "cube.fits", tmp_path / "ssp.h5", tmp_path / "fit"
+    rx.io.write_cube_fits(cube, path, observation=obs)
+    ssp.to_hdf5(ssp_path)
+    argv = ["fit", str(path), "--out", str(out), "--ssp", str(ssp_path), "--mixture",
+            "--batch-size", "16"]  # fmt: skip
+    assert main(argv + ["--regul", "-1"]) == 1
+    assert "--regul: must be finite and >= 0" in capsys.readouterr().err
+    assert main(argv[:-3] + ["--regul", "5"]) == 1
+    assert "add --mixture" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "mixtures of all 12 SSPs" in capsys.readouterr().err
+    summary = json.loads((out / "fit_summary.json").read_text())
+    assert summary["options"]["mixture"] is True and summary["mixture"]["regul"] == 0.0
+    with fits.open(out / "maps.fits") as hdus:
+        assert hdus[0].header["MIXTURE"] is True and hdus[0].header["REGUL"] == 0.0
+        maps = {name: hdus[name].data.T for name in (
+            "LOG_AGE_LW", "METALLICITY_LW", "LOG_AGE_MW", "METALLICITY_MW", "MIX_CHI2",
+            "MIX_CONV", "VELOCITY")}  # fmt: skip
+        light = hdus["LIGHT_WEIGHTS"].data.transpose(3, 2, 1, 0)  # → (x, y, age, Z)
+        mass = hdus["WEIGHTS"].data.transpose(3, 2, 1, 0)
+        cards = hdus["LIGHT_WEIGHTS"].header
+        log_age = np.array([cards[f"LOGAGE{j + 1}"] for j in range(ssp.age.shape[0])])
+        mh = np.array([cards[f"MH{k + 1}"] for k in range(ssp.metallicity.shape[0])])
+    ok = maps["MIX_CONV"] == 1
+    assert ok.sum() > N * N // 2 and light.shape == (N, N, *ssp.flux.shape[:2])
+    np.testing.assert_allclose(light.sum((2, 3))[ok], 1.0, rtol=1e-9)
+    np.testing.assert_allclose(np.einsum("xyaz,a->xy", light, log_age)[ok],
+                               maps["LOG_AGE_LW"][ok], atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(np.einsum("xyaz,z->xy", light, mh)[ok], maps["METALLICITY_LW"][ok],
+                               atol=1e-9)  # fmt: skip
+
+    read, _ = fit_lsf(None, rx.io.read_cube(path))  # as the command builds its inputs
+    tel, _ = fit_telescope(None, read)
+    ns = argparse.Namespace(redshift=None, distance=None)
+    fit_obs, _ = fit_observation(ns, read, rx.io.read_metadata(path), path)
+    flux, variance = read.flux.reshape(N * N, -1), read.variance.reshape(N * N, -1)
+    for rows in (np.arange(16, 32), np.r_[35, 0, 7:21]):  # any 16 spaxels: one shape
+        part = dataclasses.replace(
+            read, flux=flux[rows][:, None], variance=variance[rows][:, None],
+            mask=read.mask.reshape(N * N)[rows][:, None],
+        )  # fmt: skip
+        with count_compilations() as count:
+            alone = rx.fit.fit_mixture(part, build_ssp(str(ssp_path)), tel, fit_obs)
+        assert count() == 0
+        at = lambda image: image.reshape(N * N, *image.shape[2:])[rows]  # noqa: E731
+        for name, ref in (("LOG_AGE_LW", alone.log_age), ("METALLICITY_LW", alone.metallicity),
+                          ("LOG_AGE_MW", alone.log_age_mass),
+                          ("METALLICITY_MW", alone.metallicity_mass), ("MIX_CHI2", alone.chi2),
+                          ("VELOCITY", alone.kinematics.maps.velocity)):  # fmt: skip
+            np.testing.assert_allclose(at(maps[name]), np.asarray(ref)[:, 0], rtol=1e-7,
+                                       atol=1e-9, err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(at(mass), np.asarray(alone.weights)[:, 0], rtol=1e-7,
+                                   atol=1e-9 * float(mass.max()))  # fmt: skip

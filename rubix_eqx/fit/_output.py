@@ -7,6 +7,9 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._cube import Cube
+from .._units import SOLAR_METALLICITY
+from ..ssp import SSPGrid
+from ._mixture import MixtureFit
 from ._spaxels import SpaxelFit, STATUS
 
 
@@ -25,6 +28,8 @@ def write_maps_fits(
     *,
     cube: Cube | None = None,
     bin_index=None,
+    mixture: MixtureFit | None = None,
+    ssp: SSPGrid | None = None,
 ) -> None:
     """Write the maps of a spaxel fit as FITS: one image extension per map and error
     (`LOG_AGE`, `LOG_AGE_ERR`, `METALLICITY`, ..., `H3`, `H4` and their errors — 0 for a
@@ -43,14 +48,22 @@ def write_maps_fits(
       `CD2_2 = +spaxel/3600`, CRPIX at the field centre, CRVAL = the cube's RA/Dec).
     - `bin_index`: the Voronoi bin of each spaxel (`rubix_eqx.fit.VoronoiBins.bin_index`,
       −1 not binned), written as the `BIN` image.
+    - `mixture`: a [`rubix_eqx.fit.MixtureFit`][] (its `kinematics` is `fit`), with the
+      `ssp` it was fitted with: adds the mean-population maps `LOG_AGE_LW`,
+      `METALLICITY_LW` (light-weighted), `LOG_AGE_MW`, `METALLICITY_MW` (mass-weighted),
+      `MIX_CHI2`, `MIX_CONV` (1: the weights converged), and the weights per spaxel:
+      `WEIGHTS` (initial mass, M☉) and `LIGHT_WEIGHTS` (fractions summing to 1), each an
+      image with NAXIS1 = x, NAXIS2 = y, NAXIS3 = age, NAXIS4 = metallicity
+      (`data[k, j, y, x]` in astropy), the grid in header cards `LOGAGEj` (log10 age/yr,
+      j = 1 … n_age) and `MHk` ([M/H], k = 1 … n_Z).
     """
     from astropy.io import fits
 
-    from ..io._header import celestial_keywords, exact, write_keywords
+    from ..io._header import celestial_keywords, exact, put, write_keywords
 
     primary = fits.PrimaryHDU()
     for key, value in (header or {}).items():
-        primary.header[key] = value
+        put(primary.header, key, *(value if isinstance(value, tuple) else (value,)))
     for code, text in STATUS.items():
         primary.header[f"STATUS{code}"] = text
     hdus = [primary]
@@ -87,6 +100,28 @@ def write_maps_fits(
     image("SNR", fit.snr, "")
     if bin_index is not None:
         add(fits.ImageHDU(np.asarray(bin_index, np.int32).T, name="BIN"), None)
+    if mixture is not None:
+        if ssp is None:
+            raise ValueError("`write_maps_fits(mixture=...)` needs the `ssp` of the fit.")
+        for name, values in (("LOG_AGE_LW", mixture.log_age), ("LOG_AGE_MW", mixture.log_age_mass)):
+            image(name, values, "log10(age/yr)")
+        for name, values in (("METALLICITY_LW", mixture.metallicity),
+                             ("METALLICITY_MW", mixture.metallicity_mass)):  # fmt: skip
+            image(name, values, "[M/H] (dex)")
+        image("MIX_CHI2", mixture.chi2, "")
+        add(fits.ImageHDU(np.asarray(mixture.converged, np.int16).T, name="MIX_CONV"), None)
+        log_age = np.log10(np.asarray(ssp.age, np.float64)) + 9
+        mh = np.log10(np.asarray(ssp.metallicity, np.float64) / SOLAR_METALLICITY)
+        for name, values, unit in (("WEIGHTS", mixture.weights, "Msun (initial)"),
+                                   ("LIGHT_WEIGHTS", mixture.light_weights, "")):  # fmt: skip
+            # (n_x, n_y, n_age, n_Z) → astropy's (n_Z, n_age, n_y, n_x): NAXIS1 = x
+            hdu = fits.ImageHDU(np.asarray(values, np.float64).transpose(3, 2, 1, 0), name=name)
+            hdu.header["BUNIT"] = unit
+            for j, value in enumerate(log_age, 1):
+                hdu.header[f"LOGAGE{j}"] = (float(value), "log10(age/yr) at NAXIS3 = j")
+            for k, value in enumerate(mh, 1):
+                hdu.header[f"MH{k}"] = (float(value), "[M/H] at NAXIS4 = k")
+            hdus.append(hdu)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
 

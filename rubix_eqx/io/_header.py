@@ -76,6 +76,9 @@ def card(key: str, value, comment: str = ""):
             return fits.Card.fromstring(image[:80].ljust(80))
     elif isinstance(value, str):
         value = ascii_text(value)
+        quoted = len(value.replace("'", "''")) + 2
+        if quoted <= 70 and comment:  # one card: the comment takes what room is left
+            comment = comment[: max(0, 80 - max(10 + quoted, 30) - 3)]
     return fits.Card(key, value, comment)
 
 
