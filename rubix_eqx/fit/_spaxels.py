@@ -96,8 +96,10 @@ def standard_errors(jac: Float[Array, "m p"]) -> Float[Array, " p"]:
     return jnp.where(jnp.isfinite(err), err, 0)
 
 
-def _to_unit(x, lo, hi):
-    t = jnp.clip((x - lo) / (hi - lo), 1e-4, 1 - 1e-4)
+def _to_unit(x, lo, hi, margin=1e-4):
+    """The logistic parameter of `x` in [lo, hi], `x` kept `margin` (a fraction of the
+    range) inside the bounds."""
+    t = jnp.clip((x - lo) / (hi - lo), margin, 1 - margin)
     return jnp.log(t / (1 - t))
 
 
@@ -317,10 +319,19 @@ def _run(model, flux, var, start, active, bounds, solver, max_steps, moments):
     return jax.vmap(one)(flux, var, *start, active)
 
 
+# Starting ages and Z stay 3 % of the grid's range inside its edges: on an edge node the
+# logistic's slope is ~1e-4 and Levenberg–Marquardt crawls off it (E-MILES, moments 4:
+# 170–370 steps for the 4 of 64 spaxels the search put on an edge, ≤ 170 for the rest;
+# from 3 % inside, ≤ 170 for all and χ² equal or lower).
+_START_MARGIN = 0.03
+
+
 def _initial(la, lz, vel, disp, n_free, bounds):
+    """Solver parameters `(n_free,)` of a starting point (h3 = h4 = 0)."""
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
     zero = jnp.zeros_like(la)
-    return jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
+    return jnp.stack([_to_unit(la, la_lo, la_hi, _START_MARGIN),
+                      _to_unit(lz, lz_lo, lz_hi, _START_MARGIN),
                       vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la),
                       zero, zero][:n_free])  # fmt: skip
 
@@ -361,16 +372,23 @@ def _queue(model, flux, var, amp, p_start, active, bounds, solver, max_steps, sl
     (`solver.init`) the next spaxel of the queue. A vmapped solve of the whole batch
     instead steps every spaxel until the slowest has converged.
 
+    A spaxel that ends unconverged goes back to the end of the queue once, to continue
+    from where it stopped (from its start if that is not finite) with a fresh solver
+    state and another `max_steps`: only the failed spaxels are solved again.
+
     **Arguments:** spectra and variances `(n, n_wave)`, amplitude scales `amp` `(n,)`
-    (M☉), starting points `p_start` `(n, n_free)` (solver parameters), `active` `(n,)`;
-    `max_steps` and `slots` are Python ints.
+    (M☉), starting points `p_start` `(n, n_free)` (solver parameters), `active` `(n,)`,
+    `max_steps` (an int or an integer array: one compilation for every value); `slots` a
+    Python int.
 
     **Returns:** solutions `(n, n_free)` (the starting point where not active), converged
-    `(n,)` and steps taken `(n,)`.
+    `(n,)`, and the steps of each spaxel's last pass `(n,)` with `retried` `(n,)` (it
+    needed the second pass).
     """
     n = flux.shape[0]
     options, tags = {}, frozenset()
-    order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active spaxels first
+    # the queue: active spaxels first, in order; retried spaxels are appended after them
+    order = jnp.concatenate([jnp.argsort(~active, stable=True), jnp.full(n, n)]).astype(jnp.int32)
     n_active = jnp.sum(active).astype(jnp.int32)
 
     def fn(p, args):
@@ -381,10 +399,14 @@ def _queue(model, flux, var, amp, p_start, active, bounds, solver, max_steps, sl
         j = jnp.minimum(i, n - 1)
         return flux[j], var[j], amp[j]
 
-    def fetch(k):
-        """Spaxel at queue position k (n once the queue is empty) and its start."""
-        i = jnp.where(k < n_active, order[jnp.minimum(k, n - 1)], n)
-        return i, p_start[jnp.minimum(i, n - 1)]
+    def fetch(k, order, tail, out_p):
+        """Spaxel at queue position k (n past the tail), its start and whether it is a
+        retry."""
+        i = jnp.where(k < tail, order[jnp.minimum(k, 2 * n - 1)], n)
+        j = jnp.minimum(i, n - 1)
+        retry = k >= n_active
+        p = jnp.where(retry, out_p[j], p_start[j])
+        return i, jnp.where(jnp.all(jnp.isfinite(p)), p, p_start[j]), retry
 
     def init(y, args):
         f_struct, aux_struct = jax.eval_shape(fn, y, args)
@@ -396,56 +418,61 @@ def _queue(model, flux, var, amp, p_start, active, bounds, solver, max_steps, sl
         failed = (result != optx.RESULTS.successful) | ~jnp.all(jnp.isfinite(y))
         return y, state, stop & ~failed, stop | failed
 
-    index, y = jax.vmap(fetch)(jnp.arange(slots, dtype=jnp.int32))
+    positions = jnp.arange(slots, dtype=jnp.int32)
+    index, y, retry = jax.vmap(fetch, (0, None, None, None))(positions, order, n_active, p_start)
     dynamic, static = eqx.partition(eqx.filter_vmap(init)(y, jax.vmap(data)(index)), eqx.is_array)
     zeros = lambda shape, dtype=jnp.int32: jnp.zeros(shape, dtype)
-    # slot: spaxel, point, solver state, steps; queue: next position, finished; outputs
-    carry = (index, y, dynamic, zeros(slots), jnp.asarray(slots, jnp.int32), zeros(()),
-             p_start, zeros(n, bool), zeros(n))  # fmt: skip
+    # slots: spaxel, point, solver state, steps, retry; the queue and its next position,
+    # tail and finished count; outputs
+    carry = (index, y, dynamic, zeros(slots), retry, order, jnp.asarray(slots, jnp.int32),
+             n_active, zeros(()), p_start, zeros(n, bool), zeros(n), zeros(n, bool))  # fmt: skip
 
     def body(carry):
-        index, y, dynamic, steps, next_k, finished, out_p, out_ok, out_steps = carry
+        index, y, dynamic, steps, retry, order, next_k, tail, finished, *out = carry
+        out_p, out_ok, out_steps, out_retried = out
         state = eqx.combine(static, dynamic)
         y, state, ok, stop = eqx.filter_vmap(step)(y, state, jax.vmap(data)(index))
         steps = steps + 1
-        done = (index < n) & (stop | (steps >= max_steps))
+        busy = index < n
+        done = busy & (stop | (steps >= max_steps))
         write = jnp.where(done, index, n)
         out_p = out_p.at[write].set(y, mode="drop")
         out_ok = out_ok.at[write].set(ok, mode="drop")
         out_steps = out_steps.at[write].set(steps, mode="drop")
-        # finished slots restart on the next spaxels of the queue, from a fresh state
-        new_index, new_y = jax.vmap(fetch)(next_k + jnp.cumsum(done).astype(jnp.int32) - 1)
+        out_retried = out_retried.at[write].set(retry, mode="drop")
+        # unconverged on a first pass: back to the end of the queue
+        again = done & ~ok & ~retry
+        rank = jnp.cumsum(again).astype(jnp.int32) - 1
+        order = order.at[jnp.where(again, tail + rank, 2 * n)].set(index, mode="drop")
+        tail = tail + jnp.sum(again).astype(jnp.int32)
+        finished = finished + jnp.sum(done & ~again).astype(jnp.int32)
+        # free slots take the next spaxels of the queue, from a fresh solver state
+        free = done | ~busy
+        k = next_k + jnp.cumsum(free).astype(jnp.int32) - 1
+        new_index, new_y, new_retry = jax.vmap(fetch, (0, None, None, None))(k, order, tail, out_p)
         fresh = eqx.filter(eqx.filter_vmap(init)(new_y, jax.vmap(data)(new_index)), eqx.is_array)
         dynamic = eqx.filter(state, eqx.is_array)
-        pick = lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
+        pick = lambda a, b: jnp.where(free.reshape(free.shape + (1,) * (a.ndim - 1)), a, b)
         leaves = map(pick, jax.tree.leaves(fresh), jax.tree.leaves(dynamic))
         dynamic = jax.tree.unflatten(jax.tree.structure(dynamic), list(leaves))
-        n_done = jnp.sum(done).astype(jnp.int32)
-        return (jnp.where(done, new_index, index), pick(new_y, y), dynamic,
-                jnp.where(done, 0, steps), next_k + n_done, finished + n_done, out_p, out_ok,
-                out_steps)  # fmt: skip
+        taken = jnp.clip(tail - next_k, 0, jnp.sum(free).astype(jnp.int32))
+        return (pick(new_index, index), pick(new_y, y), dynamic, jnp.where(free, 0, steps),
+                pick(new_retry, retry), order, next_k + taken, tail, finished, out_p, out_ok,
+                out_steps, out_retried)  # fmt: skip
 
-    carry = jax.lax.while_loop(lambda c: c[5] < n_active, body, carry)
-    return carry[6], carry[7], carry[8]
+    carry = jax.lax.while_loop(lambda c: c[8] < n_active, body, carry)
+    return carry[9:]
 
 
 @jit
 def _run_queue(model, flux, var, start, active, bounds, solver, max_steps, moments, slots):
     """`_queue` over the spaxels of a batch, then the physical values, errors, status and
-    χ² of each (as `_run`). Spaxels the first pass leaves unconverged are solved again,
-    alone, in a second pass of the queue (fewer slots, `4 max_steps`, from where the
-    first pass stopped), so that a few slow spaxels do not re-solve the batch."""
+    χ² of each (as `_run`)."""
     n_free = 5 if moments == 2 else 7
     la0, lz0, vel0, disp0, amp0 = start
     p_start = jax.vmap(lambda *s: _initial(*s, n_free, bounds))(la0, lz0, vel0, disp0)
     var = jnp.where(active[:, None], var, 1.0)
-    p, ok, _ = _queue(model, flux, var, amp0, p_start, active, bounds, solver, max_steps, slots)
-    failed = active & ~ok
-    p_again, ok_again, _ = _queue(
-        model, flux, var, amp0, p, failed, bounds, solver, 4 * max_steps, min(slots, 8)
-    )
-    p = jnp.where(failed[:, None], p_again, p)
-    ok = ok | (failed & ok_again)
+    p, ok, _, _ = _queue(model, flux, var, amp0, p_start, active, bounds, solver, max_steps, slots)
 
     def fin(d, v, p, ok, la, lz, vel, disp, amp, act):
         # masked spaxels: their own starting model with unit weights, as in `_run`
@@ -458,8 +485,8 @@ def _run_queue(model, flux, var, start, active, bounds, solver, max_steps, momen
 def _solve(model, ssp, flux, var, start, active, solver, max_steps, moments=2):
     if isinstance(solver, WorkQueue):
         theta, err, status, chi2 = _run_queue(
-            model, flux, var, start, active, _bounds(ssp), solver.solver, max_steps, moments,
-            queue_slots(flux.shape[0]),
+            model, flux, var, start, active, _bounds(ssp), solver.solver,
+            jnp.asarray(max_steps, jnp.int32), moments, queue_slots(flux.shape[0]),
         )  # fmt: skip
     else:
         theta, err, status, chi2 = _run(
