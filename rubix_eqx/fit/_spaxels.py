@@ -131,10 +131,12 @@ def fit_spaxels(
     (which must be positive: make the cube with a noise stage). Ages and Z are mapped
     to the grid's range by a logistic transform (smooth bounds). Starting points come
     from a coarse search over every template and a velocity grid with the amplitude
-    solved linearly; then all spaxels are solved in one jitted call: with
-    `"levenberg_marquardt"` by a work-queue Levenberg–Marquardt (about n/8 spaxels stepped
-    together; a spaxel that converges frees its slot for the next), with the other
-    solvers by `jax.vmap` of `optimistix.least_squares`.
+    solved linearly (ages and Z kept 3 % of the grid's range inside its edges); then all
+    spaxels are solved in one jitted call: with `"levenberg_marquardt"` by optimistix's
+    `LevenbergMarquardt` run as a work queue (about n/8 spaxels stepped together; a spaxel
+    that terminates frees its slot for the next, and one left unconverged after
+    `max_steps` is queued once more, from where it stopped), with the other solvers by
+    `jax.vmap` of `optimistix.least_squares`.
 
     **Arguments:**
 
@@ -150,7 +152,7 @@ def fit_spaxels(
       `moments=4`; they start at 0 and are unbounded).
     - `min_snr`: spaxels with a lower median S/N are masked (status 1).
     - `dispersion_start`: km/s; `velocity_grid`: (start, stop, step) km/s of the search.
-    - `rtol`, `atol`, `max_steps`: solver controls.
+    - `rtol`, `atol`, `max_steps`: solver controls (`max_steps` per pass of the queue).
 
     **Returns:** a [`rubix_eqx.fit.SpaxelFit`][]; never NaN (failures are flagged).
     """
