@@ -367,3 +367,115 @@ def test_mixture_agrees_with_ppxf(ssp, mixture_fit):
                   f"pPXF V {pp.sol[0]:.2f} σ {pp.sol[1]:.2f}")  # fmt: skip
             assert abs(d_age) < 0.05 and abs(d_mh) < 0.05
     print(f"pPXF: {time.perf_counter() - t0:.2f} s for 4 spectra")
+
+
+def test_queue_slots():
+    """About n/8 spaxels side by side, at least 8 (or n), at most 256."""
+    from rubix_eqx.fit._spaxels import queue_slots
+
+    got = [queue_slots(n) for n in (1, 4, 8, 9, 64, 100, 2048, 10**5)]
+    assert got == [1, 4, 8, 8, 8, 12, 256, 256]
+
+
+def queue_problem(ssp, cube, obs):
+    """`fit_spaxels`' model, data and starting points for the 2×2 GH cube (moments 4)."""
+    from rubix_eqx.fit import _spaxels as fs
+
+    model, flux, var, _, active = fs.prepare(cube, ssp, telescope(2, 2), obs, None, 3.0)
+    start = fs._starting_points(model, ssp, flux, var, 80.0, (-600.0, 600.0, 40.0))
+    bounds = fs._bounds(ssp)
+    p_start = jax.vmap(lambda *s: fs._initial(*s, 7, bounds))(*start[:4])
+    return model, flux, var, start, active, bounds, p_start
+
+
+def queue_solve(ssp, cube, obs, max_steps, slots):
+    """`_queue` (jitted; `max_steps` traced: one compilation per `slots`) on the GH cube:
+    (physical values (7 arrays of (4,)), converged, steps, retried)."""
+    import equinox as eqx
+    import optimistix as optx
+    from rubix_eqx.fit import _spaxels as fs
+
+    model, flux, var, start, active, bounds, p_start = queue_problem(ssp, cube, obs)
+    solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+    p, ok, steps, retried = eqx.filter_jit(fs._queue)(
+        model, flux, var, start[4], p_start, active, bounds, solver,
+        jnp.asarray(max_steps, jnp.int32), slots,
+    )  # fmt: skip
+    theta = jax.vmap(lambda q, a: jnp.stack(fs._physical(q, a, bounds)))(p, start[4])
+    return np.asarray(theta).T, np.asarray(ok), np.asarray(steps), np.asarray(retried)
+
+
+@pytest.fixture(scope="module")
+def vmapped_gh_fit(ssp, gh_fit):
+    """optimistix's vmapped `least_squares` (`_run`, max_steps 200) on the GH cube:
+    (physical values (7, 4), status, χ²)."""
+    import optimistix as optx
+    from rubix_eqx.fit import _spaxels as fs
+
+    cube, obs, _ = gh_fit
+    model, flux, var, start, active, bounds, _ = queue_problem(ssp, cube, obs)
+    solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+    theta, _, status, chi2 = fs._run(model, flux, var, start, active, bounds, solver, 200, 4)
+    return np.stack([np.asarray(t) for t in theta]), np.asarray(status), np.asarray(chi2)
+
+
+def assert_same_fit(theta, reference):
+    """(log age, log Z, V, σ, mass, h3, h4) equal to well within the 1σ errors (GH test:
+    0.5 km/s in V, 0.003 in h3, h4)."""
+    np.testing.assert_allclose(theta[:2], reference[:2], atol=1e-5)  # dex
+    np.testing.assert_allclose(theta[2:4], reference[2:4], atol=1e-3)  # km/s
+    np.testing.assert_allclose(theta[4], reference[4], rtol=1e-6)
+    np.testing.assert_allclose(theta[5:], reference[5:], atol=1e-6)
+
+
+def test_queue_matches_vmapped_solve(ssp, gh_fit, vmapped_gh_fit):
+    """The work queue with 1 slot, and with 1 slot per spaxel (`fit_spaxels` on 4 spaxels),
+    gives optimistix's vmapped `least_squares` fit (the same solver from the same starts)."""
+    cube, obs, fit = gh_fit
+    reference, status, chi2 = vmapped_gh_fit
+    assert np.all(status == 0)
+    maps = fit.maps
+    ours = np.stack([np.asarray(x).reshape(-1) for x in (
+        maps.log_age - 9, maps.metallicity + math.log10(0.019), maps.velocity,
+        maps.dispersion, maps.flux, maps.h3, maps.h4)])  # fmt: skip
+    assert_same_fit(ours, reference)
+    np.testing.assert_allclose(np.asarray(fit.chi2).reshape(-1), chi2, rtol=1e-8)
+    theta, ok, steps, retried = queue_solve(ssp, cube, obs, 200, 1)
+    print("queue steps (1 slot)", steps)
+    assert ok.all() and not retried.any() and np.all(steps < 200)
+    assert_same_fit(theta, reference)
+
+
+def test_queue_retries_only_unconverged_spaxels(ssp, gh_fit, vmapped_gh_fit):
+    """With max_steps = 20, the spaxels that need more steps (optimistix's own solve: 42,
+    32, 18 and 8) end their first pass unconverged and go back to the queue, alone: the
+    two that converged keep their first-pass solution, the same as with max_steps = 200;
+    the retried ones continue from where they stopped and only improve."""
+    from rubix_eqx.fit import _spaxels as fs
+
+    cube, obs, _ = gh_fit
+    reference, _, _ = vmapped_gh_fit
+    full, _, full_steps, _ = queue_solve(ssp, cube, obs, 200, 1)
+    theta, ok, steps, retried = queue_solve(ssp, cube, obs, 20, 1)
+    print("steps to converge", full_steps, "max_steps 20: retried", retried, "steps", steps, ok)
+    np.testing.assert_array_equal(retried, full_steps > 20)
+    assert retried.any() and not retried.all()
+    # converged in the first pass: untouched by the retries
+    assert ok[~retried].all()
+    np.testing.assert_array_equal(steps[~retried], full_steps[~retried])
+    assert_same_fit(theta[:, ~retried], reference[:, ~retried])
+    # retried: a second pass of ≤ 20 steps from the first pass's end, closer to the solution
+    assert np.all(steps[retried] <= 20)
+    model, flux, var, start, active, bounds, _ = queue_problem(ssp, cube, obs)
+
+    @jax.jit
+    def chi2(theta):
+        r = jax.vmap(lambda t, d, v: fs._residual_physical(model, tuple(t), (d, v)))
+        return jnp.sum(r(jnp.asarray(theta).T, flux, var) ** 2, axis=1)
+
+    p0 = queue_problem(ssp, cube, obs)[-1]
+    at_start = jax.vmap(lambda q, a: jnp.stack(fs._physical(q, a, bounds)))(p0, start[4]).T
+    got, before, best = (np.asarray(chi2(t)) for t in (theta, at_start, full))
+    print("χ² start", before.round(2), "max_steps 20", got.round(2), "converged", best.round(2))
+    assert np.all(got[retried] < before[retried])
+    assert np.all(got[retried] >= best[retried] * (1 - 1e-6))

@@ -18,11 +18,11 @@ from ..telescope import Telescope
 from ._spectrum_model import SpectrumModel
 
 
-class QueueLM(eqx.Module):
-    """Our Levenberg–Marquardt run as a work queue over the spaxels (`_run_queue`)."""
+class WorkQueue(eqx.Module):
+    """An optimistix least-squares solver run as a work queue over the spaxels
+    (`_run_queue`), not vmapped over the whole batch."""
 
-    rtol: float
-    atol: float
+    solver: optx.AbstractLeastSquaresSolver
 
 
 SOLVERS = {
@@ -33,11 +33,10 @@ SOLVERS = {
 
 
 def spaxel_solver(name: str, rtol: float, atol: float):
-    """The solver of the spaxel fits: our work-queue Levenberg–Marquardt for
-    `"levenberg_marquardt"` (see `_run_queue`), else optimistix's (a vmapped solve)."""
-    if name == "levenberg_marquardt":
-        return QueueLM(rtol, atol)
-    return SOLVERS[name](rtol, atol)
+    """The solver of the spaxel fits: optimistix's, run as a `WorkQueue` (see
+    `_run_queue`) for `"levenberg_marquardt"`, vmapped over the batch for the others."""
+    solver = SOLVERS[name](rtol, atol)
+    return WorkQueue(solver) if name == "levenberg_marquardt" else solver
 
 
 STATUS = {
@@ -97,8 +96,10 @@ def standard_errors(jac: Float[Array, "m p"]) -> Float[Array, " p"]:
     return jnp.where(jnp.isfinite(err), err, 0)
 
 
-def _to_unit(x, lo, hi):
-    t = jnp.clip((x - lo) / (hi - lo), 1e-4, 1 - 1e-4)
+def _to_unit(x, lo, hi, margin=1e-4):
+    """The logistic parameter of `x` in [lo, hi], `x` kept `margin` (a fraction of the
+    range) inside the bounds."""
+    t = jnp.clip((x - lo) / (hi - lo), margin, 1 - margin)
     return jnp.log(t / (1 - t))
 
 
@@ -130,10 +131,12 @@ def fit_spaxels(
     (which must be positive: make the cube with a noise stage). Ages and Z are mapped
     to the grid's range by a logistic transform (smooth bounds). Starting points come
     from a coarse search over every template and a velocity grid with the amplitude
-    solved linearly; then all spaxels are solved in one jitted call: with
-    `"levenberg_marquardt"` by a work-queue Levenberg–Marquardt (about n/8 spaxels stepped
-    together; a spaxel that converges frees its slot for the next), with the other
-    solvers by `jax.vmap` of `optimistix.least_squares`.
+    solved linearly (ages and Z kept 3 % of the grid's range inside its edges); then all
+    spaxels are solved in one jitted call: with `"levenberg_marquardt"` by optimistix's
+    `LevenbergMarquardt` run as a work queue (about n/8 spaxels stepped together; a spaxel
+    that terminates frees its slot for the next, and one left unconverged after
+    `max_steps` is queued once more, from where it stopped), with the other solvers by
+    `jax.vmap` of `optimistix.least_squares`.
 
     **Arguments:**
 
@@ -149,7 +152,7 @@ def fit_spaxels(
       `moments=4`; they start at 0 and are unbounded).
     - `min_snr`: spaxels with a lower median S/N are masked (status 1).
     - `dispersion_start`: km/s; `velocity_grid`: (start, stop, step) km/s of the search.
-    - `rtol`, `atol`, `max_steps`: solver controls.
+    - `rtol`, `atol`, `max_steps`: solver controls (`max_steps` per pass of the queue).
 
     **Returns:** a [`rubix_eqx.fit.SpaxelFit`][]; never NaN (failures are flagged).
     """
@@ -318,10 +321,19 @@ def _run(model, flux, var, start, active, bounds, solver, max_steps, moments):
     return jax.vmap(one)(flux, var, *start, active)
 
 
+# Starting ages and Z stay 3 % of the grid's range inside its edges: on an edge node the
+# logistic's slope is ~1e-4 and Levenberg–Marquardt crawls off it (E-MILES, moments 4:
+# 170–370 steps for the 4 of 64 spaxels the search put on an edge, ≤ 170 for the rest;
+# from 3 % inside, ≤ 170 for all and χ² equal or lower).
+_START_MARGIN = 0.03
+
+
 def _initial(la, lz, vel, disp, n_free, bounds):
+    """Solver parameters `(n_free,)` of a starting point (h3 = h4 = 0)."""
     (la_lo, la_hi), (lz_lo, lz_hi) = bounds
     zero = jnp.zeros_like(la)
-    return jnp.stack([_to_unit(la, la_lo, la_hi), _to_unit(lz, lz_lo, lz_hi),
+    return jnp.stack([_to_unit(la, la_lo, la_hi, _START_MARGIN),
+                      _to_unit(lz, lz_lo, lz_hi, _START_MARGIN),
                       vel / _VELOCITY_SCALE, jnp.log(disp), jnp.ones_like(la),
                       zero, zero][:n_free])  # fmt: skip
 
@@ -347,146 +359,137 @@ def _finish(model, d, v, p, ok, start, act, bounds, n_free):
 
 
 def queue_slots(n: int) -> int:
-    """Spaxels solved side by side by the work-queue Levenberg–Marquardt solve of `n`
-    spaxels: about n/8 (at least 8, at most 256), so that the batch a vectorised step
-    pays for stays small next to the few spaxels that need many steps."""
+    """Spaxels solved side by side by the work-queue solve of `n` spaxels: about n/8 (at
+    least 8, at most 256), so that the batch a vectorised step pays for stays small next
+    to the few spaxels that need many steps."""
     return int(min(n, max(8, min(256, n // 8))))
 
 
-@jit
-def _run_queue(model, flux, var, start, active, bounds, rtol, atol, max_steps, moments, slots):
-    """Levenberg–Marquardt for every spaxel as a work queue: `slots` spaxels are stepped
-    together (one vmapped residual-and-Jacobian evaluation per iteration of one
-    `lax.while_loop`); a slot whose spaxel has converged (or used `max_steps`) takes the
-    next spaxel of the queue at once. A vmapped solve of the whole batch instead runs
-    every spaxel until the slowest converges (a median of ~10 steps against a maximum of
-    ~100 in a MUSE cube).
+def _queue(model, flux, var, amp, p_start, active, bounds, solver, max_steps, slots):
+    """Every `active` spaxel solved by the optimistix least-squares `solver` as a work
+    queue: `slots` spaxels are stepped together (`solver.step` vmapped over the slots,
+    each slot's spectrum, variance and amplitude scale in `args`, one residual function
+    for all), in one `lax.while_loop`. A slot whose spaxel terminates (`solver.terminate`,
+    a failed or non-finite step, or `max_steps`) writes its solution out and starts
+    (`solver.init`) the next spaxel of the queue. A vmapped solve of the whole batch
+    instead steps every spaxel until the slowest has converged.
 
-    Each iteration evaluates a trial point; it is accepted if it lowers χ² (then the
-    damping λ shrinks ×1/3) or else rejected (λ grows ×4). The step solves
-    (JᵀJ + λ diag(JᵀJ) + ε) δ = −Jᵀr. A spaxel has converged when an accepted step
-    changes χ² by ≤ rtol·χ² + atol and every parameter by ≤ atol + rtol·|p|, or when a
-    rejected step is already that small (the minimum within tolerance). Masked
-    spaxels are not stepped (their starting point is returned)."""
+    A spaxel that ends unconverged goes back to the end of the queue once, to continue
+    from where it stopped (from its start if that is not finite) with a fresh solver
+    state and another `max_steps`: only the failed spaxels are solved again.
+
+    **Arguments:** spectra and variances `(n, n_wave)`, amplitude scales `amp` `(n,)`
+    (M☉), starting points `p_start` `(n, n_free)` (solver parameters), `active` `(n,)`,
+    `max_steps` (an int or an integer array: one compilation for every value); `slots` a
+    Python int.
+
+    **Returns:** solutions `(n, n_free)` (the starting point where not active), converged
+    `(n,)`, and the steps of each spaxel's last pass `(n,)` with `retried` `(n,)` (it
+    needed the second pass).
+    """
+    n = flux.shape[0]
+    options, tags = {}, frozenset()
+    # the queue: active spaxels first, in order; retried spaxels are appended after them
+    order = jnp.concatenate([jnp.argsort(~active, stable=True), jnp.full(n, n)]).astype(jnp.int32)
+    n_active = jnp.sum(active).astype(jnp.int32)
+
+    def fn(p, args):
+        d, v, a = args
+        return _residual_physical(model, _physical(p, a, bounds), (d, v)), None
+
+    def data(i):
+        j = jnp.minimum(i, n - 1)
+        return flux[j], var[j], amp[j]
+
+    def fetch(k, order, tail, out_p):
+        """Spaxel at queue position k (n past the tail), its start and whether it is a
+        retry."""
+        i = jnp.where(k < tail, order[jnp.minimum(k, 2 * n - 1)], n)
+        j = jnp.minimum(i, n - 1)
+        retry = k >= n_active
+        p = jnp.where(retry, out_p[j], p_start[j])
+        return i, jnp.where(jnp.all(jnp.isfinite(p)), p, p_start[j]), retry
+
+    def init(y, args):
+        f_struct, aux_struct = jax.eval_shape(fn, y, args)
+        return solver.init(fn, y, args, options, f_struct, aux_struct, tags)
+
+    def step(y, state, args):
+        y, state, _ = solver.step(fn, y, args, options, state, tags)
+        stop, result = solver.terminate(fn, y, args, options, state, tags)
+        failed = (result != optx.RESULTS.successful) | ~jnp.all(jnp.isfinite(y))
+        return y, state, stop & ~failed, stop | failed
+
+    positions = jnp.arange(slots, dtype=jnp.int32)
+    index, y, retry = jax.vmap(fetch, (0, None, None, None))(positions, order, n_active, p_start)
+    dynamic, static = eqx.partition(eqx.filter_vmap(init)(y, jax.vmap(data)(index)), eqx.is_array)
+    zeros = lambda shape, dtype=jnp.int32: jnp.zeros(shape, dtype)
+    # slots: spaxel, point, solver state, steps, retry; the queue and its next position,
+    # tail and finished count; outputs
+    carry = (index, y, dynamic, zeros(slots), retry, order, jnp.asarray(slots, jnp.int32),
+             n_active, zeros(()), p_start, zeros(n, bool), zeros(n), zeros(n, bool))  # fmt: skip
+
+    def body(carry):
+        index, y, dynamic, steps, retry, order, next_k, tail, finished, *out = carry
+        out_p, out_ok, out_steps, out_retried = out
+        state = eqx.combine(static, dynamic)
+        y, state, ok, stop = eqx.filter_vmap(step)(y, state, jax.vmap(data)(index))
+        steps = steps + 1
+        busy = index < n
+        done = busy & (stop | (steps >= max_steps))
+        write = jnp.where(done, index, n)
+        out_p = out_p.at[write].set(y, mode="drop")
+        out_ok = out_ok.at[write].set(ok, mode="drop")
+        out_steps = out_steps.at[write].set(steps, mode="drop")
+        out_retried = out_retried.at[write].set(retry, mode="drop")
+        # unconverged on a first pass: back to the end of the queue
+        again = done & ~ok & ~retry
+        rank = jnp.cumsum(again).astype(jnp.int32) - 1
+        order = order.at[jnp.where(again, tail + rank, 2 * n)].set(index, mode="drop")
+        tail = tail + jnp.sum(again).astype(jnp.int32)
+        finished = finished + jnp.sum(done & ~again).astype(jnp.int32)
+        # free slots take the next spaxels of the queue, from a fresh solver state
+        free = done | ~busy
+        k = next_k + jnp.cumsum(free).astype(jnp.int32) - 1
+        new_index, new_y, new_retry = jax.vmap(fetch, (0, None, None, None))(k, order, tail, out_p)
+        fresh = eqx.filter(eqx.filter_vmap(init)(new_y, jax.vmap(data)(new_index)), eqx.is_array)
+        dynamic = eqx.filter(state, eqx.is_array)
+        pick = lambda a, b: jnp.where(free.reshape(free.shape + (1,) * (a.ndim - 1)), a, b)
+        leaves = map(pick, jax.tree.leaves(fresh), jax.tree.leaves(dynamic))
+        dynamic = jax.tree.unflatten(jax.tree.structure(dynamic), list(leaves))
+        taken = jnp.clip(tail - next_k, 0, jnp.sum(free).astype(jnp.int32))
+        return (pick(new_index, index), pick(new_y, y), dynamic, jnp.where(free, 0, steps),
+                pick(new_retry, retry), order, next_k + taken, tail, finished, out_p, out_ok,
+                out_steps, out_retried)  # fmt: skip
+
+    carry = jax.lax.while_loop(lambda c: c[8] < n_active, body, carry)
+    return carry[9:]
+
+
+@jit
+def _run_queue(model, flux, var, start, active, bounds, solver, max_steps, moments, slots):
+    """`_queue` over the spaxels of a batch, then the physical values, errors, status and
+    χ² of each (as `_run`)."""
     n_free = 5 if moments == 2 else 7
-    n, n_wave = flux.shape
-    dtype = flux.dtype
     la0, lz0, vel0, disp0, amp0 = start
     p_start = jax.vmap(lambda *s: _initial(*s, n_free, bounds))(la0, lz0, vel0, disp0)
     var = jnp.where(active[:, None], var, 1.0)
-    # the queue: active spaxels first, in order
-    order = jnp.argsort(~active, stable=True).astype(jnp.int32)
-    n_active = jnp.sum(active).astype(jnp.int32)
-
-    def residual(p, i):
-        theta = _physical(p, amp0[i], bounds)
-        return _residual_physical(model, theta, (flux[i], var[i]))
-
-    def value_and_jac(p, i):
-        r, jvp = jax.linearize(lambda q: residual(q, i), p)
-        jac = jax.vmap(jvp, out_axes=1)(jnp.eye(n_free, dtype=dtype))
-        return r, jac
-
-    def load(k):
-        """Slot contents for queue position k (the sentinel n when the queue is empty)."""
-        i = jnp.where(k < n_active, order[jnp.minimum(k, n - 1)], n)
-        return i, p_start[jnp.minimum(i, n - 1)]
-
-    slot_index, trial = jax.vmap(load)(jnp.arange(slots, dtype=jnp.int32))
-    inf = jnp.asarray(jnp.inf, dtype)
-    init = dict(
-        index=slot_index,  # spaxel per slot (n: idle)
-        trial=trial,  # the point evaluated next
-        fresh=jnp.ones(slots, bool),  # the trial is a starting point: accept it
-        p=trial,
-        jac=jnp.zeros((slots, n_wave, n_free), dtype),
-        grad=jnp.zeros((slots, n_free), dtype),
-        chi2=jnp.full(slots, inf),
-        damping=jnp.full(slots, 1e-3, dtype),
-        steps=jnp.zeros(slots, jnp.int32),
-        next=jnp.asarray(slots, jnp.int32),
-        finished=jnp.zeros((), jnp.int32),
-        out_p=p_start,
-        out_ok=jnp.zeros(n, bool),
-    )
-
-    def cond(s):
-        return s["finished"] < n_active
-
-    def body(s):
-        idle = s["index"] >= n
-        i = jnp.minimum(s["index"], n - 1)
-        r, jac = jax.vmap(value_and_jac)(s["trial"], i)
-        chi2 = jnp.sum(r**2, axis=1)
-        dp = s["trial"] - s["p"]
-        small_step = jnp.all(jnp.abs(dp) <= atol + rtol * jnp.abs(s["p"]), axis=1)
-        small_change = jnp.abs(s["chi2"] - chi2) <= rtol * s["chi2"] + atol
-        accept = s["fresh"] | (chi2 < s["chi2"])  # NaN: rejected
-        converged = (~s["fresh"]) & small_step & (small_change | ~accept)
-        bad_start = s["fresh"] & ~jnp.isfinite(chi2)
-        steps = s["steps"] + 1
-        done = (~idle) & (converged | bad_start | (steps >= max_steps))
-        sel = lambda a, b: jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), a, b)
-        p = sel(s["trial"], s["p"])
-        jac = sel(jac, s["jac"])
-        grad = sel(jnp.einsum("smk,sm->sk", jac, r), s["grad"])
-        chi2 = sel(chi2, s["chi2"])
-        damping = jnp.where(
-            s["fresh"], s["damping"], jnp.where(accept, s["damping"] / 3, s["damping"] * 4)
-        )
-        damping = jnp.clip(damping, 1e-12, 1e12)
-        # finished spaxels: write out, then take the next of the queue
-        write = jnp.where(done, s["index"], n)
-        out_p = s["out_p"].at[write].set(p, mode="drop")
-        out_ok = s["out_ok"].at[write].set(converged, mode="drop")
-        rank = jnp.cumsum(done) - 1
-        new_index, new_p = jax.vmap(load)(s["next"] + rank)
-        index = jnp.where(done, new_index, s["index"])
-        new = lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
-        p = new(new_p, p)
-        steps = jnp.where(done, 0, steps)
-        damping = jnp.where(done, 1e-3, damping)
-        # the next trial point of the slots that keep their spaxel
-        jtj = jnp.einsum("smk,sml->skl", jac, jac)
-        diag = jnp.diagonal(jtj, axis1=1, axis2=2)
-        eps = jnp.finfo(dtype).eps * jnp.max(diag, axis=1, keepdims=True) + jnp.finfo(dtype).tiny
-        lhs = jtj + jax.vmap(jnp.diag)(damping[:, None] * diag + eps)
-        delta = -jnp.linalg.solve(lhs, grad[..., None])[..., 0]
-        delta = jnp.where(jnp.isfinite(delta), delta, 0)
-        trial = jnp.where(done[:, None], new_p, p + delta)
-        return dict(
-            index=index, trial=trial, fresh=done, p=p, jac=jac, grad=grad,
-            chi2=jnp.where(done, inf, chi2), damping=damping, steps=steps,
-            next=s["next"] + jnp.sum(done).astype(jnp.int32),
-            finished=s["finished"] + jnp.sum(done).astype(jnp.int32),
-            out_p=out_p, out_ok=out_ok,
-        )  # fmt: skip
-
-    s = jax.lax.while_loop(cond, body, init)
+    p, ok, _, _ = _queue(model, flux, var, amp0, p_start, active, bounds, solver, max_steps, slots)
 
     def fin(d, v, p, ok, la, lz, vel, disp, amp, act):
         # masked spaxels: their own starting model with unit weights, as in `_run`
         d = jnp.where(act, d, amp * model(la, lz, vel, disp))
         return _finish(model, d, v, p, ok, (la, lz, vel, disp, amp), act, bounds, n_free)
 
-    return jax.vmap(fin)(flux, var, s["out_p"], s["out_ok"], *start, active)
+    return jax.vmap(fin)(flux, var, p, ok, *start, active)
 
 
 def _solve(model, ssp, flux, var, start, active, solver, max_steps, moments=2):
-    if isinstance(solver, QueueLM):
+    if isinstance(solver, WorkQueue):
         theta, err, status, chi2 = _run_queue(
-            model, flux, var, start, active, _bounds(ssp), solver.rtol, solver.atol,
-            max_steps, moments, queue_slots(flux.shape[0]),
+            model, flux, var, start, active, _bounds(ssp), solver.solver,
+            jnp.asarray(max_steps, jnp.int32), moments, queue_slots(flux.shape[0]),
         )  # fmt: skip
-        if bool(jnp.any(status == 2)):
-            # not converged in the queue: those spaxels from optimistix's vmapped solve
-            again = _run(
-                model, flux, var, start, active, _bounds(ssp),
-                optx.LevenbergMarquardt(rtol=solver.rtol, atol=solver.atol), max_steps, moments,
-            )  # fmt: skip
-            retry = status == 2
-            pick = lambda a, b: jnp.where(retry.reshape(retry.shape + (1,) * (a.ndim - 1)), b, a)
-            theta, err, status, chi2 = jax.tree.map(pick, (theta, err, status, chi2), again)
     else:
         theta, err, status, chi2 = _run(
             model, flux, var, start, active, _bounds(ssp), solver, max_steps, moments
