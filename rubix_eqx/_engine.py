@@ -575,7 +575,7 @@ _TILE_TANGENT_SECONDS_PER_BIN = 2.5e-9  # its tangent or transpose (block matrix
 # 1.8e-9 measured in the reverse pass, 10⁵ particles, 40 × 40 spaxels)
 _SPARSE_SECONDS_PER_ENTRY = 1e-9  # zeroing the histogram, its occupancy and nonzero list
 HISTOGRAM_MAX_BYTES = 1.5e9
-SPARSE_MIN_DENSE_SECONDS = 2.0  # auto runs the sparse engine where H @ B would take longer
+SPARSE_MIN_DENSE_SECONDS = 1.0  # auto runs the sparse engine where H @ B would take longer
 SPARSE_MAX_BYTES = 4e9  # the sparse engine's histogram, tile list and dense-branch basis
 DUST_RTOL = 1e-5
 DUST_MAX_ATTENUATION = 10.0  # mag, the largest A_λ the dust expansion covers
@@ -595,13 +595,17 @@ def choose_engine(
     The sparse engine's product is modelled as the cheaper of the dense product and
     2 occupied tiles per particle (measured on synthetic disks: 0.05–1.4 per particle
     from 40 × 40 to 300 × 300 spaxels, 10⁵–10⁶ particles); it picks the cheaper itself
-    at run time from the actual count. It is a candidate only where the dense product
-    would take ≥ `SPARSE_MIN_DENSE_SECONDS` (large fields: 150 × 150 MUSE spaxels and up),
-    for speed: on small fields the dense product is cheap and the histogram engine,
-    without the sparse one's bookkeeping (occupancy, tile list, the tangent's cost-model
-    branches; under `jax.vmap` its `lax.cond`s run both branches), wins (10⁵ particles,
-    10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s).
-    The sparse engine itself works under every transformation (jit, vmap, grad, jvp)."""
+    at run time from the actual count, so where it is offered it replaces the histogram
+    engine (its fallback is the histogram engine's dense product). It is offered only
+    where the dense product would take ≥ `SPARSE_MIN_DENSE_SECONDS` (40 × 40 MUSE
+    spaxels and up), for speed: there it beats the histogram engine in the forward and
+    the gradient (40 × 40, 10⁶ particles: forward 0.58 s against 0.97 s, gradient 1.76 s
+    against 2.01 s; 10⁵: 0.21 against 0.80 s CPU, gradient 1.08 against 1.96 s), while
+    on small fields the dense product is cheap and the histogram engine, without the
+    sparse one's bookkeeping (occupancy, tile list; under `jax.vmap` its `lax.cond`s run
+    both branches), wins (10⁵ particles, 10 × 10 spaxels: forward 0.14–0.18 s vs
+    0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s). The sparse engine itself works under
+    every transformation (jit, vmap, grad, jvp)."""
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
     if not rank:
         costs = {"direct": direct}
@@ -612,13 +616,14 @@ def choose_engine(
         n_tiles, width = tile_shape(n_shift)
         entries = n_spaxels * n_templates * n_tiles * width
         # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`), for speed: on small
-        # fields the histogram engine's dense product is cheap
+        # fields the histogram engine's dense product is cheap; where offered, it replaces
+        # the histogram engine (it falls back to the same dense product at run time)
         if dense >= SPARSE_MIN_DENSE_SECONDS and 4 * (
             entries + entries // width + n_templates * n_tiles * width * n_work
         ) <= SPARSE_MAX_BYTES:
+            costs.pop("histogram", None)
             dense = 2 * entries * n_work / _MATMUL_FLOPS_PER_SECOND
-            tiles = min(2 * n_particles, entries // width) * (n_work + width)
-            tiles *= _TILE_SECONDS_PER_BIN
+            tiles = min(2 * n_particles, entries // width) * n_work * _TILE_SECONDS_PER_BIN
             costs["sparse"] = (
                 n_particles * _HISTOGRAM_SECONDS_PER_PARTICLE
                 + entries * _SPARSE_SECONDS_PER_ENTRY
