@@ -33,10 +33,12 @@ tests/test_large_field.py):
   field: 0.05 per particle at 40 × 40 and 0.4 at 300 × 300 spaxels for 10⁶ particles
   of the synthetic disk, against 4.5 % and 0.6 % of all tiles. Where the occupied
   tiles would cost more than the dense product, the dense product runs (`lax.cond` on
-  the count). Ordinary JAX (a `jax.custom_jvp` whose tangent is a per-tile Toeplitz
-  matrix product, transposed by JAX for reverse mode), so jit, vmap, grad and jvp all
-  apply. The occupancy is that of the primal H, so tangents on entries of exactly
-  zero primal weight (a particle of zero mass) are dropped.
+  the count). Tiles are listed template by template in blocks of one template; the
+  primal sums each tile's ≤ 8 shifted windows, the tangent is one matrix product per
+  block (the block's values × that template's shifted basis), so the reverse pass JAX
+  derives is again one matrix product per block. Ordinary JAX (a `jax.custom_jvp`), so
+  jit, vmap, grad and jvp all apply. The occupancy is that of the primal H, so tangents
+  on entries of exactly zero primal weight (a particle of zero mass) are dropped.
   A low-rank factorisation of the template basis was measured and rejected: the 150
   E-MILES templates on the MUSE lattice, each scaled to its maximum, need all 150
   singular vectors for an entrywise error ≤ 1e-5 (120 give 1.7e-3), so no rank saves
@@ -394,21 +396,6 @@ def tile_capacity(n_particles: int, k: int, n_spaxels: int, n_templates: int, n_
     return max(1, min(8 * k * max(n_particles, 1), n_spaxels * n_templates * n_tiles))
 
 
-def _tile_rows(templates, template, start, length: int):
-    """(M, length) windows templates[template[m], start[m] : start[m] + length]."""
-    read = lambda t, s: jax.lax.dynamic_slice(templates, (t, s), (1, length))[0]
-    return jax.vmap(read)(template, start)
-
-
-def _toeplitz_panels(rows, width: int, panel: int, n_work: int):
-    """(M, panel + width − 1) overlapping panels rows[:, i·panel : i·panel + panel + width −
-    1] of each tile's window (M = ⌈n_work / panel⌉; `rows` must hold M·panel + width − 1
-    bins)."""
-    n_panels = -(-n_work // panel)
-    index = jnp.arange(n_panels)[:, None] * panel + jnp.arange(panel + width - 1)[None, :]
-    return rows[:, index]
-
-
 def tile_product(
     histogram: Float[Array, "n_spaxels n_templates n_padded"],
     grid: SpectralGrid,
@@ -417,164 +404,161 @@ def tile_product(
     width: int,
     capacity: int,
     product: str = "auto",
-    block: int = 256,
+    block: int = 64,
     group: int = 64,
-    panel: int = 16,
 ) -> Float[Array, "n_spaxels n_work"]:
     """H @ B summed over the occupied tiles of H only: exactly the dense product (to
     float round-off), at a cost ∝ the occupied tiles instead of n_spaxels · n_templates ·
     n_shift.
 
     A tile is (spaxel, template, j): `width` consecutive shift bins j·width … of one
-    spaxel and template (n_padded = n_tiles · width; bins ≥ `n_shift` are zero). Each
-    occupied tile reads one template window of n_work + width − 1 bins, forms its
-    `width`-tap sum Σ_w H[s, t, j·width + w] B[(t, j·width + w), :] and adds it to spaxel
-    s. Tiles are listed by `jnp.nonzero` (static `capacity`, see `tile_capacity`) and
-    processed `block` at a time; groups of `group` blocks beyond the occupied count are
-    skipped (`lax.cond`), so the time follows the occupied tiles, not the capacity. Where
-    the occupied tiles would cost more than the dense product (by the cost model), the
+    spaxel and template (n_padded = n_tiles · width; bins ≥ `n_shift` are zero). The
+    occupied tiles (static `capacity`, see `tile_capacity`) are listed template by
+    template in blocks of `block` tiles of one template each (a template's last block
+    padded with empty slots). The primal reads each tile's template window and sums its
+    `width` shifted copies (elementwise FMAs, ≈ 1 ns per tile and bin on CPU). The
+    tangent (a `jax.custom_jvp`) is one matrix product per block: its tiles' values, each
+    placed at its shift bins in a (block, n_padded) row, times that template's (n_padded,
+    n_work) shifted basis, the rows then added to their spaxels; reverse mode is JAX's
+    transpose of it, again one matrix product per block (the cube's cotangent rows times
+    the basis transposed: ≈ 2 ns per slot and bin). The transpose of the per-tile sum
+    would be `width` reductions over n_work per tile (XLA's CPU reductions are
+    sequential: ≈ 20 ns per bin). Groups of `group` blocks beyond the used ones are
+    skipped (`lax.cond`), so the time follows the occupied tiles, not the capacity.
+    Where the tiles would cost more than the dense product (by the cost model), the
     dense product runs instead (`lax.cond`, both exact); `product="tiles"` or `"dense"`
-    forces one. Occupancy is that of the primal H: tangents on tiles whose primal
-    value is exactly 0 (e.g. of a zero-mass particle) are dropped. Not differentiated
-    with respect to the templates (they are constants of the grid).
+    forces one. Not differentiated with respect to the templates (constants of the grid).
 
-    Ordinary JAX throughout (a `jax.custom_jvp`), so jit, vmap, grad, jvp and their
-    compositions all apply. The primal sums `width` shifted windows (fast elementwise
-    FMAs). The tangent, linear in the tangent of H, is the same sum written as a
-    batched matrix product per tile (the window cut into overlapping panels of
-    `panel` + width − 1 bins, times a (panel + width − 1, panel) Toeplitz matrix of the
-    tile's values), so that its transpose, which reverse mode derives, is again a
-    matrix product (≈ 10× the forward per tile on CPU) rather than `width` reductions
-    over n_work (≈ 100×, XLA's CPU reductions are sequential); where even that costs
-    more than the dense product's transpose, the tangent is the dense product (by the
-    cost model, on the primal count). Under `jax.vmap` the `lax.cond`s become selects:
-    every listed group and both products run, ≤ 2× the dense product's cost (the list
-    stops where the dense product is cheaper)."""
+    Ordinary JAX (gathers, matrix products, scatters and `lax.cond` on the primal count;
+    the listing is integer; a `jax.custom_jvp` picks the tangent's form), so jit, vmap,
+    grad, jvp and their compositions all apply. Tangents on tiles whose primal value is
+    exactly 0 (e.g. of a zero-mass particle) are dropped: the occupancy is that of the
+    primal H. Under `jax.vmap` the `lax.cond`s become selects: every listed group and
+    both products run, ≤ 2× the dense product's cost (the list stops where the dense
+    product is cheaper)."""
     n_spaxels, n_templates, n_padded = histogram.shape
     n_tiles = n_padded // width
     n_work = grid.n_work
-    n_panels = -(-n_work // panel)
+    dtype = histogram.dtype
     # The cheaper of the two by the cost model (both exact; only the branch taken runs):
     # beyond `most` occupied tiles the dense product is cheaper, so the list stops there.
     dense_seconds = 2 * n_spaxels * n_templates * n_padded * n_work / _MATMUL_FLOPS_PER_SECOND
-    tile_seconds = (n_work + width) * _TILE_SECONDS_PER_BIN
-    tangent_seconds = (n_work + width) * _TILE_TANGENT_SECONDS_PER_BIN
-    most = capacity if product == "tiles" else min(capacity, int(dense_seconds / tile_seconds))
+    slot_seconds = n_work * _TILE_SECONDS_PER_BIN
+    tangent_seconds = n_work * _TILE_TANGENT_SECONDS_PER_BIN
+    most = capacity if product == "tiles" else min(capacity, int(dense_seconds / slot_seconds))
+    most = max(most, 1)
     step = block * group
-    n_groups = max(1, -(-most // step))
+    # a template's last block may be partly empty: ≤ n_templates · (block − 1) more slots
+    n_groups = max(1, -(-(most + n_templates * (block - 1)) // step))
     length = n_groups * step
-    # Template windows are read from `width` zero bins further left, so that the tile's
-    # first read (its last shift, possibly a padded one) never clamps, and the tangent's
-    # panels (up to n_panels · panel + width − 1 bins) run into zeros on the right.
-    pad_right = n_panels * panel - n_work + 1
-    templates = jnp.pad(jax.lax.stop_gradient(grid.templates), ((0, 0), (width, pad_right)))
+    n_blocks = n_groups * group
 
     def listing(histogram):
-        """(ids, count): the first `length` occupied tiles (flat ids) and their number."""
-        occupied = jnp.any(histogram.reshape(-1, width) != 0, axis=1)
-        (ids,) = jnp.nonzero(occupied, size=length, fill_value=0)
-        return ids, jnp.sum(occupied, dtype=jnp.int32)
+        """Slots (length,) of the occupied tiles, grouped by template into blocks: the
+        tile's flat id (0 in empty slots), whether the slot is used, each block's
+        template, the used slots and the occupied count."""
+        occupied = jnp.any(histogram.reshape(n_spaxels, n_templates, n_tiles, width) != 0, 3)
+        per_template = jnp.sum(occupied, axis=(0, 2), dtype=jnp.int32)
+        blocks = (per_template + block - 1) // block
+        block_end = jnp.cumsum(blocks)
+        first_slot = (block_end - blocks) * block
+        first_tile = jnp.cumsum(per_template) - per_template
+        count = jnp.sum(per_template)
+        order = jnp.transpose(occupied, (1, 0, 2)).reshape(-1)  # (template, spaxel, tile)
+        (position,) = jnp.nonzero(order, size=most, fill_value=0)
+        position = position.astype(jnp.int32)
+        t = position // (n_spaxels * n_tiles)
+        s, j = position // n_tiles % n_spaxels, position % n_tiles
+        rank = jnp.arange(most, dtype=jnp.int32)
+        slot = jnp.where(rank < count, first_slot[t] + rank - first_tile[t], length)  # or dropped
+        ids = jnp.zeros(length, jnp.int32).at[slot].set((s * n_templates + t) * n_tiles + j,
+                                                        mode="drop")  # fmt: skip
+        used = jnp.zeros(length, bool).at[slot].set(True, mode="drop")
+        template = jnp.searchsorted(block_end, jnp.arange(n_blocks), side="right")
+        template = jnp.minimum(template, n_templates - 1).astype(jnp.int32)
+        return ids, used, template, block_end[-1] * block, count
 
-    def values_at(histogram, ids, count):  # (length, width), zero beyond the count
-        valid = (jnp.arange(length) < count)[:, None]
-        return jnp.where(valid, histogram.reshape(-1, width)[ids], 0)
+    def shifts_block(cube, x, start, templates):  # Σ_w v_w · window shifted by width − 1 − w
+        ids, values, template = x
+        offset = start + (n_tiles - 1 - ids % n_tiles) * width
+        read = lambda o: jax.lax.dynamic_slice(templates, (template, o), (1, n_work + width - 1))[0]
+        rows = jax.vmap(read)(offset)  # (block, n_work + width − 1)
+        out = values[:, width - 1 : width] * rows[:, :n_work]
+        for w in range(width - 1):
+            out = out + values[:, w : w + 1] * rows[:, width - 1 - w : width - 1 - w + n_work]
+        return cube.at[ids // (n_tiles * n_templates)].add(out)
 
-    def window_start(tile_id, first_shift):
-        j = tile_id % n_tiles
-        return grid.read_offset(first_shift + j * width + width - 1) + 1 + width
+    def matmul_block(cube, x, start, templates):  # the block's rows @ its template's basis
+        ids, values, template = x
+        window = jax.lax.dynamic_slice(templates, (template, start), (1, n_work + n_padded - 1))[0]
+        basis = jnp.stack([window[n_padded - 1 - k : n_padded - 1 - k + n_work]
+                           for k in range(n_padded)])  # fmt: skip
+        at_tile = (ids % n_tiles)[:, None] == jnp.arange(n_tiles)[None, :]
+        rows = (at_tile[:, :, None] * values[:, None, :]).reshape(block, n_padded)
+        return cube.at[ids // (n_tiles * n_templates)].add(rows @ basis)
 
-    def template_of(tile_id):
-        return tile_id // n_tiles % n_templates
+    def tiles(block_fn, histogram, listed, start, templates):
+        """Scan `block_fn` over the blocks of each group, skipping groups, and blocks
+        within a group, beyond the used slots."""
+        ids, used, template, n_used, _ = listed
+        values = jnp.where(used[:, None], histogram.reshape(-1, width)[ids], 0)
 
-    def spaxel_of(tile_id):
-        return tile_id // (n_tiles * n_templates)
-
-    def groups(block_fn, cube0, count, ids, values):
-        """Scan `block_fn(cube, (ids, values))` over the blocks of each group, skipping
-        groups, and blocks within a group, beyond the count."""
-
+        # Checkpointed per group (not per block: inside the group's `lax.cond` that would
+        # stack the templates per group as residuals), so that reverse mode rebuilds a
+        # group's bases rather than storing every block's.
+        @jax.checkpoint
         def one_group(cube, x):
-            g, ids, values = x
+            g, ids, values, template = x
 
-            # Checkpointed: reverse mode re-reads the template windows rather than storing
-            # every block's.
-            @jax.checkpoint
-            def one_block(cube, y):
-                b, ids, values = y
-                run = lambda cube: block_fn(cube, (ids, values))[0]
-                return jax.lax.cond((g * group + b) * block < count, run, lambda c: c, cube), None
+            def run_block(cube, y):
+                b, ids, values, template = y
+                run = lambda cube: block_fn(cube, (ids, values, template), start, templates)
+                return jax.lax.cond((g * group + b) * block < n_used, run, lambda c: c, cube), None
 
-            run = lambda cube: jax.lax.scan(one_block, cube, (jnp.arange(group), ids, values))[0]
-            return jax.lax.cond(g * step < count, run, lambda cube: cube, cube), None
+            xs = (jnp.arange(group), ids, values, template)
+            run = lambda cube: jax.lax.scan(run_block, cube, xs)[0]
+            return jax.lax.cond(g * step < n_used, run, lambda cube: cube, cube), None
 
         grouped = [x.reshape((n_groups, group, block) + x.shape[1:]) for x in (ids, values)]
-        return jax.lax.scan(one_group, cube0, (jnp.arange(n_groups), *grouped))[0]
+        xs = (jnp.arange(n_groups), *grouped, template.reshape(n_groups, group))
+        cube0 = jnp.zeros((n_spaxels, n_work), dtype)
+        return jax.lax.scan(one_group, cube0, xs)[0]
 
-    def shifts_block(templates, first_shift):
-        def one_block(cube, x):  # Σ_w v_w · window shifted by width − 1 − w
-            tile_id, v = x
-            rows = _tile_rows(templates, template_of(tile_id), window_start(tile_id, first_shift),
-                              n_work + width - 1)  # fmt: skip
-            out = v[:, width - 1 : width] * rows[:, :n_work]
-            for w in range(width - 1):
-                out = out + v[:, w : w + 1] * rows[:, width - 1 - w : width - 1 - w + n_work]
-            return cube.at[spaxel_of(tile_id)].add(out), None
-
-        return one_block
-
-    def panels_block(templates, first_shift):
-        def one_block(cube, x):  # the same sum as a matrix product per tile
-            tile_id, v = x
-            rows = _tile_rows(templates, template_of(tile_id), window_start(tile_id, first_shift),
-                              n_panels * panel + width - 1)  # fmt: skip
-            panels = _toeplitz_panels(rows, width, panel, n_work)  # (b, M, panel + width − 1)
-            toeplitz = (
-                jnp.arange(panel + width - 1)[None, :, None] - jnp.arange(panel)[None, None, :]
-                == jnp.arange(width)[:, None, None]
-            ).astype(v.dtype)  # (width, panel + width − 1, panel): E[c, r + c, r] = 1
-            band = jnp.einsum("bc,cmr->bmr", v[:, ::-1], toeplitz)  # (b, panel + width − 1, panel)
-            out = jnp.einsum("bim,bmr->bir", panels, band).reshape(v.shape[0], -1)[:, :n_work]
-            return cube.at[spaxel_of(tile_id)].add(out), None
-
-        return one_block
-
-    def dense(histogram, first_shift, templates):
-        starts = grid.read_offset(first_shift + jnp.arange(n_padded)) + 1 + width
+    def dense(histogram, start, templates):
+        starts = start + n_padded - 1 - jnp.arange(n_padded)
         shifted = jax.vmap(
             lambda s: jax.lax.dynamic_slice(templates, (0, s), (n_templates, n_work))
         )(starts)  # (n_padded, n_templates, n_work)
         basis = jnp.transpose(shifted, (1, 0, 2)).reshape(n_templates * n_padded, n_work)
         return histogram.reshape(n_spaxels, n_templates * n_padded) @ basis
 
-    def tiles(block_fn, histogram, ids, count):
-        cube0 = jnp.zeros((n_spaxels, n_work), histogram.dtype)
-        return groups(block_fn, cube0, count, ids, values_at(histogram, ids, count))
-
-    def choose(block_fn, seconds, histogram, ids, count, first_shift, templates):
-        by_tiles = lambda h, f, t: tiles(block_fn(t, f), h, ids, count)
-        args = (histogram, first_shift, templates)
-        if product != "auto":
-            return (by_tiles if product == "tiles" else dense)(*args)
-        cheaper = (count <= length) & (count * seconds < dense_seconds)
-        return jax.lax.cond(cheaper, by_tiles, dense, *args)
+    def choose(block_fn, seconds, histogram, listed, start, templates):
+        if product == "dense":
+            return dense(histogram, start, templates)
+        if product == "tiles":
+            return tiles(block_fn, histogram, listed, start, templates)
+        cheaper = (listed[4] <= most) & (listed[3] * seconds < dense_seconds)
+        by_tiles = lambda h, s, t: tiles(block_fn, h, listed, s, t)
+        return jax.lax.cond(cheaper, by_tiles, dense, histogram, start, templates)
 
     # Everything traced comes in as an argument (a custom_jvp closes over no tracers).
     @jax.custom_jvp
-    def linear(histogram, first_shift, templates):
-        ids, count = listing(histogram)
-        return choose(shifts_block, tile_seconds, histogram, ids, count, first_shift, templates)
+    def linear(histogram, start, templates):
+        return choose(shifts_block, slot_seconds, histogram, listing(histogram), start, templates)
 
     @linear.defjvp
     def linear_jvp(primals, tangents):
-        histogram, first_shift, templates = primals
-        d_histogram = tangents[0]  # first_shift is an integer, templates a constant
-        ids, count = listing(histogram)
-        primal = choose(shifts_block, tile_seconds, histogram, ids, count, first_shift, templates)
-        tangent = choose(panels_block, tangent_seconds, d_histogram, ids, count, first_shift,
-                         templates)  # fmt: skip
+        histogram, start, templates = primals
+        listed = listing(histogram)
+        primal = choose(shifts_block, slot_seconds, histogram, listed, start, templates)
+        tangent = choose(matmul_block, tangent_seconds, tangents[0], listed, start, templates)
         return primal, tangent
 
-    return linear(histogram, first_shift, templates)
+    # Template windows are read from `width` zero bins further left, so that the reads of
+    # padded shift bins never clamp; B[k] = templates[t, start + n_padded − 1 − k : … +
+    # n_work], one shift per bin k.
+    templates = jnp.pad(jax.lax.stop_gradient(grid.templates), ((0, 0), (width, 0)))
+    return linear(histogram, grid.read_offset(first_shift + n_padded - 1) + 1 + width, templates)
 
 
 # Measured on a 2-core x86-64 CPU, float32 (benchmarks/run.py): the direct engine costs
@@ -586,11 +570,12 @@ _DIRECT_SECONDS_PER_UPDATE = 7.6e-9
 _DIRECT_DUST_FACTOR = 1.5
 _HISTOGRAM_SECONDS_PER_PARTICLE = 1e-6
 _MATMUL_FLOPS_PER_SECOND = 6e10
-_TILE_SECONDS_PER_BIN = 1.5e-9  # one occupied tile: a window read, `width` FMAs, an add
-_TILE_TANGENT_SECONDS_PER_BIN = 1.8e-8  # its tangent's transpose (panel product), per tile, bin
+_TILE_SECONDS_PER_BIN = 1.5e-9  # one tile slot: a window read, `width` FMAs, an add; per bin
+_TILE_TANGENT_SECONDS_PER_BIN = 2.5e-9  # its tangent or transpose (block matrix product;
+# 1.8e-9 measured in the reverse pass, 10⁵ particles, 40 × 40 spaxels)
 _SPARSE_SECONDS_PER_ENTRY = 1e-9  # zeroing the histogram, its occupancy and nonzero list
 HISTOGRAM_MAX_BYTES = 1.5e9
-SPARSE_MIN_DENSE_SECONDS = 2.0  # auto runs the sparse engine where H @ B would take longer
+SPARSE_MIN_DENSE_SECONDS = 1.0  # auto runs the sparse engine where H @ B would take longer
 SPARSE_MAX_BYTES = 4e9  # the sparse engine's histogram, tile list and dense-branch basis
 DUST_RTOL = 1e-5
 DUST_MAX_ATTENUATION = 10.0  # mag, the largest A_λ the dust expansion covers
@@ -610,13 +595,17 @@ def choose_engine(
     The sparse engine's product is modelled as the cheaper of the dense product and
     2 occupied tiles per particle (measured on synthetic disks: 0.05–1.4 per particle
     from 40 × 40 to 300 × 300 spaxels, 10⁵–10⁶ particles); it picks the cheaper itself
-    at run time from the actual count. It is a candidate only where the dense product
-    would take ≥ `SPARSE_MIN_DENSE_SECONDS` (large fields: 150 × 150 MUSE spaxels and up),
-    for speed: on small fields the dense product is cheap and the histogram engine,
-    without the sparse one's bookkeeping (occupancy, tile list, the tangent's cost-model
-    branches; under `jax.vmap` its `lax.cond`s run both branches), wins (10⁵ particles,
-    10 × 10 spaxels: forward 0.14–0.18 s vs 0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s).
-    The sparse engine itself works under every transformation (jit, vmap, grad, jvp)."""
+    at run time from the actual count, so where it is offered it replaces the histogram
+    engine (its fallback is the histogram engine's dense product). It is offered only
+    where the dense product would take ≥ `SPARSE_MIN_DENSE_SECONDS` (40 × 40 MUSE
+    spaxels and up), for speed: there it beats the histogram engine in the forward and
+    the gradient (40 × 40, 10⁶ particles: forward 0.58 s against 0.97 s, gradient 1.76 s
+    against 2.01 s; 10⁵: 0.21 against 0.80 s CPU, gradient 1.08 against 1.96 s), while
+    on small fields the dense product is cheap and the histogram engine, without the
+    sparse one's bookkeeping (occupancy, tile list; under `jax.vmap` its `lax.cond`s run
+    both branches), wins (10⁵ particles, 10 × 10 spaxels: forward 0.14–0.18 s vs
+    0.24–0.28 s, gradient 0.56 vs 0.77–0.91 s). The sparse engine itself works under
+    every transformation (jit, vmap, grad, jvp)."""
     direct = n_particles * n_work * _DIRECT_SECONDS_PER_UPDATE
     if not rank:
         costs = {"direct": direct}
@@ -627,13 +616,14 @@ def choose_engine(
         n_tiles, width = tile_shape(n_shift)
         entries = n_spaxels * n_templates * n_tiles * width
         # offered on large fields only (`SPARSE_MIN_DENSE_SECONDS`), for speed: on small
-        # fields the histogram engine's dense product is cheap
+        # fields the histogram engine's dense product is cheap; where offered, it replaces
+        # the histogram engine (it falls back to the same dense product at run time)
         if dense >= SPARSE_MIN_DENSE_SECONDS and 4 * (
             entries + entries // width + n_templates * n_tiles * width * n_work
         ) <= SPARSE_MAX_BYTES:
+            costs.pop("histogram", None)
             dense = 2 * entries * n_work / _MATMUL_FLOPS_PER_SECOND
-            tiles = min(2 * n_particles, entries // width) * (n_work + width)
-            tiles *= _TILE_SECONDS_PER_BIN
+            tiles = min(2 * n_particles, entries // width) * n_work * _TILE_SECONDS_PER_BIN
             costs["sparse"] = (
                 n_particles * _HISTOGRAM_SECONDS_PER_PARTICLE
                 + entries * _SPARSE_SECONDS_PER_ENTRY

@@ -95,13 +95,13 @@ def test_gradients(loss, field, index):
 
 def test_auto_picks_sparse_at_full_fields():
     """MUSE sizes (150 templates, 33 shift bins, 5080 lattice bins): the sparse engine
-    for 10⁶ particles at 150 × 150 and 300 × 300 spaxels, the histogram one at 40 × 40
-    and for 10⁵ particles on 10 × 10 (its dense product is cheap there), the direct one
+    for 10⁵ and 10⁶ particles at 40 × 40, 150 × 150 and 300 × 300 spaxels, the histogram
+    one for 10⁵ particles on 10 × 10 (its dense product is cheap there), the direct one
     for a few particles or a histogram beyond `SPARSE_MAX_BYTES`; with dust, as before."""
     muse = dict(n_templates=150, n_shift=33, n_work=5080)
-    for n in (150, 300):
+    for n in (40, 150, 300):
         assert choose_engine(10**6, n * n, **muse) == "sparse"
-    assert choose_engine(10**6, 40 * 40, **muse) == "histogram"
+        assert choose_engine(10**5, n * n, **muse) == "sparse"
     assert choose_engine(10**5, 10 * 10, **muse) == "histogram"
     assert choose_engine(50, 1600, **muse) == "direct"
     assert choose_engine(10**7, 1000 * 1000, **muse) == "direct"
