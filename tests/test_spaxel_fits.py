@@ -479,3 +479,29 @@ def test_queue_retries_only_unconverged_spaxels(ssp, gh_fit, vmapped_gh_fit):
     print("χ² start", before.round(2), "max_steps 20", got.round(2), "converged", best.round(2))
     assert np.all(got[retried] < before[retried])
     assert np.all(got[retried] >= best[retried] * (1 - 1e-6))
+
+
+def test_queue_with_more_slots_than_active_spaxels_takes_the_retries(ssp, gh_fit):
+    """A batch padded with masked spaxels (as `rubix-eqx fit` pads its last batch) has
+    fewer active spaxels than slots: the retries appended to the queue are still taken
+    (the queue used to start past them and never end), and each spaxel's fit is the one
+    of the unpadded batch with a slot per spaxel."""
+    import equinox as eqx
+    import optimistix as optx
+    from rubix_eqx.fit import _spaxels as fs
+
+    cube, obs, _ = gh_fit
+    model, flux, var, start, active, bounds, p_start = queue_problem(ssp, cube, obs)
+    pad = lambda x, value: jnp.concatenate([x, jnp.full((4, *x.shape[1:]), value, x.dtype)])
+    solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+    p, ok, steps, retried = eqx.filter_jit(fs._queue)(
+        model, pad(flux, 0.0), pad(var, 1.0), pad(start[4], 1.0), pad(p_start, 0.0),
+        pad(active, False), bounds, solver, jnp.asarray(20, jnp.int32), 8,
+    )  # fmt: skip
+    theta = jax.vmap(lambda q, a: jnp.stack(fs._physical(q, a, bounds)))(p[:4], start[4])
+    alone, ok_alone, steps_alone, retried_alone = queue_solve(ssp, cube, obs, 20, 4)
+    assert np.asarray(retried[:4]).any() and not np.asarray(retried[4:]).any()
+    np.testing.assert_array_equal(np.asarray(retried[:4]), retried_alone)
+    np.testing.assert_array_equal(np.asarray(steps[:4]), steps_alone)
+    np.testing.assert_array_equal(np.asarray(ok[:4]), ok_alone)
+    np.testing.assert_allclose(np.asarray(theta).T, alone, rtol=1e-9, atol=1e-9)

@@ -426,7 +426,10 @@ def _queue(model, flux, var, amp, p_start, active, bounds, solver, max_steps, sl
     zeros = lambda shape, dtype=jnp.int32: jnp.zeros(shape, dtype)
     # slots: spaxel, point, solver state, steps, retry; the queue and its next position,
     # tail and finished count; outputs
-    carry = (index, y, dynamic, zeros(slots), retry, order, jnp.asarray(slots, jnp.int32),
+    # the next queue position: past the first spaxels, but never past the tail (fewer
+    # active spaxels than slots), so that a retry appended there is taken
+    first = jnp.minimum(jnp.asarray(slots, jnp.int32), n_active)
+    carry = (index, y, dynamic, zeros(slots), retry, order, first,
              n_active, zeros(()), p_start, zeros(n, bool), zeros(n), zeros(n, bool))  # fmt: skip
 
     def body(carry):
